@@ -1,0 +1,286 @@
+"""SQL outbox: rows written with the ledger change they follow, claimed and delivered by workers.
+
+One pending row per topic (a partial unique index): enqueueing onto a pending topic bumps the
+row's `version` instead of adding a row. A worker claims a row by setting a lease
+(`claimed_until`), on PostgreSQL after `SELECT ... FOR UPDATE SKIP LOCKED` so concurrent
+workers pass over each other's rows; on SQLite the claim runs under `BEGIN IMMEDIATE`. A row is
+marked sent only if its version did not move while it was being delivered; otherwise it stays
+pending and the next pass delivers the newer state.
+
+Also here: the agreement cache and usage report state used by Kinde usage reporting.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from adapters.sql import schema as t
+from adapters.sql.store import register_repository
+from app.services.outbox_ports import AgreementInfo, OutboxMessage, UsageReportState
+
+_o = t.outbox.c
+
+
+def _upsert(dialect: str) -> Any:
+    return postgresql.insert(t.outbox) if dialect == "postgresql" else sqlite.insert(t.outbox)
+
+
+def _message(row: Any) -> OutboxMessage:
+    return OutboxMessage(
+        id=row.id,
+        kind=row.kind,
+        topic=row.topic,
+        wallet_id=row.wallet_id,
+        payload=json.loads(row.payload),
+        version=row.version,
+        attempts=row.attempts,
+        claimed_until=row.claimed_until,
+        created_at=row.created_at,
+        status=row.status,
+        last_error=row.last_error,
+    )
+
+
+class SqlOutboxRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+
+    def enqueue(
+        self, kind: str, topic: str, wallet_id: str | None, payload: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        stmt = _upsert(self.dialect).values(
+            kind=kind,
+            topic=topic,
+            wallet_id=wallet_id,
+            payload=json.dumps(payload, separators=(",", ":"), default=str),
+            version=0,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        self.conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[_o.topic],
+                index_where=_o.status == "pending",
+                set_={
+                    "version": _o.version + 1,
+                    "payload": stmt.excluded.payload,
+                    # New work is due now, unless the row is backing off after a failure.
+                    "next_attempt_at": func.min(_o.next_attempt_at, now)
+                    if self.dialect == "sqlite"
+                    else func.least(_o.next_attempt_at, now),
+                },
+            )
+        )
+
+    def claim(self, now: datetime, lease_seconds: float, limit: int) -> list[OutboxMessage]:
+        due = (
+            select(_o.id)
+            .where(
+                _o.status == "pending",
+                _o.next_attempt_at <= now,
+                or_(_o.claimed_until.is_(None), _o.claimed_until < now),
+            )
+            .order_by(_o.next_attempt_at, _o.id)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        ids = list(self.conn.execute(due).scalars())
+        if not ids:
+            return []
+        lease = now + timedelta(seconds=lease_seconds)
+        self.conn.execute(
+            update(t.outbox)
+            .where(_o.id.in_(ids))
+            .values(claimed_until=lease, attempts=_o.attempts + 1)
+        )
+        rows = self.conn.execute(select(t.outbox).where(_o.id.in_(ids)).order_by(_o.id))
+        return [_message(r) for r in rows]
+
+    def _mine(self, message: OutboxMessage) -> Any:
+        # Only the holder of the current lease may settle a row.
+        return and_(_o.id == message.id, _o.claimed_until == message.claimed_until)
+
+    def mark_sent(self, message: OutboxMessage, now: datetime) -> bool:
+        """Sent, unless the row changed meanwhile: then release it to go again (False)."""
+        done = self.conn.execute(
+            update(t.outbox)
+            .where(self._mine(message), _o.version == message.version)
+            .values(status="sent", sent_at=now, claimed_until=None, last_error=None)
+        ).rowcount
+        if done:
+            return True
+        self.conn.execute(
+            update(t.outbox)
+            .where(self._mine(message))
+            .values(claimed_until=None, attempts=0, next_attempt_at=now)
+        )
+        return False
+
+    def retry_later(self, message: OutboxMessage, when: datetime, error: str) -> None:
+        self.conn.execute(
+            update(t.outbox)
+            .where(self._mine(message))
+            .values(claimed_until=None, next_attempt_at=when, last_error=error[:2000])
+        )
+
+    def release(self, message: OutboxMessage, when: datetime, error: str) -> None:
+        """Give the claim back without counting an attempt (e.g. rate limited)."""
+        self.conn.execute(
+            update(t.outbox)
+            .where(self._mine(message))
+            .values(
+                claimed_until=None,
+                next_attempt_at=when,
+                attempts=_o.attempts - 1,
+                last_error=error[:2000],
+            )
+        )
+
+    def dead(self, message: OutboxMessage, error: str, now: datetime) -> None:
+        self.conn.execute(
+            update(t.outbox)
+            .where(self._mine(message))
+            .values(status="dead", claimed_until=None, last_error=error[:2000], sent_at=None)
+        )
+
+    def counts(self) -> dict[str, int]:
+        rows = self.conn.execute(select(_o.status, func.count()).group_by(_o.status))
+        out = {"pending": 0, "sent": 0, "dead": 0}
+        out.update({status: int(n) for status, n in rows})
+        return out
+
+    def oldest_pending_age(self, now: datetime) -> float:
+        oldest = self.conn.execute(
+            select(func.min(_o.created_at)).where(_o.status == "pending")
+        ).scalar()
+        return max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
+
+    def list(self, status: str | None, limit: int) -> list[OutboxMessage]:
+        stmt = select(t.outbox).order_by(_o.id.desc()).limit(limit)
+        if status:
+            stmt = stmt.where(_o.status == status)
+        return [_message(r) for r in self.conn.execute(stmt)]
+
+    def requeue_dead(self, ids: Iterable[int] | None, now: datetime) -> int:
+        """Send dead rows again; a topic that already has a pending row keeps just that one."""
+        stmt = select(_o.id, _o.topic).where(_o.status == "dead")
+        if ids is not None:
+            stmt = stmt.where(_o.id.in_(list(ids)))
+        count = 0
+        for row_id, topic in self.conn.execute(stmt).all():
+            pending = self.conn.execute(
+                select(_o.id).where(_o.topic == topic, _o.status == "pending")
+            ).first()
+            if pending:
+                self.conn.execute(
+                    update(t.outbox).where(_o.id == row_id).values(
+                        status="sent", last_error="superseded by a newer pending row"
+                    )
+                )
+                continue
+            self.conn.execute(
+                update(t.outbox)
+                .where(_o.id == row_id)
+                .values(status="pending", attempts=0, next_attempt_at=now, claimed_until=None)
+            )
+            count += 1
+        return count
+
+
+class SqlBillingRepository:
+    """Agreement cache, usage report state and the units total behind each report."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+
+    def agreement(self, agreement_id: str) -> AgreementInfo | None:
+        row = self.conn.execute(
+            select(t.billing_agreements).where(t.billing_agreements.c.id == agreement_id)
+        ).first()
+        if row is None:
+            return None
+        return AgreementInfo(
+            id=row.id,
+            customer_id=row.customer_id,
+            plan_code=row.plan_code,
+            period_start=row.period_start,
+            period_end=row.period_end,
+            feature_codes=tuple(json.loads(row.feature_codes)),
+            fetched_at=row.fetched_at,
+        )
+
+    def save_agreement(self, info: AgreementInfo) -> None:
+        values = {
+            "customer_id": info.customer_id,
+            "plan_code": info.plan_code,
+            "period_start": info.period_start,
+            "period_end": info.period_end,
+            "feature_codes": json.dumps(list(info.feature_codes)),
+            "fetched_at": info.fetched_at,
+        }
+        ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
+            t.billing_agreements
+        ).values(id=info.id, **values)
+        self.conn.execute(ins.on_conflict_do_update(index_elements=["id"], set_=values))
+
+    def report_state(self, wallet_id: str, feature: str) -> UsageReportState:
+        r = t.usage_reports.c
+        row = self.conn.execute(
+            select(t.usage_reports).where(r.wallet_id == wallet_id, r.feature == feature)
+        ).first()
+        if row is None:
+            return UsageReportState(wallet_id, feature, None, None, 0, 0, None)
+        return UsageReportState(
+            wallet_id, feature, row.agreement_id, row.period_start, row.base_units,
+            row.last_sent_total, row.last_sent_at,
+        )
+
+    def save_report_state(self, state: UsageReportState) -> None:
+        values = {
+            "agreement_id": state.agreement_id,
+            "period_start": state.period_start,
+            "base_units": state.base_units,
+            "last_sent_total": state.last_sent_total,
+            "last_sent_at": state.last_sent_at,
+        }
+        ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
+            t.usage_reports
+        ).values(wallet_id=state.wallet_id, feature=state.feature, **values)
+        self.conn.execute(
+            ins.on_conflict_do_update(index_elements=["wallet_id", "feature"], set_=values)
+        )
+
+    def units_used(self, wallet_id: str, feature: str) -> int:
+        """All units of a feature the wallet has used (usage and captured holds), ever."""
+        e = t.entries.c
+        total = self.conn.execute(
+            select(func.coalesce(func.sum(e.quantity), 0)).where(
+                e.wallet_id == wallet_id, e.feature == feature, e.kind.in_(("usage", "capture"))
+            )
+        ).scalar_one()
+        return int(total)
+
+    def all_report_states(self) -> list[UsageReportState]:
+        return [
+            UsageReportState(
+                r.wallet_id, r.feature, r.agreement_id, r.period_start, r.base_units,
+                r.last_sent_total, r.last_sent_at,
+            )
+            for r in self.conn.execute(select(t.usage_reports))
+        ]
+
+
+register_repository("outbox", SqlOutboxRepository)
+register_repository("billing", SqlBillingRepository)

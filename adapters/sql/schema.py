@@ -1,0 +1,308 @@
+"""The database schema (SQLAlchemy 2 typed declarative models), shared by SQLite and PostgreSQL.
+
+The models define the tables that Alembic migrates; the hot paths in `store.py` use the Core
+`Table` objects directly for speed. Constraints here back the ledger invariants in the
+database itself, so a bug in code cannot write a negative block or a duplicate idempotency key.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT identity.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always gives back aware UTC datetimes.
+
+    SQLite has no time zones, so values are normalised to naive UTC on the way in.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger: always pass aware UTC times")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQLite reads
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(DateTime(timezone=True))
+        return dialect.type_descriptor(DateTime())
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class WalletRow(Base):
+    __tablename__ = "wallets"
+    __table_args__ = (
+        CheckConstraint("owner_type IN ('user', 'org')", name="owner_type"),
+        CheckConstraint("held >= 0", name="held_not_negative"),
+        CheckConstraint("arrears >= 0", name="arrears_not_negative"),
+        CheckConstraint("overdraft_limit >= 0", name="overdraft_not_negative"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_type: Mapped[str] = mapped_column(String(8))
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    held: Mapped[int] = mapped_column(BigInteger, default=0)
+    arrears: Mapped[int] = mapped_column(BigInteger, default=0)
+    overdraft_limit: Mapped[int] = mapped_column(BigInteger, default=0)
+    reference_balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    next_expiry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_hold_expiry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # What Kinde billing knows this owner as (from webhooks or Management API look-ups).
+    billing_customer_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    agreement_id: Mapped[str | None] = mapped_column(String(64))
+    plan_code: Mapped[str | None] = mapped_column(String(64))
+    email: Mapped[str | None] = mapped_column(String(320))
+    # Alert settings (JSON text; NULL = catalog defaults) and auto-recharge settings.
+    alert_settings: Mapped[str | None] = mapped_column(Text)
+    alerts_fired: Mapped[str | None] = mapped_column(Text)
+    auto_recharge_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_recharge_threshold: Mapped[int | None] = mapped_column(BigInteger)
+    auto_recharge_bundle: Mapped[str | None] = mapped_column(String(64))
+    auto_recharge_suspended: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class BlockRow(Base):
+    __tablename__ = "blocks"
+    __table_args__ = (
+        CheckConstraint("remaining >= 0", name="remaining_not_negative"),
+        CheckConstraint("remaining <= original", name="remaining_within_original"),
+        CheckConstraint("original > 0", name="original_positive"),
+        Index("ix_blocks_live", "wallet_id", "remaining"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    original: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    reason: Mapped[str] = mapped_column(Text)
+    # Cost basis as a decimal string: money never goes through float.
+    cost_amount: Mapped[str | None] = mapped_column(String(32))
+    currency: Mapped[str | None] = mapped_column(String(3))
+
+
+class EntryRow(Base):
+    __tablename__ = "entries"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('grant','purchase','allotment','usage','hold','capture','release',"
+            "'expiry','adjustment','void')",
+            name="kind",
+        ),
+        Index("ix_entries_wallet_id_id", "wallet_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    feature: Mapped[str | None] = mapped_column(String(64))
+    quantity: Mapped[int | None] = mapped_column(BigInteger)
+    hold_id: Mapped[str | None] = mapped_column(String(40))
+    occurred_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class HoldRow(Base):
+    __tablename__ = "holds"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint(
+            "status IN ('open','captured','released','expired')", name="status"
+        ),
+        Index("ix_holds_status_expires_at", "status", "expires_at"),
+        Index("ix_holds_wallet_id_status", "wallet_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(10))
+    feature: Mapped[str | None] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    captured_amount: Mapped[int | None] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class IdempotencyRow(Base):
+    """A key is recorded only with a write that succeeded, and kept for good."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(80), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class WebhookEventRow(Base):
+    """The inbox: every verified Kinde event, stored with its raw payload before acting on it."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('received','processed','ignored','parked')", name="status"
+        ),
+        Index("ix_webhook_events_status", "status"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    webhook_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    type: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(12))
+    payload: Mapped[str] = mapped_column(Text)
+    raw_body: Mapped[str] = mapped_column(Text)
+    park_reason: Mapped[str | None] = mapped_column(Text)
+    wallet_id: Mapped[str | None] = mapped_column(String(64))
+    customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class MeterReadingRow(Base):
+    """Last `absolute` meter value seen per customer, feature and period (debit only increases)."""
+
+    __tablename__ = "meter_readings"
+
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    feature_code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_value: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OutboxRow(Base):
+    """Everything that must reach Kinde or a person, written with the ledger change it follows."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending','sent','dead')", name="status"),
+        Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_outbox_topic_status", "topic", "status"),
+        # At most one pending row per topic: later changes bump its version instead of adding
+        # rows, which coalesces many debits into one report and gives one sender per topic.
+        Index(
+            "uq_outbox_pending_topic",
+            "topic",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    # Rows with the same topic (e.g. one agreement and feature) may be coalesced into one call.
+    topic: Mapped[str] = mapped_column(String(200))
+    wallet_id: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    status: Mapped[str] = mapped_column(String(8), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class UsageReportRow(Base):
+    """What Kinde has acknowledged for one wallet and app-source feature.
+
+    The value reported is an `absolute` period total: all units used so far minus
+    `base_units` (units already accounted to earlier periods or agreements), so a resend after a
+    lost answer cannot double count.
+    """
+
+    __tablename__ = "usage_reports"
+
+    wallet_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    feature: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agreement_id: Mapped[str | None] = mapped_column(String(64))
+    period_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    base_units: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_sent_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class BillingAgreementRow(Base):
+    """Cached Kinde agreements (current period bounds), refreshed when the period ends."""
+
+    __tablename__ = "billing_agreements"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    plan_code: Mapped[str | None] = mapped_column(String(64))
+    period_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    period_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    feature_codes: Mapped[str] = mapped_column(Text, default="[]")
+    fetched_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+wallets = WalletRow.__table__
+blocks = BlockRow.__table__
+entries = EntryRow.__table__
+holds = HoldRow.__table__
+idempotency_keys = IdempotencyRow.__table__
+webhook_events = WebhookEventRow.__table__
+meter_readings = MeterReadingRow.__table__
+outbox = OutboxRow.__table__
+usage_reports = UsageReportRow.__table__
+billing_agreements = BillingAgreementRow.__table__

@@ -1,0 +1,483 @@
+"""Verification of Kinde JWTs: API access tokens and webhook bodies.
+
+Both kinds are RS256 JWTs signed with the keys in the Kinde business's JWKS
+(see /work/shared/kinde/REFERENCE.md). The rules that matter for security:
+
+* The algorithm is pinned to RS256 and checked from the header BEFORE any key is looked up, so
+  ``alg: none``, HS256-with-the-public-key and ES* tricks never reach a key.
+* The key comes only from the configured key source, looked up by the header ``kid`` (an opaque
+  string; Kinde uses colon-separated hex). ``jku``, ``x5u`` and ``jwk`` headers are never read.
+* Access tokens must carry ``exp`` and ``iss`` (and ``aud`` when an audience is configured).
+  Webhooks carry none of ``iss``/``aud``/``exp``/``iat``, so they are not required there, but are
+  honoured when present.
+* Tokens are never logged nor put into error messages: they are bearer credentials.
+
+`KeySourceUnavailable` is deliberately NOT a `TokenError`: it means *we* could not get keys, so
+the HTTP layer should answer 503 (Kinde then retries a webhook) rather than 400/401.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import jwt
+import requests
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+
+if TYPE_CHECKING:
+    from app.domain.principal import Principal
+
+log = logging.getLogger(__name__)
+
+ALGORITHM = "RS256"
+MIN_RSA_BITS = 2048
+
+# A compact JWS: three base64url segments; the signature may be empty (that is how `alg: none`
+# looks, and we want to answer it with "algorithm not allowed", not "not a JWT").
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+class TokenError(Exception):
+    """A token that we refuse. ``code`` is stable and machine-readable; ``message`` is for
+    humans and never contains the token."""
+
+    default_code: ClassVar[str] = "invalid_token"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+
+class MalformedToken(TokenError):
+    """Not a JWT at all (webhooks answer 400)."""
+
+    default_code = "malformed_token"
+
+
+class InvalidSignature(TokenError):
+    """The signature does not verify with the key named by ``kid`` (401)."""
+
+    default_code = "invalid_signature"
+
+
+class UnknownKey(TokenError):
+    """No ``kid``, or a ``kid`` that the key source does not know, even after a refresh (401)."""
+
+    default_code = "unknown_key"
+
+
+class AlgorithmNotAllowed(TokenError):
+    """Any ``alg`` other than RS256 (401)."""
+
+    default_code = "algorithm_not_allowed"
+
+
+class ClaimsInvalid(TokenError):
+    """Signature fine, claims not: expired, wrong iss/aud, missing claim, bad payload (401)."""
+
+    default_code = "claims_invalid"
+
+
+class KeySourceUnavailable(Exception):
+    """The signing keys could not be fetched (network, HTTP status, bad JWKS document).
+
+    Not a `TokenError`: the token may be fine; answer 503 so the caller retries.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Key sources
+# --------------------------------------------------------------------------------------------
+
+
+class KeySource(Protocol):
+    """Where verification keys come from. Implementations raise `UnknownKey` for a kid they
+    don't have and `KeySourceUnavailable` when they cannot tell."""
+
+    def get_key(self, kid: str) -> RSAPublicKey: ...
+
+
+def parse_jwks(document: Any) -> dict[str, RSAPublicKey]:
+    """Usable RS256 verification keys of a JWKS document, by ``kid``.
+
+    Only RSA keys with ``use`` "sig" (or none), an ``alg`` of RS256 (or none), a non-empty
+    string ``kid`` and at least 2048 bits are kept; other entries are skipped, not fatal, so one
+    odd key in the set cannot lock out the good ones. A document that is not
+    ``{"keys": [...]}`` raises `KeySourceUnavailable`.
+    """
+    if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
+        raise KeySourceUnavailable("JWKS document is not an object with a 'keys' list")
+    keys: dict[str, RSAPublicKey] = {}
+    for entry in document["keys"]:
+        if not isinstance(entry, Mapping):
+            continue
+        kid = entry.get("kid")
+        if not isinstance(kid, str) or not kid:
+            continue
+        if entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
+            continue
+        if entry.get("alg", ALGORITHM) != ALGORITHM:
+            continue
+        try:
+            key = jwt.PyJWK(dict(entry), algorithm=ALGORITHM).key
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
+            log.warning("skipping unparsable JWKS key kid=%s", kid)
+            continue
+        if isinstance(key, RSAPrivateKey):
+            # A JWKS should never publish private parts; use only the public half.
+            key = key.public_key()
+        if not isinstance(key, RSAPublicKey) or key.key_size < MIN_RSA_BITS:
+            log.warning("skipping weak or non-RSA JWKS key kid=%s", kid)
+            continue
+        keys[kid] = key
+    return keys
+
+
+class StaticKeySource:
+    """Keys from a JWKS dict held in memory (local mode: the service's own key, no HTTP)."""
+
+    def __init__(self, jwks: Mapping[str, Any]) -> None:
+        self._keys = parse_jwks(jwks)
+
+    def get_key(self, kid: str) -> RSAPublicKey:
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise UnknownKey("token signed with a key that is not in the key set") from None
+
+
+class JwksKeySource:
+    """Keys fetched from a JWKS URL, cached, refreshed on an unknown kid at most once per
+    cooldown.
+
+    We don't use `jwt.PyJWKClient`: it fetches with urllib (no shared `requests` session), holds
+    its lock during every lookup, and starts its cooldown at *every* fetch, including the first,
+    so a key rotated just after start-up stays unknown for the whole cooldown. Here:
+
+    * cached lookups are lock-free reads of an immutable dict snapshot;
+    * fetches happen under a lock, one at a time; a waiter re-checks after the lock, so a burst
+      of requests causes one fetch;
+    * an unknown kid forces one refresh, and forced refreshes are at most one per ``cooldown``
+      seconds, so a flood of random kids costs at most one fetch per cooldown;
+    * when a TTL refresh fails but keys are cached, the stale keys keep serving (logged) and the
+      next attempt waits ``error_backoff`` seconds; with no keys at all a failure raises
+      `KeySourceUnavailable`, and callers within ``error_backoff`` fail fast without a fetch.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 3.0,
+        ttl: float = 300.0,
+        cooldown: float = 30.0,
+        error_backoff: float = 5.0,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.ttl = ttl
+        self.cooldown = cooldown
+        self.error_backoff = error_backoff
+        self._session = session or requests.Session()
+        self._clock = clock
+        self._lock = threading.Lock()
+        # Replaced wholesale, never mutated, so the lock-free fast path sees a consistent dict.
+        self._keys: dict[str, RSAPublicKey] | None = None
+        self._fresh_until = 0.0
+        self._last_forced: float | None = None
+        self._failed_at: float | None = None
+        self.fetch_count = 0  # observability and tests
+
+    def get_key(self, kid: str) -> RSAPublicKey:
+        keys = self._keys
+        if keys is not None and self._clock() < self._fresh_until and kid in keys:
+            return keys[kid]
+        with self._lock:
+            now = self._clock()
+            fetched = False
+            if self._keys is None or now >= self._fresh_until:
+                self._load(now)
+                fetched = True
+            keys = self._keys or {}
+            if kid in keys:
+                return keys[kid]
+            # Unknown kid: maybe Kinde rotated keys. One forced refresh, unless we just fetched
+            # in this very call or another forced refresh happened within the cooldown.
+            cooling = self._last_forced is not None and now - self._last_forced < self.cooldown
+            if not fetched and not cooling:
+                self._last_forced = now
+                self._fetch(now)
+                keys = self._keys or {}
+                if kid in keys:
+                    return keys[kid]
+        raise UnknownKey("token signed with a key that is not in the key set")
+
+    def refresh(self) -> None:
+        """Fetch now (e.g. to warm the cache at start-up). Raises `KeySourceUnavailable`."""
+        with self._lock:
+            self._fetch(self._clock())
+
+    def _load(self, now: float) -> None:
+        """TTL/initial load under the lock; may keep serving stale keys on failure."""
+        if self._failed_at is not None and now - self._failed_at < self.error_backoff:
+            if self._keys is not None:
+                return
+            raise KeySourceUnavailable("JWKS fetch failed recently; not retrying yet")
+        try:
+            self._fetch(now)
+        except KeySourceUnavailable:
+            if self._keys is None:
+                raise
+            log.warning("JWKS refresh failed; serving cached keys for %ss", self.error_backoff)
+            self._fresh_until = now + self.error_backoff
+
+    def _fetch(self, now: float) -> None:
+        self.fetch_count += 1
+        try:
+            response = self._session.get(
+                self.url, timeout=self.timeout, headers={"Accept": "application/json"}
+            )
+            response.raise_for_status()
+            document = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            self._failed_at = now
+            # The URL is configuration, not a secret; the exception type is enough detail.
+            log.warning("JWKS fetch from %s failed: %s", self.url, type(exc).__name__)
+            raise KeySourceUnavailable(
+                f"could not fetch signing keys ({type(exc).__name__})"
+            ) from exc
+        try:
+            keys = parse_jwks(document)
+        except KeySourceUnavailable:
+            self._failed_at = now
+            raise
+        if not keys:
+            log.warning("JWKS at %s holds no usable RS256 signing keys", self.url)
+        self._keys = keys
+        self._failed_at = None
+        self._fresh_until = self._clock() + self.ttl
+
+
+# --------------------------------------------------------------------------------------------
+# Verifiers
+# --------------------------------------------------------------------------------------------
+
+
+def _b64url_json(segment: str) -> Any:
+    padded = segment + "=" * (-len(segment) % 4)
+    return json.loads(base64.urlsafe_b64decode(padded))
+
+
+def _checked_header(token: str) -> dict[str, Any]:
+    """Structure check and header parse; raises `MalformedToken` / `AlgorithmNotAllowed`
+    / `UnknownKey` / `InvalidSignature` without touching any key."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise MalformedToken("not a compact JWT (expected three base64url segments)")
+    for part in parts:
+        # len % 4 == 1 can never be valid base64.
+        if not _SEGMENT.fullmatch(part) or len(part) % 4 == 1:
+            raise MalformedToken("not a compact JWT (segment is not base64url)")
+    try:
+        header = _b64url_json(parts[0])
+    except (binascii.Error, ValueError):
+        raise MalformedToken("JWT header is not base64url-encoded JSON") from None
+    if not isinstance(header, dict):
+        raise MalformedToken("JWT header is not a JSON object")
+
+    alg = header.get("alg")
+    if alg != ALGORITHM:
+        shown = alg if isinstance(alg, str) and len(alg) <= 20 else "?"
+        raise AlgorithmNotAllowed(f"algorithm {shown!r} is not allowed; only RS256 is accepted")
+    if "crit" in header or "b64" in header:
+        # JWS extensions (e.g. RFC 7797 unencoded payloads) are never used by Kinde; refusing
+        # them keeps the signed bytes exactly what we parse.
+        raise InvalidSignature("JWS extensions (crit/b64) are not accepted")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise UnknownKey("JWT header has no key id (kid)")
+    return header
+
+
+def _decode(
+    token: str,
+    key_source: KeySource,
+    *,
+    issuer: str | None,
+    audience: str | None,
+    require: list[str],
+    leeway: float,
+) -> dict[str, Any]:
+    header = _checked_header(token)
+    # Only the kid is read from the header; jku/x5u/jwk are ignored by design.
+    key = key_source.get_key(header["kid"])
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            issuer=issuer,
+            audience=audience,
+            leeway=leeway,
+            options={"require": require, "verify_aud": audience is not None},
+        )
+    except jwt.InvalidSignatureError:
+        raise InvalidSignature("signature does not verify") from None
+    except jwt.InvalidAlgorithmError:
+        raise AlgorithmNotAllowed("only RS256 is accepted") from None
+    except jwt.ExpiredSignatureError:
+        raise ClaimsInvalid("token has expired", code="token_expired") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise ClaimsInvalid(f"required claim {exc.claim!r} is missing") from None
+    except jwt.InvalidIssuerError:
+        raise ClaimsInvalid("token issuer does not match") from None
+    except jwt.InvalidAudienceError:
+        raise ClaimsInvalid("token audience does not match") from None
+    except jwt.ImmatureSignatureError:
+        raise ClaimsInvalid("token is not valid yet") from None
+    except jwt.DecodeError:
+        # Reached only after the signature verified (PyJWT parses the payload JSON last), so a
+        # well-signed but non-JSON payload is a claims problem, not "not a JWT".
+        raise ClaimsInvalid("token payload is not a JSON object") from None
+    except jwt.InvalidTokenError as exc:
+        # iat/sub/jti type errors and anything PyJWT adds later.
+        raise ClaimsInvalid(f"invalid claims ({type(exc).__name__})") from None
+    if not isinstance(claims, dict):
+        raise ClaimsInvalid("token payload is not a JSON object")
+    return claims
+
+
+def _as_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    """Build a `Principal` from verified access-token claims (Kinde shapes)."""
+    # Imported here, not at module level: importing `app.domain` runs `app/__init__`, which
+    # wires the composition root, which imports this module; a top-level import would make
+    # that a circular import whichever side is imported first.
+    from app.domain.principal import USER_SUBJECT_PREFIX, Principal
+
+    scopes: set[str] = set()
+    scp = claims.get("scp")
+    if isinstance(scp, list):
+        scopes.update(s for s in scp if isinstance(s, str) and s)
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        scopes.update(scope.split())
+    gty = claims.get("gty")
+    grants = [gty] if isinstance(gty, str) else gty if isinstance(gty, list) else []
+    subject = _as_str(claims.get("sub"))
+    is_machine = "client_credentials" in grants or not (
+        subject is not None and subject.startswith(USER_SUBJECT_PREFIX)
+    )
+    return Principal(
+        subject=subject,
+        org_code=_as_str(claims.get("org_code")),
+        scopes=frozenset(scopes),
+        is_machine=is_machine,
+        client_id=_as_str(claims.get("azp")),
+    )
+
+
+class AccessTokenVerifier:
+    """Verifies ``Authorization: Bearer`` Kinde access tokens and yields a `Principal`."""
+
+    def __init__(
+        self,
+        key_source: KeySource,
+        issuer: str,
+        audience: str | None,
+        leeway: float = 30,
+    ) -> None:
+        if not issuer:
+            raise ValueError("issuer is required for access tokens")
+        # Kinde's iss has no trailing slash; tolerate one in configuration.
+        self.issuer = issuer.rstrip("/")
+        self.audience = audience or None
+        self.leeway = leeway
+        self._key_source = key_source
+
+    def verify(self, token: str) -> Principal:
+        if not isinstance(token, str):
+            raise MalformedToken("token must be a string")
+        require = ["exp", "iss"] + (["aud"] if self.audience else [])
+        claims = _decode(
+            token.strip(),
+            self._key_source,
+            issuer=self.issuer,
+            audience=self.audience,
+            require=require,
+            leeway=self.leeway,
+        )
+        return principal_from_claims(claims)
+
+
+class WebhookVerifier:
+    """Verifies a Kinde webhook body (a compact JWT) and returns its claims.
+
+    Kinde omits ``iss``/``aud``/``exp``/``iat``, so none is required; ``iss`` must match when
+    both it and the configured issuer are present, and ``exp`` is honoured when present. An
+    ``aud`` claim is not checked (we have no webhook audience to compare with).
+    """
+
+    def __init__(self, key_source: KeySource, issuer: str | None, leeway: float = 30) -> None:
+        self.issuer = issuer.rstrip("/") if issuer else None
+        self.leeway = leeway
+        self._key_source = key_source
+
+    def verify(self, body: bytes | str) -> dict[str, Any]:
+        token = self._extract(body)
+        # issuer=None here: PyJWT would otherwise demand the claim, which Kinde never sends.
+        claims = _decode(
+            token, self._key_source, issuer=None, audience=None, require=[], leeway=self.leeway
+        )
+        if self.issuer is not None and "iss" in claims:
+            iss = claims["iss"]
+            if not isinstance(iss, str) or iss.rstrip("/") != self.issuer:
+                raise ClaimsInvalid("webhook issuer does not match")
+        for field in ("type", "event_id"):
+            if not isinstance(claims.get(field), str) or not claims[field]:
+                raise ClaimsInvalid(f"webhook payload has no string {field!r}")
+        return claims
+
+    @staticmethod
+    def _extract(body: bytes | str) -> str:
+        if isinstance(body, bytes | bytearray):
+            try:
+                text = bytes(body).decode("utf-8")
+            except UnicodeDecodeError:
+                raise MalformedToken("webhook body is not UTF-8 text") from None
+        elif isinstance(body, str):
+            text = body
+        else:
+            raise MalformedToken("webhook body must be bytes or text")
+        text = text.strip()
+        if not text:
+            raise MalformedToken("webhook body is empty")
+        if text.startswith('"'):
+            # Older application/json deliveries wrapped the JWT in a JSON string literal.
+            try:
+                unwrapped = json.loads(text)
+            except ValueError:
+                raise MalformedToken("webhook body is not a JWT") from None
+            if not isinstance(unwrapped, str):
+                raise MalformedToken("webhook body is not a JWT")
+            text = unwrapped.strip()
+        return text

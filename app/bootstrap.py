@@ -1,0 +1,110 @@
+"""The composition root: the only place that picks concrete adapters for the ports.
+
+`build_container(settings)` wires the store, catalog, token verifiers and services once per
+process; tests build their own container (or swap single adapters) through the same function.
+In local mode (no KINDE_DOMAIN) the service signs and verifies with its own RSA key.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.kinde_api import KindeManagementClient
+from adapters.local_keys import LocalKeyring
+from adapters.sql.store import SqlStore, make_engine
+from adapters.tokens import AccessTokenVerifier, JwksKeySource, KeySource, WebhookVerifier
+from app.domain.catalog import Catalog, load_catalog
+from app.services.ledger import LedgerService, utc_now
+from app.services.outbox import OutboxDispatcher, RetryPolicy
+from app.services.ports import Clock
+from app.services.usage_reporting import METER_USAGE, UsageReporter, usage_report_hook
+from app.settings import Settings
+
+LOCAL_AUDIENCE = "kinde-credits-local"
+
+# Modules that register SQL repositories on import (see adapters.sql.store.register_repository).
+REPOSITORY_MODULES: tuple[str, ...] = (
+    "adapters.sql.outbox",
+)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    catalog: Catalog
+    store: SqlStore
+    ledger: LedgerService
+    clock: Clock
+    key_source: KeySource
+    access_verifier: AccessTokenVerifier
+    webhook_verifier: WebhookVerifier
+    dispatcher: OutboxDispatcher
+    keyring: LocalKeyring | None = None
+    kinde: KindeManagementClient | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def audience(self) -> str:
+        return self.settings.kinde_api_audience or LOCAL_AUDIENCE
+
+    def close(self) -> None:
+        self.store.engine.dispose()
+
+
+def build_container(
+    settings: Settings,
+    *,
+    catalog: Catalog | None = None,
+    clock: Clock = utc_now,
+    pool_size: int = 10,
+    key_source: KeySource | None = None,
+    kinde: KindeManagementClient | None = None,
+) -> Container:
+    for module in REPOSITORY_MODULES:
+        importlib.import_module(module)
+    catalog = catalog or load_catalog(settings.catalog_path)
+    store = SqlStore(make_engine(settings.database_url, pool_size=pool_size))
+    ledger = LedgerService(store, catalog, clock)
+
+    keyring: LocalKeyring | None = None
+    if key_source is None:
+        if settings.local_mode:
+            keyring = LocalKeyring.load_or_create(settings.local_key_path)
+            key_source = keyring.key_source()
+        else:
+            assert settings.jwks_url is not None
+            key_source = JwksKeySource(settings.jwks_url)
+    audience = settings.kinde_api_audience or (LOCAL_AUDIENCE if settings.local_mode else None)
+
+    # Usage of app-source features is reported to Kinde only when we can talk to Kinde.
+    if kinde is None and settings.kinde_domain and settings.kinde_m2m_client_id:
+        kinde = KindeManagementClient(
+            settings.kinde_domain,
+            settings.kinde_m2m_client_id,
+            settings.kinde_m2m_client_secret or "",
+        )
+    handlers: dict[str, Any] = {}
+    if kinde is not None:
+        ledger.after_write.append(usage_report_hook(catalog))
+        handlers[METER_USAGE] = UsageReporter(store, catalog, kinde, clock)
+    dispatcher = OutboxDispatcher(
+        store, handlers, clock, RetryPolicy(
+            max_attempts=settings.outbox_max_attempts,
+            lease_seconds=settings.outbox_lease_seconds,
+        ),
+    )
+    return Container(
+        settings=settings,
+        catalog=catalog,
+        store=store,
+        ledger=ledger,
+        clock=clock,
+        key_source=key_source,
+        access_verifier=AccessTokenVerifier(key_source, settings.issuer, audience),
+        webhook_verifier=WebhookVerifier(key_source, settings.kinde_domain),
+        dispatcher=dispatcher,
+        keyring=keyring,
+        kinde=kinde,
+    )

@@ -1,0 +1,217 @@
+"""The `kinde-credits` command line: serve, worker, db, verify, bench and operator tools.
+
+Commands print human text by default; operator commands take `--json` where machines read them.
+Exit codes: 0 fine, 1 something is wrong (e.g. `verify` found a broken wallet), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+
+from app.settings import Settings, SettingsError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(f"bad setting: {exc}") from None
+
+
+def _container(pool_size: int = 4) -> Any:
+    from app.bootstrap import build_container
+    from app.domain.catalog import CatalogError
+
+    try:
+        return build_container(_settings(), pool_size=pool_size)
+    except CatalogError as exc:
+        raise click.ClickException(f"bad credits catalog: {exc}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """kinde-credits: prepaid credits for SaaS products that bill with Kinde."""
+
+
+# -- database ------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Create or migrate the schema to the latest revision."""
+    from adapters.sql.migrate import current, upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url, revision)
+    click.echo(f"database at revision {current(settings.database_url)}", err=True)
+
+
+# -- serving -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="web processes")
+@click.option("--threads", default=8, show_default=True, type=int, help="threads per process")
+@click.option("--no-worker", is_flag=True, help="do not start the background worker")
+def serve(host: str, port: int, workers: int, threads: int, no_worker: bool) -> None:
+    """Run the web service under gunicorn, plus the background worker."""
+    from adapters.sql.migrate import current, upgrade
+
+    settings = _settings()
+    container = _container()  # fail fast on a bad catalog or database before forking
+    container.close()
+    if current(settings.database_url) is None:
+        if settings.database_url.startswith("sqlite"):
+            upgrade(settings.database_url)
+        else:
+            raise click.ClickException("database has no schema: run `kinde-credits db upgrade`")
+
+    worker: subprocess.Popen[bytes] | None = None
+    if settings.run_worker and not no_worker:
+        worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"])
+
+    from app.wsgi_server import run_gunicorn
+
+    mode = "local mode (no KINDE_DOMAIN)" if settings.local_mode else settings.kinde_domain
+    click.echo(f"kinde-credits on http://{host}:{port} - {mode}", err=True)
+    try:
+        run_gunicorn(host=host, port=port, workers=workers, threads=threads)
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="run one pass and exit")
+@click.option("--interval", default=1.0, show_default=True, type=float)
+def worker(once: bool, interval: float) -> None:
+    """Background work: expire blocks and holds (and deliver the outbox)."""
+    from app.worker import run_worker
+
+    container = _container()
+    stop = {"flag": False}
+
+    def _stop(*_: Any) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    run_worker(container, once=once, interval=interval, should_stop=lambda: stop["flag"])
+
+
+# -- operations ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def verify(as_json: bool) -> None:
+    """Check every wallet: balance = entries = blocks - arrears, nothing below its limit."""
+    from app.services.ledger import verify_ledger
+
+    container = _container()
+    started = time.perf_counter()
+    broken = verify_ledger(container.store)
+    took = time.perf_counter() - started
+    if as_json:
+        click.echo(json.dumps({"ok": not broken, "problems": broken}, indent=2))
+    else:
+        for wallet_id, found in broken.items():
+            for problem in found:
+                click.echo(f"{wallet_id}: {problem}")
+        click.echo(
+            f"{'FAILED' if broken else 'OK'}: {len(broken)} wallet(s) with problems "
+            f"(checked in {took:.2f}s)",
+            err=True,
+        )
+    if broken:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--status", type=click.Choice(["pending", "sent", "dead"]), default=None)
+@click.option("--limit", default=20, show_default=True, type=int)
+@click.option("--requeue-dead", is_flag=True, help="send dead-lettered rows again")
+@click.option("--json", "as_json", is_flag=True)
+def outbox(status: str | None, limit: int, requeue_dead: bool, as_json: bool) -> None:
+    """What waits to reach Kinde or a person: counts, dead letters, and requeueing."""
+    from app.services.outbox import outbox_status
+
+    container = _container()
+    now = container.clock()
+    if requeue_dead:
+        with container.store(True) as uow:
+            count = uow.outbox.requeue_dead(None, now)
+            uow.commit()
+        click.echo(f"requeued {count} dead row(s)", err=True)
+    summary = outbox_status(container.store, now)
+    with container.store(False) as uow:
+        rows = uow.outbox.list(status, limit)
+    if as_json:
+        summary["rows"] = [
+            {"id": r.id, "kind": r.kind, "topic": r.topic, "status": r.status,
+             "attempts": r.attempts, "last_error": r.last_error,
+             "created_at": r.created_at.isoformat()}
+            for r in rows
+        ]
+        click.echo(json.dumps(summary, indent=2))
+        return
+    counts = summary["counts"]
+    click.echo(
+        f"pending {counts['pending']}  sent {counts['sent']}  dead {counts['dead']}  "
+        f"oldest pending {summary['oldest_pending_seconds']}s"
+    )
+    for r in rows:
+        click.echo(f"#{r.id} {r.status:<7} {r.kind:<14} {r.topic}  attempts={r.attempts}"
+                   + (f"  error: {r.last_error}" if r.last_error else ""))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--quick", is_flag=True, help="keep the whole run under a minute")
+@click.option("--only", multiple=True, help="run only the named figure(s)")
+def bench(as_json: bool, quick: bool, only: tuple[str, ...]) -> None:
+    """Measure throughput, each figure beside a baseline from the same run."""
+    from app.bench import run_bench
+
+    report = run_bench(quick=quick, only=set(only), progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for fig in report["figures"]:
+            base = fig["baseline"]
+            click.echo(
+                f"{fig['name']:<34} {fig['value']:>10,.0f} {fig['unit']:<10} "
+                f"baseline {base['name']} {base['value']:,.0f}  ratio {fig['ratio']:.2f} "
+                f"(goal {fig['goal']})"
+            )
+
+
+# Modules that add commands: each exposes `register(main: click.Group)`.
+COMMAND_MODULES: list[str] = ["app.cli_api"]
+for _module in COMMAND_MODULES:
+    __import__(_module, fromlist=["register"]).register(main)
+
+
+if __name__ == "__main__":  # `python -m app.cli`, used to start the worker child process
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,438 @@
+"""Ledger rules as plain Python: wallets, credit blocks, holds and append-only entries.
+
+A `Wallet` is the aggregate: it is loaded with its live blocks, changed only through its
+methods (which enforce the rules), and remembers what changed (`new_entries`, `new_blocks`,
+`touched_blocks`, `new_holds`, `touched_holds`) so a repository can persist exactly that in one
+transaction. Nothing here knows about SQL, HTTP or Flask.
+
+Invariants every method keeps:
+- balance == sum of all entry amounts == sum of block remainders - arrears;
+- no block remainder below zero or above its original amount;
+- refusable usage never takes available (balance - held) below -overdraft_limit;
+- usage that already happened (non-refusable) is never refused: the shortfall becomes arrears,
+  and the next credit pays arrears first.
+Hold and release entries move no credits (amount 0): a hold only lowers `available`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+EntryKind = Literal[
+    "grant",
+    "purchase",
+    "allotment",
+    "usage",
+    "hold",
+    "capture",
+    "release",
+    "expiry",
+    "adjustment",
+    "void",
+]
+ENTRY_KINDS: tuple[str, ...] = EntryKind.__args__  # type: ignore[attr-defined]
+CREDIT_KINDS = frozenset({"grant", "purchase", "allotment", "adjustment"})
+OwnerType = Literal["user", "org"]
+HoldStatus = Literal["open", "captured", "released", "expired"]
+
+
+class LedgerError(Exception):
+    """A request the ledger rules refuse; `code` is the stable API error code."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidAmount(LedgerError):
+    code = "invalid_request"
+
+
+class InvalidWalletId(LedgerError):
+    code = "invalid_request"
+
+
+class InsufficientCredits(LedgerError):
+    code = "insufficient_credits"
+
+    def __init__(self, needed: int, available: int) -> None:
+        super().__init__(
+            f"This needs {needed:,} credits but only {max(available, 0):,} are available."
+        )
+        self.needed = needed
+        self.available = available
+
+
+class HoldNotOpen(LedgerError):
+    code = "hold_not_open"
+
+
+def owner_type_of(wallet_id: str) -> OwnerType:
+    """Wallet ids are Kinde owner ids: `kp_...` for users, `org_...` for organizations."""
+    if wallet_id.startswith("kp_") and len(wallet_id) > 3:
+        kind: OwnerType = "user"
+    elif wallet_id.startswith("org_") and len(wallet_id) > 4:
+        kind = "org"
+    else:
+        raise InvalidWalletId(
+            f"wallet id {wallet_id[:64]!r} is not a Kinde user (kp_...) or organization (org_...)"
+        )
+    if len(wallet_id) > 64 or not all(c.isalnum() or c in "_-" for c in wallet_id):
+        raise InvalidWalletId("wallet id may only hold letters, digits, _ and - (64 at most)")
+    return kind
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+@dataclass
+class Block:
+    """Credits from one grant, purchase or allotment, with their own expiry and cost basis."""
+
+    id: str
+    wallet_id: str
+    kind: str
+    original: int
+    remaining: int
+    expires_at: datetime | None
+    created_at: datetime
+    reason: str
+    cost_amount: Decimal | None = None
+    currency: str | None = None
+
+    def consumption_order(self) -> tuple[bool, datetime, datetime, str]:
+        # Soonest-expiring first; blocks that never expire go last; ties by age.
+        return (
+            self.expires_at is None,
+            self.expires_at or self.created_at,
+            self.created_at,
+            self.id,
+        )
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """An entry to append. Entries are immutable once written: corrections are new entries."""
+
+    kind: str
+    amount: int
+    balance_after: int
+    reason: str
+    description: str
+    created_at: datetime
+    feature: str | None = None
+    quantity: int | None = None
+    hold_id: str | None = None
+    occurred_at: datetime | None = None
+
+
+@dataclass
+class Hold:
+    """Credits reserved for a long job; captured or released at most once, expires by itself."""
+
+    id: str
+    wallet_id: str
+    amount: int
+    status: HoldStatus
+    expires_at: datetime
+    created_at: datetime
+    description: str
+    feature: str | None = None
+    captured_amount: int | None = None
+    settled_at: datetime | None = None
+
+
+@dataclass
+class Wallet:
+    id: str
+    owner_type: OwnerType
+    balance: int = 0
+    held: int = 0
+    arrears: int = 0
+    overdraft_limit: int = 0
+    reference_balance: int = 0
+    next_expiry_at: datetime | None = None
+    next_hold_expiry_at: datetime | None = None
+    blocks: list[Block] = field(default_factory=list)
+    new_entries: list[NewEntry] = field(default_factory=list)
+    new_blocks: list[Block] = field(default_factory=list)
+    touched_blocks: dict[str, Block] = field(default_factory=dict)
+    new_holds: list[Hold] = field(default_factory=list)
+    touched_holds: dict[str, Hold] = field(default_factory=dict)
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+    def has_pending_changes(self) -> bool:
+        return bool(self.new_entries or self.touched_holds or self.new_holds)
+
+    # -- expiry ---------------------------------------------------------------------------
+
+    def needs_sweep(self, now: datetime) -> bool:
+        return (self.next_expiry_at is not None and self.next_expiry_at <= now) or (
+            self.next_hold_expiry_at is not None and self.next_hold_expiry_at <= now
+        )
+
+    def expire_blocks(self, now: datetime) -> list[NewEntry]:
+        """Move the remainder of every block past its expiry out with an expiry entry."""
+        out: list[NewEntry] = []
+        for block in self.blocks:
+            if block.remaining > 0 and block.expires_at is not None and block.expires_at <= now:
+                amount = block.remaining
+                block.remaining = 0
+                self.touched_blocks[block.id] = block
+                self.balance -= amount
+                out.append(
+                    self._append(
+                        "expiry",
+                        -amount,
+                        reason=block.id,
+                        description=f"-{amount:,} credits expired ({block.reason})",
+                        now=now,
+                    )
+                )
+        self.blocks = [b for b in self.blocks if b.remaining > 0]
+        self._recompute_next_expiry()
+        return out
+
+    def _recompute_next_expiry(self) -> None:
+        dates = [b.expires_at for b in self.blocks if b.remaining > 0 and b.expires_at]
+        self.next_expiry_at = min(dates) if dates else None
+
+    # -- credits --------------------------------------------------------------------------
+
+    def credit(
+        self,
+        amount: int,
+        *,
+        kind: str,
+        reason: str,
+        description: str,
+        now: datetime,
+        expires_at: datetime | None = None,
+        cost_amount: Decimal | None = None,
+        currency: str | None = None,
+    ) -> NewEntry:
+        """Add credits as a new block; arrears are paid from it first."""
+        if kind not in CREDIT_KINDS:
+            raise InvalidAmount(f"{kind!r} is not a kind of credit")
+        _require_positive(amount)
+        if expires_at is not None and expires_at <= now:
+            raise InvalidAmount("credits must expire in the future")
+        self.expire_blocks(now)
+        paid = min(self.arrears, amount)
+        self.arrears -= paid
+        block = Block(
+            id=new_id("blk"),
+            wallet_id=self.id,
+            kind=kind,
+            original=amount,
+            remaining=amount - paid,
+            expires_at=expires_at,
+            created_at=now,
+            reason=reason,
+            cost_amount=cost_amount,
+            currency=currency,
+        )
+        self.new_blocks.append(block)
+        if block.remaining > 0:
+            self.blocks.append(block)
+        self.balance += amount
+        # Percent alerts are measured against the balance right after the latest credit.
+        self.reference_balance = self.balance
+        self._recompute_next_expiry()
+        return self._append(kind, amount, reason=reason, description=description, now=now)
+
+    # -- debits ---------------------------------------------------------------------------
+
+    def debit(
+        self,
+        amount: int,
+        *,
+        kind: str = "usage",
+        reason: str,
+        description: str,
+        now: datetime,
+        refusable: bool = True,
+        feature: str | None = None,
+        quantity: int | None = None,
+        hold_id: str | None = None,
+        occurred_at: datetime | None = None,
+        reserved: int = 0,
+    ) -> NewEntry:
+        """Take credits from the soonest-expiring blocks.
+
+        `refusable` usage (asked for through the API) is refused with InsufficientCredits when
+        available credits plus `reserved` (a hold being captured) and the overdraft limit do
+        not cover it. Non-refusable usage (already happened, reported by Kinde) always goes
+        through; what the blocks can't cover becomes arrears.
+        """
+        _require_positive(amount)
+        self.expire_blocks(now)
+        if refusable:
+            spendable = self.available + reserved + self.overdraft_limit
+            if amount > spendable:
+                raise InsufficientCredits(amount, self.available + reserved)
+        left = amount
+        for block in sorted(self.blocks, key=Block.consumption_order):
+            if left == 0:
+                break
+            take = min(block.remaining, left)
+            if take:
+                block.remaining -= take
+                left -= take
+                self.touched_blocks[block.id] = block
+        self.arrears += left
+        self.blocks = [b for b in self.blocks if b.remaining > 0]
+        self._recompute_next_expiry()
+        self.balance -= amount
+        return self._append(
+            kind,
+            -amount,
+            reason=reason,
+            description=description,
+            now=now,
+            feature=feature,
+            quantity=quantity,
+            hold_id=hold_id,
+            occurred_at=occurred_at,
+        )
+
+    # -- holds ----------------------------------------------------------------------------
+
+    def place_hold(
+        self,
+        amount: int,
+        *,
+        expires_at: datetime,
+        description: str,
+        now: datetime,
+        feature: str | None = None,
+    ) -> Hold:
+        _require_positive(amount)
+        if expires_at <= now:
+            raise InvalidAmount("a hold must expire in the future")
+        self.expire_blocks(now)
+        if amount > self.available + self.overdraft_limit:
+            raise InsufficientCredits(amount, self.available)
+        hold = Hold(
+            id=new_id("hold"),
+            wallet_id=self.id,
+            amount=amount,
+            status="open",
+            expires_at=expires_at,
+            created_at=now,
+            description=description,
+            feature=feature,
+        )
+        self.held += amount
+        self.new_holds.append(hold)
+        self._note_hold_expiry(expires_at)
+        self._append("hold", 0, reason=hold.id, description=description, now=now, hold_id=hold.id)
+        return hold
+
+    def capture_hold(
+        self,
+        hold: Hold,
+        amount: int,
+        *,
+        description: str,
+        now: datetime,
+        quantity: int | None = None,
+    ) -> NewEntry:
+        """Settle a hold with the real amount; more than was held must be covered by credits."""
+        self._require_open(hold, now)
+        _require_positive(amount)
+        entry = self.debit(
+            amount,
+            kind="capture",
+            reason=hold.id,
+            description=description,
+            now=now,
+            feature=hold.feature,
+            quantity=quantity,
+            hold_id=hold.id,
+            reserved=hold.amount,
+            # Up to the held amount the credits were promised: capture never fails there, even
+            # if usage Kinde reported meanwhile pushed the wallet into arrears.
+            refusable=amount > hold.amount,
+        )
+        self.held -= hold.amount
+        hold.status = "captured"
+        hold.captured_amount = amount
+        hold.settled_at = now
+        self.touched_holds[hold.id] = hold
+        return entry
+
+    def release_hold(
+        self, hold: Hold, *, description: str, now: datetime, expired: bool = False
+    ) -> NewEntry:
+        if not expired:
+            self._require_open(hold, now)
+        elif hold.status != "open":
+            raise HoldNotOpen(f"hold {hold.id} is already {hold.status}")
+        self.held -= hold.amount
+        hold.status = "expired" if expired else "released"
+        hold.settled_at = now
+        self.touched_holds[hold.id] = hold
+        return self._append(
+            "release", 0, reason=hold.id, description=description, now=now, hold_id=hold.id
+        )
+
+    def set_hold_expiry(self, open_holds: list[Hold]) -> None:
+        dates = [h.expires_at for h in open_holds if h.status == "open"]
+        self.next_hold_expiry_at = min(dates) if dates else None
+
+    def _note_hold_expiry(self, expires_at: datetime) -> None:
+        if self.next_hold_expiry_at is None or expires_at < self.next_hold_expiry_at:
+            self.next_hold_expiry_at = expires_at
+
+    @staticmethod
+    def _require_open(hold: Hold, now: datetime) -> None:
+        if hold.status != "open":
+            raise HoldNotOpen(f"hold {hold.id} is already {hold.status}")
+        if hold.expires_at <= now:
+            raise HoldNotOpen(f"hold {hold.id} expired at {hold.expires_at.isoformat()}")
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _append(
+        self,
+        kind: str,
+        amount: int,
+        *,
+        reason: str,
+        description: str,
+        now: datetime,
+        feature: str | None = None,
+        quantity: int | None = None,
+        hold_id: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> NewEntry:
+        entry = NewEntry(
+            kind=kind,
+            amount=amount,
+            balance_after=self.balance,
+            reason=reason,
+            description=description,
+            created_at=now,
+            feature=feature,
+            quantity=quantity,
+            hold_id=hold_id,
+            occurred_at=occurred_at,
+        )
+        self.new_entries.append(entry)
+        return entry
+
+
+def _require_positive(amount: int) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise InvalidAmount(f"credits must be a positive whole number, got {amount!r}")

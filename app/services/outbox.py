@@ -1,0 +1,127 @@
+"""Outbox delivery: claim due rows, hand each to the handler for its kind, settle the outcome.
+
+Retries use exponential backoff with full jitter (so many failing rows don't retry in step),
+capped; a 429 waits exactly what Kinde's `RateLimit-Reset` says and does not count as an
+attempt; after `max_attempts` a row is dead-lettered, visible in `kinde-credits outbox` and
+`/metrics`, and can be requeued by an operator. A worker killed mid-send leaves its lease to
+expire; the next claim sends again, which every handler makes harmless (absolute totals,
+stable message ids).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from app.services.outbox_ports import DeliveryError, OutboxMessage
+from app.services.ports import Clock
+
+log = logging.getLogger("kinde_credits.outbox")
+
+Handler = Callable[[OutboxMessage], None]
+
+
+class OutboxUnitOfWork(Protocol):
+    outbox: Any
+
+    def __enter__(self) -> OutboxUnitOfWork: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def commit(self) -> None: ...
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 12
+    base_delay: float = 2.0
+    max_delay: float = 3600.0
+    lease_seconds: float = 60.0
+
+    def delay(self, attempts: int, rng: random.Random) -> float:
+        # Full jitter: uniform in [base, min(cap, base * 2^attempt)].
+        ceiling = min(self.max_delay, self.base_delay * (2 ** max(attempts - 1, 0)))
+        return rng.uniform(self.base_delay, max(ceiling, self.base_delay))
+
+
+class OutboxDispatcher:
+    def __init__(
+        self,
+        uow: Callable[[bool], Any],
+        handlers: dict[str, Handler],
+        clock: Clock,
+        policy: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.uow = uow
+        self.handlers = handlers
+        self.clock = clock
+        self.policy = policy or RetryPolicy()
+        self.rng = rng or random.Random()
+        # Reactions to a dead-lettered row (auto-recharge suspends itself, for one).
+        self.dead_listeners: list[Callable[[OutboxMessage, DeliveryError], None]] = []
+
+    def run_once(self, limit: int = 50) -> int:
+        """Claim and deliver up to `limit` due rows; returns how many were handled."""
+        with self.uow(True) as uow:
+            messages = uow.outbox.claim(self.clock(), self.policy.lease_seconds, limit)
+            uow.commit()
+        for message in messages:
+            self._deliver(message)
+        return len(messages)
+
+    def _deliver(self, message: OutboxMessage) -> None:
+        handler = self.handlers.get(message.kind)
+        try:
+            if handler is None:
+                raise DeliveryError(f"no handler for outbox kind {message.kind!r}",
+                                    retryable=False)
+            handler(message)
+        except DeliveryError as exc:
+            self._failed(message, exc)
+            return
+        except Exception as exc:  # a bug must not kill the worker, nor lose the row
+            log.exception("outbox row %s (%s) failed unexpectedly", message.id, message.kind)
+            self._failed(message, DeliveryError(f"{type(exc).__name__}: {exc}"))
+            return
+        with self.uow(True) as uow:
+            if not uow.outbox.mark_sent(message, self.clock()):
+                log.info("outbox row %s changed while sending; it goes again", message.id)
+            uow.commit()
+
+    def _failed(self, message: OutboxMessage, exc: DeliveryError) -> None:
+        now = self.clock()
+        with self.uow(True) as uow:
+            if exc.rate_limited:
+                wait = exc.retry_after if exc.retry_after is not None else 60.0
+                uow.outbox.release(message, now + timedelta(seconds=wait), exc.message)
+                log.warning("outbox row %s rate limited; again in %.0fs", message.id, wait)
+            elif not exc.retryable or message.attempts >= self.policy.max_attempts:
+                uow.outbox.dead(message, exc.message, now)
+                log.error("outbox row %s (%s) dead-lettered after %d attempt(s): %s",
+                          message.id, message.kind, message.attempts, exc.message)
+                self._on_dead(message, exc)
+            else:
+                wait = exc.retry_after or self.policy.delay(message.attempts, self.rng)
+                uow.outbox.retry_later(message, now + timedelta(seconds=wait), exc.message)
+                log.warning("outbox row %s (%s) attempt %d failed, again in %.1fs: %s",
+                            message.id, message.kind, message.attempts, wait, exc.message)
+            uow.commit()
+
+    def _on_dead(self, message: OutboxMessage, exc: DeliveryError) -> None:
+        for listener in self.dead_listeners:
+            try:
+                listener(message, exc)
+            except Exception:
+                log.exception("dead-letter listener failed for row %s", message.id)
+
+
+def outbox_status(uow_factory: Callable[[bool], Any], now: datetime) -> dict[str, Any]:
+    with uow_factory(False) as uow:
+        counts = uow.outbox.counts()
+        age = uow.outbox.oldest_pending_age(now)
+    return {"counts": counts, "oldest_pending_seconds": round(age, 1)}

@@ -1,0 +1,243 @@
+"""Reporting app-source usage to Kinde's metering, exactly once in effect.
+
+Every debit of a feature with `source = "app"` enqueues (in the debit's own transaction) the
+outbox topic `meter:<wallet>:<feature>`; many debits coalesce into that one pending row, so
+Kinde calls grow with active customers, not with events.
+
+The worker reports an `absolute` value: the units used in the agreement's current period,
+computed as (all units ever used) - base_units, where base_units are the units Kinde already
+counted in earlier periods or agreements. Resending the same absolute total after a lost answer
+changes nothing at Kinde, so a crash or timeout can never double-bill. When the period rolls
+over, what Kinde acknowledged stays in the old period and anything not yet acknowledged is
+carried into the new one (Kinde counts late usage in the next cycle anyway).
+
+Known limit: if an answer is lost in the very moment a period closes, Kinde may have counted
+those units in the old period while we carry them into the new one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from app.domain.catalog import Catalog, Feature
+from app.domain.ledger import Wallet
+from app.services.outbox_ports import AgreementInfo, DeliveryError, OutboxMessage, UsageReportState
+from app.services.ports import Clock, UnitOfWork
+
+METER_USAGE = "meter_usage"
+AGREEMENT_CACHE_WITHOUT_PERIOD = timedelta(hours=1)
+
+
+def meter_topic(wallet_id: str, feature: str) -> str:
+    return f"meter:{wallet_id}:{feature}"
+
+
+def units_for_credits(feature: Feature, credits: int) -> int:
+    """Units a captured hold stands for: whole units, rounded up (a started unit counts)."""
+    return math.ceil(credits / feature.credits_per_unit)
+
+
+class KindeBilling(Protocol):
+    """What usage reporting needs from Kinde (adapters.kinde_api.KindeManagementClient)."""
+
+    def record_meter_usage(
+        self,
+        customer_agreement_id: str,
+        billing_feature_code: str,
+        meter_value: int,
+        *,
+        meter_type_code: Any = "absolute",
+        meter_usage_timestamp: datetime | None = None,
+    ) -> None: ...
+
+    def list_agreements(self, customer_id: str) -> list[Any]: ...
+
+    def get_user(self, user_id: str) -> Any: ...
+
+    def get_org_billing(self, org_code: str) -> Any: ...
+
+
+def usage_report_hook(catalog: Catalog) -> Callable[[UnitOfWork, Wallet, list[tuple[int, Any]]],
+                                                     None]:
+    """After-write hook: enqueue one report topic per app-source feature a write used."""
+    reported = {key for key, f in catalog.features.items() if f.source == "app"}
+
+    def hook(uow: UnitOfWork, wallet: Wallet, saved: list[tuple[int, Any]]) -> None:
+        touched: dict[str, datetime] = {}
+        for _entry_id, entry in saved:
+            if entry.kind in ("usage", "capture") and entry.feature in reported:
+                touched[entry.feature] = entry.created_at
+        for feature, when in sorted(touched.items()):
+            uow.outbox.enqueue(  # type: ignore[attr-defined]
+                METER_USAGE,
+                meter_topic(wallet.id, feature),
+                wallet.id,
+                {"wallet_id": wallet.id, "feature": feature},
+                when,
+            )
+
+    return hook
+
+
+def kinde_delivery_error(exc: Exception) -> DeliveryError:
+    """Turn the Kinde client's typed errors into retry decisions."""
+    from adapters.kinde_api import (
+        KindeAuthError,
+        KindeNotFound,
+        KindeRateLimited,
+        KindeRequestRejected,
+        KindeUnavailable,
+    )
+
+    if isinstance(exc, KindeRateLimited):
+        return DeliveryError(str(exc), rate_limited=True, retry_after=exc.retry_after_seconds)
+    if isinstance(exc, KindeUnavailable):
+        return DeliveryError(f"Kinde unavailable: {exc}")
+    if isinstance(exc, KindeAuthError):
+        # Credentials or scopes may be fixed by an operator: keep retrying with backoff.
+        return DeliveryError(f"Kinde refused our credentials or scope: {exc}")
+    if isinstance(exc, KindeNotFound):
+        return DeliveryError(f"Kinde does not know it (yet): {exc}")
+    if isinstance(exc, KindeRequestRejected):
+        return DeliveryError(f"Kinde rejected the request: {exc}", retryable=False)
+    return DeliveryError(f"{type(exc).__name__}: {exc}")
+
+
+class UsageReporter:
+    """Outbox handler for `meter_usage` rows."""
+
+    def __init__(
+        self, uow: Callable[[bool], Any], catalog: Catalog, kinde: KindeBilling, clock: Clock
+    ) -> None:
+        self.uow = uow
+        self.catalog = catalog
+        self.kinde = kinde
+        self.clock = clock
+
+    def __call__(self, message: OutboxMessage) -> None:
+        wallet_id = message.payload["wallet_id"]
+        feature = self.catalog.features.get(message.payload["feature"])
+        if feature is None or feature.source != "app":
+            return  # the catalog changed since: nothing of ours to report
+        try:
+            self._report(wallet_id, feature)
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            raise kinde_delivery_error(exc) from exc
+
+    def _report(self, wallet_id: str, feature: Feature) -> None:
+        with self.uow(False) as uow:
+            profile = uow.wallets.profile(wallet_id)
+        if profile is None:
+            raise DeliveryError(f"wallet {wallet_id} does not exist", retryable=False)
+        customer_id = profile.billing_customer_id or self._resolve_customer(wallet_id)
+        agreement = self._agreement(wallet_id, profile.agreement_id, customer_id, feature)
+
+        with self.uow(False) as uow:
+            state = uow.billing.report_state(wallet_id, feature.key)
+            units = uow.billing.units_used(wallet_id, feature.key)
+        same_period = (
+            state.agreement_id == agreement.id and state.period_start == agreement.period_start
+        )
+        if same_period:
+            base, acknowledged = state.base_units, state.last_sent_total
+        else:
+            # New period or agreement: what Kinde acknowledged stays where it was counted.
+            base = state.base_units + (state.last_sent_total if state.agreement_id else 0)
+            acknowledged = None
+        value = units - base
+        if value < 0:
+            raise DeliveryError(
+                f"usage total for {wallet_id}/{feature.key} went below what Kinde has",
+                retryable=False,
+            )
+        if value == acknowledged:
+            return  # Kinde already has exactly this total
+        self.kinde.record_meter_usage(
+            agreement.id, feature.kinde_feature_code, value, meter_type_code="absolute"
+        )
+        with self.uow(True) as uow:
+            uow.billing.save_report_state(
+                UsageReportState(
+                    wallet_id=wallet_id,
+                    feature=feature.key,
+                    agreement_id=agreement.id,
+                    period_start=agreement.period_start,
+                    base_units=base,
+                    last_sent_total=value,
+                    last_sent_at=self.clock(),
+                )
+            )
+            uow.commit()
+
+    def _resolve_customer(self, wallet_id: str) -> str:
+        email: str | None = None
+        if wallet_id.startswith("kp_"):
+            user = self.kinde.get_user(wallet_id)
+            customer_id, email = user.customer_id, user.email
+        else:
+            customer_id = self.kinde.get_org_billing(wallet_id).customer_id
+        if not customer_id:
+            raise DeliveryError(f"{wallet_id} has no Kinde billing customer yet")
+        with self.uow(True) as uow:
+            fields: dict[str, str | None] = {"billing_customer_id": customer_id}
+            if email and not (uow.wallets.profile(wallet_id) or _NoProfile).email:
+                fields["email"] = email
+            uow.wallets.update_profile(wallet_id, **fields)
+            uow.commit()
+        return str(customer_id)
+
+    def _agreement(
+        self, wallet_id: str, agreement_id: str | None, customer_id: str, feature: Feature
+    ) -> AgreementInfo:
+        now = self.clock()
+        if agreement_id:
+            with self.uow(False) as uow:
+                cached = uow.billing.agreement(agreement_id)
+            if cached is not None and _fresh(cached, now):
+                return cached
+        agreements = [
+            a for a in self.kinde.list_agreements(customer_id)
+            if a.expires_on is None or a.expires_on > now
+        ]
+        chosen = next((a for a in agreements if a.id == agreement_id), None)
+        chosen = chosen or next(
+            (a for a in agreements if feature.kinde_feature_code in a.feature_codes), None
+        )
+        chosen = chosen or (agreements[0] if agreements else None)
+        if chosen is None:
+            raise DeliveryError(f"billing customer {customer_id} has no active agreement")
+        infos = [
+            AgreementInfo(
+                id=a.id,
+                customer_id=customer_id,
+                plan_code=a.plan_code,
+                period_start=a.current_period_start,
+                period_end=a.current_period_end,
+                feature_codes=tuple(a.feature_codes),
+                fetched_at=now,
+            )
+            for a in agreements
+        ]
+        with self.uow(True) as uow:
+            for info in infos:
+                uow.billing.save_agreement(info)
+            if chosen.id != agreement_id:
+                uow.wallets.update_profile(wallet_id, agreement_id=chosen.id,
+                                           plan_code=chosen.plan_code)
+            uow.commit()
+        return next(i for i in infos if i.id == chosen.id)
+
+
+class _NoProfile:
+    email = None
+
+
+def _fresh(info: AgreementInfo, now: datetime) -> bool:
+    if info.period_end is not None:
+        return now < info.period_end
+    return now - info.fetched_at < AGREEMENT_CACHE_WITHOUT_PERIOD

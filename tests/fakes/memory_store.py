@@ -1,0 +1,207 @@
+"""An in-memory implementation of the storage ports, for fast unit tests of the services.
+
+Transactions are copy-on-enter, swap-on-commit, under one lock for writers, which gives the
+same all-or-nothing and serialised-writer behaviour the SQL store guarantees.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from app.domain.audit import WalletAudit
+from app.domain.ledger import Block, Hold, Wallet, owner_type_of
+from app.services.ports import DuplicateKey, RecordedEntry, StoredResponse, WalletProfile
+
+
+@dataclass
+class _State:
+    wallets: dict[str, Wallet] = field(default_factory=dict)
+    blocks: dict[str, Block] = field(default_factory=dict)
+    entries: list[RecordedEntry] = field(default_factory=list)
+    holds: dict[str, Hold] = field(default_factory=dict)
+    profiles: dict[str, WalletProfile] = field(default_factory=dict)
+    keys: dict[tuple[str, str], StoredResponse] = field(default_factory=dict)
+    next_entry_id: int = 1
+
+
+class MemoryWallets:
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def _load(self, wallet_id: str) -> Wallet | None:
+        stored = self.s.wallets.get(wallet_id)
+        if stored is None:
+            return None
+        wallet = replace(stored, blocks=[], new_entries=[], new_blocks=[], touched_blocks={},
+                         new_holds=[], touched_holds={})
+        wallet.blocks = [
+            copy.copy(b)
+            for b in self.s.blocks.values()
+            if b.wallet_id == wallet_id and b.remaining > 0
+        ]
+        return wallet
+
+    lock = _load
+    read = _load
+
+    def lock_or_create(self, wallet_id: str, now: datetime) -> Wallet:
+        if wallet_id not in self.s.wallets:
+            self.s.wallets[wallet_id] = Wallet(id=wallet_id, owner_type=owner_type_of(wallet_id))
+            self.s.profiles[wallet_id] = WalletProfile(wallet_id, None, None, None, None)
+        wallet = self._load(wallet_id)
+        assert wallet is not None
+        return wallet
+
+    def save(self, wallet: Wallet, now: datetime) -> list[int]:
+        for b in wallet.new_blocks:
+            self.s.blocks[b.id] = copy.copy(b)
+        for b in wallet.touched_blocks.values():
+            self.s.blocks[b.id] = copy.copy(b)
+        for h in [*wallet.new_holds, *wallet.touched_holds.values()]:
+            self.s.holds[h.id] = copy.copy(h)
+        ids = []
+        for e in wallet.new_entries:
+            entry_id = self.s.next_entry_id
+            self.s.next_entry_id += 1
+            self.s.entries.append(
+                RecordedEntry(
+                    id=entry_id, wallet_id=wallet.id, kind=e.kind, amount=e.amount,
+                    balance_after=e.balance_after, reason=e.reason, description=e.description,
+                    created_at=e.created_at, feature=e.feature, quantity=e.quantity,
+                    hold_id=e.hold_id, occurred_at=e.occurred_at,
+                )
+            )
+            ids.append(entry_id)
+        self.s.wallets[wallet.id] = replace(wallet, blocks=[], new_entries=[], new_blocks=[],
+                                            touched_blocks={}, new_holds=[], touched_holds={})
+        for attr in ("new_entries", "new_blocks", "new_holds"):
+            getattr(wallet, attr).clear()
+        wallet.touched_blocks.clear()
+        wallet.touched_holds.clear()
+        return ids
+
+    def get_hold(self, hold_id: str) -> Hold | None:
+        hold = self.s.holds.get(hold_id)
+        return copy.copy(hold) if hold else None
+
+    def open_holds(self, wallet_id: str) -> list[Hold]:
+        return sorted(
+            (copy.copy(h) for h in self.s.holds.values()
+             if h.wallet_id == wallet_id and h.status == "open"),
+            key=lambda h: h.expires_at,
+        )
+
+    def entries(
+        self, wallet_id: str, limit: int, before_id: int | None = None
+    ) -> list[RecordedEntry]:
+        rows = [e for e in self.s.entries if e.wallet_id == wallet_id
+                and (before_id is None or e.id < before_id)]
+        return sorted(rows, key=lambda e: -e.id)[:limit]
+
+    def wallets_due_for_sweep(self, now: datetime, limit: int) -> list[str]:
+        return [w.id for w in self.s.wallets.values() if w.needs_sweep(now)][:limit]
+
+    def wallet_ids(self, after: str | None, limit: int) -> list[str]:
+        return sorted(i for i in self.s.wallets if after is None or i > after)[:limit]
+
+    def usage_since(self, wallet_id: str, since: datetime) -> int:
+        return -sum(e.amount for e in self.s.entries if e.wallet_id == wallet_id
+                    and e.kind in ("usage", "capture") and e.created_at >= since)
+
+    def profile(self, wallet_id: str) -> WalletProfile | None:
+        return self.s.profiles.get(wallet_id)
+
+    def update_profile(self, wallet_id: str, **fields: str | None) -> None:
+        self.s.profiles[wallet_id] = replace(self.s.profiles[wallet_id], **fields)  # type: ignore[arg-type]
+
+    def find_by_customer(self, billing_customer_id: str) -> str | None:
+        for p in self.s.profiles.values():
+            if p.billing_customer_id == billing_customer_id:
+                return p.wallet_id
+        return None
+
+    def audit(self, after: str | None, limit: int) -> list[WalletAudit]:
+        out = []
+        for wallet_id in self.wallet_ids(after, limit):
+            w = self.s.wallets[wallet_id]
+            entries = sorted((e for e in self.s.entries if e.wallet_id == wallet_id),
+                             key=lambda e: e.id)
+            blocks = [b for b in self.s.blocks.values() if b.wallet_id == wallet_id]
+            prev, broken = 0, 0
+            for e in entries:
+                broken += prev + e.amount != e.balance_after
+                prev = e.balance_after
+            out.append(WalletAudit(
+                wallet_id=wallet_id, balance=w.balance, held=w.held, arrears=w.arrears,
+                overdraft_limit=w.overdraft_limit, sum_entries=sum(e.amount for e in entries),
+                sum_remaining=sum(b.remaining for b in blocks),
+                sum_open_holds=sum(h.amount for h in self.s.holds.values()
+                                   if h.wallet_id == wallet_id and h.status == "open"),
+                negative_blocks=sum(b.remaining < 0 for b in blocks),
+                overfull_blocks=sum(b.remaining > b.original for b in blocks),
+                broken_chain_entries=broken,
+                last_balance_after=entries[-1].balance_after if entries else None,
+                has_unrefusable_usage=any(e.reason.startswith("kinde:") for e in entries),
+            ))
+        return out
+
+
+class MemoryIdempotency:
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def get(self, scope: str, key: str) -> StoredResponse | None:
+        return self.s.keys.get((scope, key))
+
+    def put(self, scope: str, key: str, request_hash: str, status_code: int,
+            body: dict[str, Any], now: datetime) -> None:
+        if (scope, key) in self.s.keys:
+            raise DuplicateKey(f"{scope}/{key}")
+        self.s.keys[(scope, key)] = StoredResponse(request_hash, status_code, copy.deepcopy(body))
+
+
+class MemoryUnitOfWork:
+    def __init__(self, store: MemoryStore, write: bool) -> None:
+        self.store = store
+        self.write = write
+        self.committed = False
+
+    def __enter__(self) -> Self:
+        if self.write:
+            self.store.write_lock.acquire()
+        self.state = copy.deepcopy(self.store.state)
+        self.wallets = MemoryWallets(self.state)
+        self.idempotency = MemoryIdempotency(self.state)
+        return self
+
+    def commit(self) -> None:
+        if not self.write:
+            raise AssertionError("commit in a read-only unit of work")
+        self.store.state = self.state
+        self.store.commits += 1
+        self.committed = True
+
+    def rollback(self) -> None:
+        self.state = copy.deepcopy(self.store.state)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.write:
+            self.store.write_lock.release()
+
+
+class MemoryStore:
+    """Callable like SqlStore: `store(write)` gives a unit of work."""
+
+    def __init__(self) -> None:
+        self.state = _State()
+        self.write_lock = threading.Lock()
+        self.commits = 0
+
+    def __call__(self, write: bool) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self, write)

@@ -1,0 +1,695 @@
+"""adapters.tokens against real RSA keys and a real HTTP JWKS server (no verifier mocking)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from adapters.tokens import (
+    AccessTokenVerifier,
+    AlgorithmNotAllowed,
+    ClaimsInvalid,
+    InvalidSignature,
+    JwksKeySource,
+    KeySourceUnavailable,
+    MalformedToken,
+    StaticKeySource,
+    TokenError,
+    UnknownKey,
+    WebhookVerifier,
+    parse_jwks,
+)
+from tests.fakes.jwks_server import JwksServer
+
+ISSUER = "https://acme.kinde.com"
+AUDIENCE = "https://api.acme.test/credits"
+KID_A = "4c:fa:9e:d6:47:23:b7:39:c7:8f:97:28:45:a1:84:35"
+KID_B = "9a:01:bb:00:12:34:56:78:9a:bc:de:f0:11:22:33:44"
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64json(obj: Any) -> str:
+    return b64url(json.dumps(obj, separators=(",", ":")).encode())
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def jwk(key: rsa.RSAPrivateKey, kid: str, **extra: Any) -> dict[str, Any]:
+    data = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    return {
+        "kty": "RSA",
+        "kid": kid,
+        "use": "sig",
+        "alg": "RS256",
+        "n": data["n"],
+        "e": data["e"],
+        **extra,
+    }
+
+
+def sign(
+    key: rsa.RSAPrivateKey, claims: dict[str, Any], kid: str | None = KID_A, **headers: Any
+) -> str:
+    hdr: dict[str, Any] = dict(headers)
+    if kid is not None:
+        hdr["kid"] = kid
+    return jwt.encode(claims, key, algorithm="RS256", headers=hdr)
+
+
+def user_claims(**over: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": [AUDIENCE],
+        "sub": "kp_65b2aa",
+        "exp": now + 600,
+        "iat": now,
+        "jti": str(uuid.uuid4()),
+        "azp": "frontend-app",
+        "org_code": "org_590d7f1a86a",
+        "scp": ["openid", "profile"],
+        "permissions": [],
+    }
+    claims.update(over)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def m2m_claims(**over: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": [AUDIENCE],
+        "exp": now + 600,
+        "iat": now,
+        "jti": str(uuid.uuid4()),
+        "azp": "backend-client",
+        "gty": ["client_credentials"],
+    }
+    claims.update(over)
+    return claims
+
+
+def event(**over: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "type": "user.created",
+        "event_id": "event_018f331a3178f7fef284b95fe6770384",
+        "source": "admin",
+        "timestamp": "2024-05-01T17:41:45.592145+10:00",
+        "data": {"user": {"id": "kp_65b2aa", "email": "daniel@example.com"}},
+    }
+    payload.update(over)
+    return {k: v for k, v in payload.items() if v is not None}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def key_a() -> rsa.RSAPrivateKey:
+    return new_key()
+
+
+@pytest.fixture(scope="module")
+def key_b() -> rsa.RSAPrivateKey:
+    return new_key()
+
+
+@pytest.fixture(scope="module")
+def attacker_key() -> rsa.RSAPrivateKey:
+    return new_key()
+
+
+@pytest.fixture
+def server(key_a: rsa.RSAPrivateKey) -> Iterator[JwksServer]:
+    with JwksServer({"keys": [jwk(key_a, KID_A)]}) as srv:
+        yield srv
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def source(server: JwksServer, clock: FakeClock) -> JwksKeySource:
+    return JwksKeySource(server.url, timeout=2.0, ttl=300, cooldown=30, clock=clock)
+
+
+@pytest.fixture
+def verifier(source: JwksKeySource) -> AccessTokenVerifier:
+    return AccessTokenVerifier(source, issuer=ISSUER, audience=AUDIENCE)
+
+
+@pytest.fixture
+def webhooks(source: JwksKeySource) -> WebhookVerifier:
+    return WebhookVerifier(source, issuer=ISSUER)
+
+
+# --------------------------------------------------------------------------------------------
+# access tokens: the good paths
+# --------------------------------------------------------------------------------------------
+
+
+def test_valid_user_token_gives_user_principal(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    p = verifier.verify(sign(key_a, user_claims()))
+    assert p.subject == "kp_65b2aa"
+    assert p.org_code == "org_590d7f1a86a"
+    assert p.scopes == frozenset({"openid", "profile"})
+    assert p.is_machine is False
+    assert p.is_user is True
+    assert p.client_id == "frontend-app"
+
+
+def test_m2m_token_with_scope_string(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    p = verifier.verify(sign(key_a, m2m_claims(scope="credits:read credits:write")))
+    assert p.is_machine is True
+    assert p.subject is None
+    assert p.org_code is None
+    assert p.client_id == "backend-client"
+    assert p.scopes == frozenset({"credits:read", "credits:write"})
+    assert p.has_scope("credits:write") and not p.has_scope("credits:admin")
+
+
+def test_m2m_token_with_scp_list_and_org(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    p = verifier.verify(sign(key_a, m2m_claims(scp=["credits:admin"], org_code="org_1")))
+    assert p.is_machine is True
+    assert p.scopes == frozenset({"credits:admin"})
+    assert p.org_code == "org_1"
+    assert p.can_reach_wallet("org_1") and not p.can_reach_wallet("org_2")
+
+
+def test_scp_and_scope_are_united(verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey) -> None:
+    token = sign(key_a, m2m_claims(scp=["credits:read"], scope="credits:write extra"))
+    assert verifier.verify(token).scopes == frozenset({"credits:read", "credits:write", "extra"})
+
+
+def test_non_kp_subject_without_gty_is_machine(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    p = verifier.verify(sign(key_a, m2m_claims(gty=None, sub="client_xyz")))
+    assert p.is_machine is True
+    assert p.subject == "client_xyz"
+
+
+def test_audience_none_skips_aud_check(source: JwksKeySource, key_a: rsa.RSAPrivateKey) -> None:
+    v = AccessTokenVerifier(source, issuer=ISSUER, audience=None)
+    assert v.verify(sign(key_a, user_claims(aud=["someone-else"]))).subject == "kp_65b2aa"
+    assert v.verify(sign(key_a, user_claims(aud=None))).subject == "kp_65b2aa"
+
+
+def test_leeway_accepts_just_expired(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    assert verifier.verify(sign(key_a, user_claims(exp=int(time.time()) - 10))).is_user
+
+
+# --------------------------------------------------------------------------------------------
+# access tokens: claims
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("over", "code"),
+    [
+        ({"exp": int(time.time()) - 120}, "token_expired"),
+        ({"exp": None}, "claims_invalid"),
+        ({"aud": ["https://other.api"]}, "claims_invalid"),
+        ({"aud": None}, "claims_invalid"),
+        ({"iss": "https://evil.kinde.com"}, "claims_invalid"),
+        ({"iss": None}, "claims_invalid"),
+        ({"nbf": int(time.time()) + 3600}, "claims_invalid"),
+    ],
+    ids=[
+        "expired",
+        "missing-exp",
+        "wrong-aud",
+        "missing-aud",
+        "wrong-iss",
+        "missing-iss",
+        "not-yet-valid",
+    ],
+)
+def test_bad_claims_rejected(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey, over: dict[str, Any], code: str
+) -> None:
+    token = sign(key_a, user_claims(**over))
+    with pytest.raises(ClaimsInvalid) as info:
+        verifier.verify(token)
+    assert info.value.code == code
+    assert token not in info.value.message and token not in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# access tokens: algorithm and key attacks
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", ""])
+def test_alg_none_rejected_without_touching_keys(
+    verifier: AccessTokenVerifier, server: JwksServer, alg: str
+) -> None:
+    token = f"{b64json({'alg': alg, 'kid': KID_A, 'typ': 'JWT'})}.{b64json(user_claims())}."
+    with pytest.raises(AlgorithmNotAllowed):
+        verifier.verify(token)
+    assert server.fetch_count == 0
+
+
+def test_hs256_with_public_key_as_secret_rejected(
+    verifier: AccessTokenVerifier, server: JwksServer, key_a: rsa.RSAPrivateKey
+) -> None:
+    # The classic key-confusion attack: HMAC keyed with the public PEM that anyone can get.
+    pem = key_a.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signing_input = (
+        f"{b64json({'alg': 'HS256', 'kid': KID_A, 'typ': 'JWT'})}.{b64json(user_claims())}"
+    )
+    mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
+    token = f"{signing_input}.{b64url(mac)}"
+    with pytest.raises(AlgorithmNotAllowed):
+        verifier.verify(token)
+    assert server.fetch_count == 0
+
+
+def test_es256_rejected(verifier: AccessTokenVerifier, server: JwksServer) -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    token = jwt.encode(user_claims(), ec_key, algorithm="ES256", headers={"kid": KID_A})
+    with pytest.raises(AlgorithmNotAllowed):
+        verifier.verify(token)
+    assert server.fetch_count == 0
+
+
+def test_other_rsa_key_with_same_kid_rejected(
+    verifier: AccessTokenVerifier, attacker_key: rsa.RSAPrivateKey
+) -> None:
+    with pytest.raises(InvalidSignature):
+        verifier.verify(sign(attacker_key, user_claims(), kid=KID_A))
+
+
+def test_rs256_with_empty_signature_rejected(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    header, payload, _ = sign(key_a, user_claims()).split(".")
+    with pytest.raises(InvalidSignature):
+        verifier.verify(f"{header}.{payload}.")
+
+
+def test_missing_kid_is_unknown_key(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey, server: JwksServer
+) -> None:
+    with pytest.raises(UnknownKey):
+        verifier.verify(sign(key_a, user_claims(), kid=None))
+    assert server.fetch_count == 0
+
+
+def test_crit_header_rejected(verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey) -> None:
+    with pytest.raises(InvalidSignature):
+        verifier.verify(sign(key_a, user_claims(), crit=["exp"]))
+
+
+@pytest.mark.parametrize("header", ["jku", "x5u"])
+def test_key_url_headers_are_ignored(
+    verifier: AccessTokenVerifier,
+    server: JwksServer,
+    attacker_key: rsa.RSAPrivateKey,
+    header: str,
+) -> None:
+    with JwksServer({"keys": [jwk(attacker_key, KID_A), jwk(attacker_key, "evil")]}) as evil:
+        # Attacker signs with its own key, names the real kid and points at its own JWKS.
+        with pytest.raises(InvalidSignature):
+            verifier.verify(sign(attacker_key, user_claims(), kid=KID_A, **{header: evil.url}))
+        # Or names its own kid: still looked up only in the configured JWKS.
+        with pytest.raises(UnknownKey):
+            verifier.verify(sign(attacker_key, user_claims(), kid="evil", **{header: evil.url}))
+        assert evil.fetch_count == 0
+    assert server.fetch_count >= 1
+
+
+def test_embedded_jwk_header_is_ignored(
+    verifier: AccessTokenVerifier, attacker_key: rsa.RSAPrivateKey
+) -> None:
+    token = sign(attacker_key, user_claims(), kid=KID_A, jwk=jwk(attacker_key, KID_A))
+    with pytest.raises(InvalidSignature):
+        verifier.verify(token)
+
+
+@pytest.mark.parametrize(
+    "garbage", ["", "   ", "abc", "a.b", "a.b.c.d", "!!.$$.%%", "Bearer x.y.z"]
+)
+def test_garbage_access_token_is_malformed(verifier: AccessTokenVerifier, garbage: str) -> None:
+    with pytest.raises(MalformedToken):
+        verifier.verify(garbage)
+
+
+# --------------------------------------------------------------------------------------------
+# JWKS key source: refresh, cooldown, outages
+# --------------------------------------------------------------------------------------------
+
+
+def test_keys_are_cached(
+    verifier: AccessTokenVerifier, server: JwksServer, key_a: rsa.RSAPrivateKey
+) -> None:
+    for _ in range(5):
+        verifier.verify(sign(key_a, user_claims()))
+    assert server.fetch_count == 1
+
+
+def test_ttl_expiry_refetches(
+    verifier: AccessTokenVerifier, server: JwksServer, clock: FakeClock, key_a: rsa.RSAPrivateKey
+) -> None:
+    verifier.verify(sign(key_a, user_claims()))
+    clock.now += 301
+    verifier.verify(sign(key_a, user_claims()))
+    assert server.fetch_count == 2
+
+
+def test_unknown_kid_refreshes_once_then_succeeds_after_rotation(
+    verifier: AccessTokenVerifier,
+    server: JwksServer,
+    key_a: rsa.RSAPrivateKey,
+    key_b: rsa.RSAPrivateKey,
+) -> None:
+    verifier.verify(sign(key_a, user_claims()))
+    assert server.fetch_count == 1
+    server.set_jwks({"keys": [jwk(key_a, KID_A), jwk(key_b, KID_B)]})
+    assert verifier.verify(sign(key_b, user_claims(), kid=KID_B)).subject == "kp_65b2aa"
+    assert server.fetch_count == 2
+    verifier.verify(sign(key_b, user_claims(), kid=KID_B))
+    verifier.verify(sign(key_a, user_claims()))
+    assert server.fetch_count == 2
+
+
+def test_flood_of_unknown_kids_within_cooldown_fetches_nothing_more(
+    verifier: AccessTokenVerifier,
+    server: JwksServer,
+    clock: FakeClock,
+    key_a: rsa.RSAPrivateKey,
+) -> None:
+    verifier.verify(sign(key_a, user_claims()))
+    with pytest.raises(UnknownKey):
+        verifier.verify(sign(key_a, user_claims(), kid="random-0"))
+    assert server.fetch_count == 2  # the one forced refresh
+    for i in range(1, 100):
+        clock.now += 0.25  # 25 s in total: still inside the 30 s cooldown
+        with pytest.raises(UnknownKey):
+            verifier.verify(sign(key_a, user_claims(), kid=f"random-{i}"))
+    assert server.fetch_count == 2
+    clock.now += 5.5  # cooldown over: exactly one more refresh is allowed
+    for i in range(10):
+        with pytest.raises(UnknownKey):
+            verifier.verify(sign(key_a, user_claims(), kid=f"again-{i}"))
+    assert server.fetch_count == 3
+
+
+def test_unknown_kid_on_cold_cache_costs_one_fetch(
+    verifier: AccessTokenVerifier, server: JwksServer, key_a: rsa.RSAPrivateKey
+) -> None:
+    # The first load just happened, so an immediate "refresh" could not find anything newer.
+    with pytest.raises(UnknownKey):
+        verifier.verify(sign(key_a, user_claims(), kid="random"))
+    assert server.fetch_count == 1
+
+
+def test_concurrent_cold_start_fetches_once(
+    verifier: AccessTokenVerifier, server: JwksServer, key_a: rsa.RSAPrivateKey
+) -> None:
+    token = sign(key_a, user_claims())
+    barrier = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            verifier.verify(token)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert server.fetch_count == 1
+
+
+def test_jwks_down_raises_key_source_unavailable_fast(key_a: rsa.RSAPrivateKey) -> None:
+    source = JwksKeySource(f"http://127.0.0.1:{free_port()}/.well-known/jwks.json", timeout=1.0)
+    verifier = AccessTokenVerifier(source, issuer=ISSUER, audience=AUDIENCE)
+    started = time.monotonic()
+    with pytest.raises(KeySourceUnavailable) as info:
+        verifier.verify(sign(key_a, user_claims()))
+    assert time.monotonic() - started < 1.5
+    assert not isinstance(info.value, TokenError)  # a 503, not a 401
+
+
+def test_slow_jwks_respects_timeout_and_backs_off(
+    server: JwksServer, key_a: rsa.RSAPrivateKey
+) -> None:
+    server.set_delay(5.0)
+    source = JwksKeySource(server.url, timeout=0.3, error_backoff=5.0)
+    started = time.monotonic()
+    with pytest.raises(KeySourceUnavailable):
+        source.get_key(KID_A)
+    assert time.monotonic() - started < 2.0
+    # Within the error backoff, callers fail fast without another fetch.
+    started = time.monotonic()
+    with pytest.raises(KeySourceUnavailable):
+        source.get_key(KID_A)
+    assert time.monotonic() - started < 0.2
+    assert source.fetch_count == 1
+
+
+@pytest.mark.parametrize("status", [500, 404])
+def test_jwks_http_error_is_unavailable(server: JwksServer, status: int) -> None:
+    server.set_status(status)
+    with pytest.raises(KeySourceUnavailable):
+        JwksKeySource(server.url).get_key(KID_A)
+
+
+def test_non_jwks_document_is_unavailable(server: JwksServer) -> None:
+    server.set_jwks({"not": "a jwks"})
+    with pytest.raises(KeySourceUnavailable):
+        JwksKeySource(server.url).get_key(KID_A)
+
+
+def test_stale_keys_serve_when_refresh_fails(
+    verifier: AccessTokenVerifier, server: JwksServer, clock: FakeClock, key_a: rsa.RSAPrivateKey
+) -> None:
+    verifier.verify(sign(key_a, user_claims()))
+    server.set_status(500)
+    clock.now += 301
+    assert verifier.verify(sign(key_a, user_claims())).is_user
+    assert server.fetch_count == 2
+    verifier.verify(sign(key_a, user_claims()))  # inside the error backoff: no new attempt
+    assert server.fetch_count == 2
+
+
+def test_parse_jwks_keeps_only_rs256_signing_keys(key_a: rsa.RSAPrivateKey) -> None:
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    ec_jwk = jwt.algorithms.ECAlgorithm.to_jwk(
+        ec.generate_private_key(ec.SECP256R1()).public_key(), as_dict=True
+    )
+    doc = {
+        "keys": [
+            jwk(key_a, "good"),
+            {k: v for k, v in jwk(key_a, "no-use-no-alg").items() if k not in ("use", "alg")},
+            jwk(key_a, "enc", use="enc"),
+            jwk(key_a, "rs512", alg="RS512"),
+            jwk(weak, "weak"),
+            {**ec_jwk, "kid": "ec", "use": "sig"},
+            {k: v for k, v in jwk(key_a, "x").items() if k != "kid"},
+            {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},
+            "not-an-object",
+        ]
+    }
+    assert sorted(parse_jwks(doc)) == ["good", "no-use-no-alg"]
+
+
+def test_encryption_key_is_not_used_for_verification(key_a: rsa.RSAPrivateKey) -> None:
+    verifier = AccessTokenVerifier(
+        StaticKeySource({"keys": [jwk(key_a, KID_A, use="enc")]}), issuer=ISSUER, audience=None
+    )
+    with pytest.raises(UnknownKey):
+        verifier.verify(sign(key_a, user_claims()))
+
+
+# --------------------------------------------------------------------------------------------
+# webhooks
+# --------------------------------------------------------------------------------------------
+
+
+def test_webhook_without_iss_aud_exp_is_accepted(
+    webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    claims = webhooks.verify(sign(key_a, event(), typ="JWT").encode())
+    assert claims["type"] == "user.created"
+    assert claims["event_id"].startswith("event_")
+    assert "iss" not in claims and "exp" not in claims
+
+
+def test_webhook_body_whitespace_and_str(
+    webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    token = sign(key_a, event())
+    assert webhooks.verify(f"\r\n  {token}\n")["type"] == "user.created"
+
+
+def test_webhook_json_string_wrapped_is_accepted(
+    webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    body = json.dumps(sign(key_a, event())).encode()
+    assert webhooks.verify(body)["type"] == "user.created"
+
+
+def test_webhook_tampered_payload_rejected(
+    webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    header, payload, sig = sign(key_a, event()).split(".")
+    i = len(payload) // 2
+    flipped = "B" if payload[i] != "B" else "C"
+    with pytest.raises(InvalidSignature):
+        webhooks.verify(f"{header}.{payload[:i]}{flipped}{payload[i + 1 :]}.{sig}")
+
+
+def test_webhook_other_key_rejected(
+    webhooks: WebhookVerifier, attacker_key: rsa.RSAPrivateKey
+) -> None:
+    with pytest.raises(InvalidSignature):
+        webhooks.verify(sign(attacker_key, event(), kid=KID_A))
+
+
+def test_webhook_alg_none_rejected(webhooks: WebhookVerifier) -> None:
+    with pytest.raises(AlgorithmNotAllowed):
+        webhooks.verify(f"{b64json({'alg': 'none', 'kid': KID_A})}.{b64json(event())}.")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"   \n",
+        b"garbage",
+        b"a.b",
+        b"a.b.c.d",
+        b'{"type": "user.created"}',
+        b"\xff\xfe\x00",
+        b'"not a jwt"',
+        b'"unterminated',
+        b"x.y.z",
+        b"...",
+        b"123",
+    ],
+)
+def test_webhook_garbage_is_malformed(webhooks: WebhookVerifier, body: bytes) -> None:
+    with pytest.raises(MalformedToken):
+        webhooks.verify(body)
+
+
+def test_webhook_wrong_iss_rejected_when_present(
+    webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    with pytest.raises(ClaimsInvalid):
+        webhooks.verify(sign(key_a, event(iss="https://evil.kinde.com")))
+    assert webhooks.verify(sign(key_a, event(iss=ISSUER)))["type"] == "user.created"
+
+
+def test_webhook_iss_not_checked_without_configured_issuer(
+    source: JwksKeySource, key_a: rsa.RSAPrivateKey
+) -> None:
+    v = WebhookVerifier(source, issuer=None)
+    assert v.verify(sign(key_a, event(iss="https://whatever")))["type"] == "user.created"
+
+
+def test_webhook_expired_when_exp_present(
+    webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    with pytest.raises(ClaimsInvalid):
+        webhooks.verify(sign(key_a, event(exp=int(time.time()) - 3600)))
+
+
+@pytest.mark.parametrize(
+    "over", [{"event_id": None}, {"type": None}, {"event_id": 42}, {"type": ""}]
+)
+def test_webhook_payload_needs_type_and_event_id(
+    webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey, over: dict[str, Any]
+) -> None:
+    with pytest.raises(ClaimsInvalid):
+        webhooks.verify(sign(key_a, event(**over)))
+
+
+def test_webhook_non_object_payload_rejected(
+    webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    token = jwt.api_jws.encode(b"[1,2,3]", key_a, algorithm="RS256", headers={"kid": KID_A})
+    with pytest.raises(ClaimsInvalid):
+        webhooks.verify(token)
+
+
+def test_tokens_never_appear_in_errors_or_logs(
+    webhooks: WebhookVerifier,
+    verifier: AccessTokenVerifier,
+    key_a: rsa.RSAPrivateKey,
+    attacker_key: rsa.RSAPrivateKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bad = [
+        sign(attacker_key, event(), kid=KID_A),
+        sign(key_a, event(), kid="nope"),
+        sign(key_a, event(event_id=None)),
+        sign(key_a, user_claims(exp=1)),
+    ]
+    for token in bad:
+        for check in (webhooks.verify, verifier.verify):
+            with pytest.raises(TokenError) as info:
+                check(token)
+            assert token not in str(info.value)
+            assert token.split(".")[1] not in info.value.message
+    assert all(t.split(".")[1] not in caplog.text for t in bad)
