@@ -10,6 +10,7 @@ Never used by tests as a timing assertion: speed is reported, not asserted.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import sys
@@ -129,10 +130,8 @@ def run_bench(*, quick: bool = False, only: set[str] | None = None,
               progress: bool = True) -> dict[str, Any]:
     # Figures defined in other modules register on import.
     for module in ("app.bench_http",):
-        try:
+        with contextlib.suppress(ImportError):
             __import__(module)
-        except ImportError:
-            pass
     unknown = (only or set()) - set(FIGURES)
     if unknown:
         raise SystemExit(f"unknown figure(s): {', '.join(sorted(unknown))}; "

@@ -27,6 +27,7 @@ LOCAL_AUDIENCE = "kinde-credits-local"
 # Modules that register SQL repositories on import (see adapters.sql.store.register_repository).
 REPOSITORY_MODULES: tuple[str, ...] = (
     "adapters.sql.outbox",
+    "adapters.sql.inbox",
 )
 
 
@@ -88,7 +89,9 @@ def build_container(
     handlers: dict[str, Any] = {}
     if kinde is not None:
         ledger.after_write.append(usage_report_hook(catalog))
-        handlers[METER_USAGE] = UsageReporter(store, catalog, kinde, clock)
+        handlers[METER_USAGE] = UsageReporter(
+            store, catalog, kinde, clock, settings.outbox_confirm_seconds
+        )
     dispatcher = OutboxDispatcher(
         store, handlers, clock, RetryPolicy(
             max_attempts=settings.outbox_max_attempts,

@@ -207,7 +207,7 @@ def bench(as_json: bool, quick: bool, only: tuple[str, ...]) -> None:
 
 
 # Modules that add commands: each exposes `register(main: click.Group)`.
-COMMAND_MODULES: list[str] = ["app.cli_api"]
+COMMAND_MODULES: list[str] = ["app.cli_api", "app.cli_webhooks"]
 for _module in COMMAND_MODULES:
     __import__(_module, fromlist=["register"]).register(main)
 

@@ -69,6 +69,7 @@ class Settings:
     smtp_starttls: bool = True
     outbox_max_attempts: int = 12
     outbox_lease_seconds: int = 60
+    outbox_confirm_seconds: int = 300
     run_worker: bool = True
 
     @property
@@ -186,5 +187,6 @@ class Settings:
             smtp_starttls=_flag(env.get("SMTP_STARTTLS"), True),
             outbox_max_attempts=integer("OUTBOX_MAX_ATTEMPTS", 12),
             outbox_lease_seconds=integer("OUTBOX_LEASE_SECONDS", 60),
+            outbox_confirm_seconds=integer("OUTBOX_CONFIRM_SECONDS", 300),
             run_worker=_flag(env.get("RUN_WORKER"), True),
         )

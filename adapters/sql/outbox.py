@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from adapters.sql import schema as t
@@ -70,10 +70,11 @@ class SqlOutboxRepository:
         self.conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=[_o.topic],
-                index_where=_o.status == "pending",
+                # A literal predicate: PostgreSQL infers a partial index only from one.
+                index_where=text("status = 'pending'"),
+                # The payload stays: it may carry a pending confirmation (see UsageReporter).
                 set_={
                     "version": _o.version + 1,
-                    "payload": stmt.excluded.payload,
                     # New work is due now, unless the row is backing off after a failure.
                     "next_attempt_at": func.min(_o.next_attempt_at, now)
                     if self.dialect == "sqlite"
@@ -126,6 +127,23 @@ class SqlOutboxRepository:
             .values(claimed_until=None, attempts=0, next_attempt_at=now)
         )
         return False
+
+    def schedule_confirmation(self, message: OutboxMessage, when: datetime) -> None:
+        """Send once more at `when`, marked as a confirmation (see UsageReporter)."""
+        payload = json.dumps(
+            {**message.payload, "confirm_at": when.isoformat()}, separators=(",", ":")
+        )
+        self.conn.execute(
+            update(t.outbox)
+            .where(self._mine(message))
+            .values(
+                claimed_until=None,
+                next_attempt_at=when,
+                attempts=0,
+                payload=payload,
+                last_error="confirming: an earlier attempt may still land at Kinde",
+            )
+        )
 
     def retry_later(self, message: OutboxMessage, when: datetime, error: str) -> None:
         self.conn.execute(

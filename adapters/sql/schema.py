@@ -8,7 +8,7 @@ database itself, so a bug in code cannot write a negative block or a duplicate i
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     text,
@@ -296,13 +297,14 @@ class BillingAgreementRow(Base):
     fetched_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-wallets = WalletRow.__table__
-blocks = BlockRow.__table__
-entries = EntryRow.__table__
-holds = HoldRow.__table__
-idempotency_keys = IdempotencyRow.__table__
-webhook_events = WebhookEventRow.__table__
-meter_readings = MeterReadingRow.__table__
-outbox = OutboxRow.__table__
-usage_reports = UsageReportRow.__table__
-billing_agreements = BillingAgreementRow.__table__
+# Core Table objects for the hot paths (the declarative classes above define them).
+wallets = cast(Table, WalletRow.__table__)
+blocks = cast(Table, BlockRow.__table__)
+entries = cast(Table, EntryRow.__table__)
+holds = cast(Table, HoldRow.__table__)
+idempotency_keys = cast(Table, IdempotencyRow.__table__)
+webhook_events = cast(Table, WebhookEventRow.__table__)
+meter_readings = cast(Table, MeterReadingRow.__table__)
+outbox = cast(Table, OutboxRow.__table__)
+usage_reports = cast(Table, UsageReportRow.__table__)
+billing_agreements = cast(Table, BillingAgreementRow.__table__)

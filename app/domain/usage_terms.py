@@ -29,7 +29,8 @@ def credits_word(n: int) -> str:
 
 
 def describe_debit(credits: int, label: str, quantity: int, unit: str) -> str:
-    return f"-{fmt(credits)} {credits_word(credits)} for {label} ({fmt(quantity)} {plural(unit, quantity)})"
+    used = f"{fmt(quantity)} {plural(unit, quantity)}"
+    return f"-{fmt(credits)} {credits_word(credits)} for {label} ({used})"
 
 
 def describe_credit(credits: int, reason: str) -> str:

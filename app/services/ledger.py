@@ -216,7 +216,7 @@ class LedgerService:
             except LedgerError as exc:
                 error: dict[str, Any] = {"code": exc.code, "message": exc.message}
                 status = _status_for(exc)
-                if hasattr(exc, "needed"):
+                if isinstance(exc, InsufficientCredits):
                     error.update(needed=exc.needed, available=exc.available)
                 results.append({"index": index, "status": status, "error": error})
         return results
@@ -333,7 +333,8 @@ class LedgerService:
             raise InvalidAmount(f"expires_in_seconds must be from 1 to {MAX_HOLD_SECONDS}")
 
         def action(uow: UnitOfWork, now: datetime) -> tuple[int, dict[str, Any]]:
-            wallet = self.sweep_locked(uow, self._require_wallet_or_empty(uow, wallet_id, amount), now)
+            wallet = self._require_wallet_or_empty(uow, wallet_id, amount)
+            wallet = self.sweep_locked(uow, wallet, now)
             hold = wallet.place_hold(
                 amount,
                 expires_at=now + timedelta(seconds=expires_in_seconds),

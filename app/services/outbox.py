@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from app.services.outbox_ports import DeliveryError, OutboxMessage
+from app.services.outbox_ports import DeliveryError, NeedsConfirmation, OutboxMessage
 from app.services.ports import Clock
 
 log = logging.getLogger("kinde_credits.outbox")
@@ -81,6 +81,13 @@ class OutboxDispatcher:
                 raise DeliveryError(f"no handler for outbox kind {message.kind!r}",
                                     retryable=False)
             handler(message)
+        except NeedsConfirmation as confirm:
+            with self.uow(True) as uow:
+                uow.outbox.schedule_confirmation(
+                    message, self.clock() + timedelta(seconds=confirm.after_seconds)
+                )
+                uow.commit()
+            return
         except DeliveryError as exc:
             self._failed(message, exc)
             return

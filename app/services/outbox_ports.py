@@ -47,6 +47,15 @@ class UsageReportState:
     last_sent_at: datetime | None
 
 
+class NeedsConfirmation(Exception):
+    """Delivered, but an earlier attempt whose outcome is unknown may still land after it:
+    deliver the same (absolute) state once more after `after_seconds`."""
+
+    def __init__(self, after_seconds: float) -> None:
+        super().__init__(f"confirm in {after_seconds}s")
+        self.after_seconds = after_seconds
+
+
 class DeliveryError(Exception):
     """A delivery that did not go through. `retryable` errors are tried again with backoff;
     `retry_after` (seconds) overrides the backoff, e.g. from RateLimit-Reset on a 429."""
@@ -77,6 +86,8 @@ class OutboxRepository(Protocol):
     def mark_sent(self, message: OutboxMessage, now: datetime) -> bool: ...
 
     def retry_later(self, message: OutboxMessage, when: datetime, error: str) -> None: ...
+
+    def schedule_confirmation(self, message: OutboxMessage, when: datetime) -> None: ...
 
     def release(self, message: OutboxMessage, when: datetime, error: str) -> None: ...
 

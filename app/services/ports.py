@@ -111,8 +111,12 @@ class IdempotencyRepository(Protocol):
 
 
 class UnitOfWork(Protocol):
-    wallets: WalletRepository
-    idempotency: IdempotencyRepository
+    # Read-only properties so that implementations may narrow the repository types.
+    @property
+    def wallets(self) -> WalletRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
 
     def __enter__(self) -> Self: ...
 

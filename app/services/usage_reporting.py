@@ -24,7 +24,13 @@ from typing import Any, Protocol
 
 from app.domain.catalog import Catalog, Feature
 from app.domain.ledger import Wallet
-from app.services.outbox_ports import AgreementInfo, DeliveryError, OutboxMessage, UsageReportState
+from app.services.outbox_ports import (
+    AgreementInfo,
+    DeliveryError,
+    NeedsConfirmation,
+    OutboxMessage,
+    UsageReportState,
+)
 from app.services.ports import Clock, UnitOfWork
 
 METER_USAGE = "meter_usage"
@@ -110,26 +116,43 @@ class UsageReporter:
     """Outbox handler for `meter_usage` rows."""
 
     def __init__(
-        self, uow: Callable[[bool], Any], catalog: Catalog, kinde: KindeBilling, clock: Clock
+        self,
+        uow: Callable[[bool], Any],
+        catalog: Catalog,
+        kinde: KindeBilling,
+        clock: Clock,
+        confirm_after_seconds: float = 300.0,
     ) -> None:
         self.uow = uow
         self.catalog = catalog
         self.kinde = kinde
         self.clock = clock
+        # How long a request whose answer we never saw may still take to land at Kinde.
+        self.confirm_after_seconds = confirm_after_seconds
 
     def __call__(self, message: OutboxMessage) -> None:
         wallet_id = message.payload["wallet_id"]
         feature = self.catalog.features.get(message.payload["feature"])
         if feature is None or feature.source != "app":
             return  # the catalog changed since: nothing of ours to report
+        confirm_at = message.payload.get("confirm_at")
         try:
-            self._report(wallet_id, feature)
+            self._report(wallet_id, feature, force=confirm_at is not None)
         except DeliveryError:
             raise
         except Exception as exc:
             raise kinde_delivery_error(exc) from exc
+        if confirm_at is not None:
+            left = (datetime.fromisoformat(confirm_at) - self.clock()).total_seconds()
+            if left > 0:  # sent early because of new usage: the old request may still land
+                raise NeedsConfirmation(left)
+        elif message.attempts > 1:
+            # An earlier attempt failed in a way that may have reached Kinde (timeout, lost
+            # answer, a worker killed mid-send). That older, smaller absolute total could land
+            # after ours and override it, so send the current total again once it can't.
+            raise NeedsConfirmation(self.confirm_after_seconds)
 
-    def _report(self, wallet_id: str, feature: Feature) -> None:
+    def _report(self, wallet_id: str, feature: Feature, force: bool = False) -> None:
         with self.uow(False) as uow:
             profile = uow.wallets.profile(wallet_id)
         if profile is None:
@@ -155,7 +178,7 @@ class UsageReporter:
                 f"usage total for {wallet_id}/{feature.key} went below what Kinde has",
                 retryable=False,
             )
-        if value == acknowledged:
+        if value == acknowledged and not force:
             return  # Kinde already has exactly this total
         self.kinde.record_meter_usage(
             agreement.id, feature.kinde_feature_code, value, meter_type_code="absolute"
