@@ -48,9 +48,11 @@ def make_figure(
 
 
 def _fresh_sqlite(workdir: Path, name: str) -> str:
+    import uuid
+
     from adapters.sql.migrate import upgrade
 
-    path = workdir / f"{name}.db"
+    path = workdir / f"{name}-{uuid.uuid4().hex[:8]}.db"
     upgrade(f"sqlite:///{path}")
     return str(path)
 

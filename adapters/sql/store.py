@@ -130,6 +130,19 @@ _WALLET_COLUMNS = (
 _SELECT_WALLET = select(*_WALLET_COLUMNS).where(t.wallets.c.id == bindparam("wallet_id"))
 _SELECT_WALLET_FOR_UPDATE = _SELECT_WALLET.with_for_update()
 _ENTRY_INSERT = insert(t.entries).returning(t.entries.c.id)
+_UPDATE_WALLET = (
+    update(t.wallets)
+    .where(t.wallets.c.id == bindparam("w_id"))
+    .values(
+        balance=bindparam("w_balance"),
+        held=bindparam("w_held"),
+        arrears=bindparam("w_arrears"),
+        reference_balance=bindparam("w_reference"),
+        next_expiry_at=bindparam("w_next_expiry"),
+        next_hold_expiry_at=bindparam("w_next_hold_expiry"),
+        updated_at=bindparam("w_updated"),
+    )
+)
 _UPDATE_BLOCK = (
     update(t.blocks)
     .where(t.blocks.c.id == bindparam("b_id"))
@@ -290,17 +303,17 @@ class SqlWalletRepository:
                 )
             )
         conn.execute(
-            update(t.wallets)
-            .where(t.wallets.c.id == wallet.id)
-            .values(
-                balance=wallet.balance,
-                held=wallet.held,
-                arrears=wallet.arrears,
-                reference_balance=wallet.reference_balance,
-                next_expiry_at=wallet.next_expiry_at,
-                next_hold_expiry_at=wallet.next_hold_expiry_at,
-                updated_at=now,
-            )
+            _UPDATE_WALLET,
+            {
+                "w_id": wallet.id,
+                "w_balance": wallet.balance,
+                "w_held": wallet.held,
+                "w_arrears": wallet.arrears,
+                "w_reference": wallet.reference_balance,
+                "w_next_expiry": wallet.next_expiry_at,
+                "w_next_hold_expiry": wallet.next_hold_expiry_at,
+                "w_updated": now,
+            },
         )
         ids: list[int] = []
         for e in wallet.new_entries:
