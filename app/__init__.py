@@ -24,24 +24,24 @@ BLUEPRINT_MODULES = [
     "app.http.holds",
     "app.http.catalog",
     "app.http.docs",
+    "app.http.webhooks",
 ]
 
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> Flask:
+    import importlib
+
     from flask import Flask
+    from flask_smorest import Blueprint as ApiBlueprint
 
     from app.bootstrap import build_container
-    import importlib
+    from app.http.docs import init_api
     from app.settings import Settings
 
     if container is None:
         container = build_container(settings or Settings.from_env())
     app = Flask(__name__)
     app.extensions["kinde_credits"] = container
-    from flask_smorest import Blueprint as ApiBlueprint
-
-    from app.http.docs import init_api
-
     api = init_api(app)  # OpenAPI + docs (flask-smorest) and JSON errors for every status
     for module in BLUEPRINT_MODULES:
         bp = importlib.import_module(module).bp

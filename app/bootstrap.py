@@ -13,12 +13,15 @@ from typing import Any
 
 from adapters.kinde_api import KindeManagementClient
 from adapters.local_keys import LocalKeyring
+from adapters.notify import build_channels
 from adapters.sql.store import SqlStore, make_engine
 from adapters.tokens import AccessTokenVerifier, JwksKeySource, KeySource, WebhookVerifier
 from app.domain.catalog import Catalog, load_catalog
 from app.services.ledger import LedgerService, utc_now
+from app.services.notifications import NOTIFY_PREFIX, ChannelHandler, Notifier
 from app.services.outbox import OutboxDispatcher, RetryPolicy
 from app.services.ports import Clock
+from app.services.recharge import AutoRecharger, KindeInvoiceGateway
 from app.services.usage_reporting import METER_USAGE, UsageReporter, usage_report_hook
 from app.settings import Settings
 
@@ -27,6 +30,7 @@ LOCAL_AUDIENCE = "kinde-credits-local"
 # Modules that register SQL repositories on import (see adapters.sql.store.register_repository).
 REPOSITORY_MODULES: tuple[str, ...] = (
     "adapters.sql.outbox",
+    "adapters.sql.recharges",
     "adapters.sql.inbox",
 )
 
@@ -92,12 +96,28 @@ def build_container(
         handlers[METER_USAGE] = UsageReporter(
             store, catalog, kinde, clock, settings.outbox_confirm_seconds
         )
+        # Auto-recharge needs a way to charge: with Kinde, purchases are invoiced through it.
+        ledger.recharger = AutoRecharger(catalog, KindeInvoiceGateway())
+
+    channels = build_channels(settings.as_env())
+    ledger.after_write.append(Notifier(catalog, [c.name for c in channels], settings.top_up_url))
+    for channel in channels:
+        handlers[NOTIFY_PREFIX + channel.name] = ChannelHandler(channel)
+
     dispatcher = OutboxDispatcher(
         store, handlers, clock, RetryPolicy(
             max_attempts=settings.outbox_max_attempts,
             lease_seconds=settings.outbox_lease_seconds,
         ),
     )
+
+    def suspend_on_dead_invoice(message: Any, error: Any) -> None:
+        if message.kind == METER_USAGE and "bundle" in message.payload:
+            ledger.suspend_auto_recharge(
+                message.payload["wallet_id"], f"the auto-recharge charge failed ({error.message})"
+            )
+
+    dispatcher.dead_listeners.append(suspend_on_dead_invoice)
     return Container(
         settings=settings,
         catalog=catalog,

@@ -18,9 +18,12 @@ Step = Callable[[Any], int]
 
 
 def default_steps() -> list[tuple[str, Step]]:
+    from app.services.webhooks import retry_parked
+
     return [
         ("outbox", lambda c: c.dispatcher.run_once()),
         ("sweep", lambda c: c.ledger.sweep_due()),
+        ("kinde_parked", retry_parked),
     ]
 
 

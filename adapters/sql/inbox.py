@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, Table, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -20,8 +20,11 @@ from adapters.sql.store import register_repository
 from app.services.inbox_ports import InboxEvent, InboxStatus
 from app.services.ports import DuplicateKey
 
-_E = t.webhook_events.c
-_M = t.meter_readings.c
+# Declarative `__table__` is typed as a FromClause; these are Tables (for insert/update typing).
+_EVENTS = cast(Table, t.webhook_events)
+_METERS = cast(Table, t.meter_readings)
+_E = _EVENTS.c
+_M = _METERS.c
 _EVENT_COLUMNS = (
     _E.event_id,
     _E.webhook_id,
@@ -92,7 +95,7 @@ class SqlInboxRepository:
         # one transaction goes on to apply the event.
         try:
             self.conn.execute(
-                insert(t.webhook_events).values(
+                insert(_EVENTS).values(
                     event_id=event_id,
                     webhook_id=webhook_id,
                     type=event_type,
@@ -117,7 +120,7 @@ class SqlInboxRepository:
         now: datetime,
     ) -> None:
         self.conn.execute(
-            update(t.webhook_events)
+            update(_EVENTS)
             .where(_E.event_id == event_id)
             .values(
                 status=status,
@@ -157,7 +160,7 @@ class SqlInboxRepository:
         return [_event_from_row(r) for r in self.conn.execute(stmt)]
 
     def count(self, status: str | None = None) -> int:
-        stmt = select(func.count()).select_from(t.webhook_events)
+        stmt = select(func.count()).select_from(_EVENTS)
         if status is not None:
             stmt = stmt.where(_E.status == status)
         return int(self.conn.execute(stmt).scalar_one())
@@ -189,9 +192,9 @@ class SqlMeterReadingRepository:
         }
         stmt: Any
         if self.dialect == "postgresql":
-            stmt = postgresql.insert(t.meter_readings).values(**values)
+            stmt = postgresql.insert(_METERS).values(**values)
         else:
-            stmt = sqlite.insert(t.meter_readings).values(**values)
+            stmt = sqlite.insert(_METERS).values(**values)
         # GREATEST/MAX in the upsert: even a racing writer can never lower the running total.
         greatest = func.greatest if self.dialect == "postgresql" else func.max
         stmt = stmt.on_conflict_do_update(

@@ -297,6 +297,29 @@ class BillingAgreementRow(Base):
     fetched_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class RechargeRow(Base):
+    """One auto-recharge purchase: credits granted with it, invoiced through the gateway."""
+
+    __tablename__ = "recharges"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending','invoiced','failed')", name="status"),
+        Index("ix_recharges_wallet_id_day", "wallet_id", "day"),
+        Index("ix_recharges_wallet_id_status", "wallet_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))
+    bundle: Mapped[str] = mapped_column(String(64))
+    credits: Mapped[int] = mapped_column(BigInteger)
+    price: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(10))
+    day: Mapped[str] = mapped_column(String(10))  # UTC date, for the daily cap
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 # Core Table objects for the hot paths (the declarative classes above define them).
 wallets = cast(Table, WalletRow.__table__)
 blocks = cast(Table, BlockRow.__table__)
@@ -308,3 +331,4 @@ meter_readings = cast(Table, MeterReadingRow.__table__)
 outbox = cast(Table, OutboxRow.__table__)
 usage_reports = cast(Table, UsageReportRow.__table__)
 billing_agreements = cast(Table, BillingAgreementRow.__table__)
+recharges = cast(Table, RechargeRow.__table__)

@@ -38,8 +38,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
 from adapters.sql import schema as t
+from app.domain.alerts import AlertSettings
 from app.domain.audit import WalletAudit
 from app.domain.ledger import Block, Hold, Wallet, owner_type_of
+from app.domain.recharge import AutoRecharge
 from app.services.ports import DuplicateKey, RecordedEntry, StoredResponse, WalletProfile
 
 _IMMEDIATE = "kc_begin_immediate"
@@ -126,6 +128,12 @@ _WALLET_COLUMNS = (
     t.wallets.c.reference_balance,
     t.wallets.c.next_expiry_at,
     t.wallets.c.next_hold_expiry_at,
+    t.wallets.c.alert_settings,
+    t.wallets.c.alerts_fired,
+    t.wallets.c.auto_recharge_enabled,
+    t.wallets.c.auto_recharge_threshold,
+    t.wallets.c.auto_recharge_bundle,
+    t.wallets.c.auto_recharge_suspended,
 )
 _SELECT_WALLET = select(*_WALLET_COLUMNS).where(t.wallets.c.id == bindparam("wallet_id"))
 _SELECT_WALLET_FOR_UPDATE = _SELECT_WALLET.with_for_update()
@@ -140,6 +148,7 @@ _UPDATE_WALLET = (
         reference_balance=bindparam("w_reference"),
         next_expiry_at=bindparam("w_next_expiry"),
         next_hold_expiry_at=bindparam("w_next_hold_expiry"),
+        alerts_fired=bindparam("w_alerts_fired"),
         updated_at=bindparam("w_updated"),
     )
 )
@@ -148,6 +157,17 @@ _UPDATE_BLOCK = (
     .where(t.blocks.c.id == bindparam("b_id"))
     .values(remaining=bindparam("b_remaining"))
 )
+
+
+def _alert_settings(raw: str | None) -> AlertSettings | None:
+    if not raw:
+        return None
+    data = json.loads(raw)
+    return AlertSettings(
+        tuple(data.get("thresholds_percent", ())),
+        tuple(data.get("thresholds_credits", ())),
+        bool(data.get("notify_at_zero", True)),
+    )
 
 
 def _hold_from_row(row: Any) -> Hold:
@@ -204,6 +224,17 @@ class SqlWalletRepository:
             reference_balance=row.reference_balance,
             next_expiry_at=row.next_expiry_at,
             next_hold_expiry_at=row.next_hold_expiry_at,
+            alert_settings=_alert_settings(row.alert_settings),
+            alerts_fired=frozenset(json.loads(row.alerts_fired)) if row.alerts_fired else
+            frozenset(),
+            auto_recharge=AutoRecharge(
+                row.auto_recharge_enabled,
+                row.auto_recharge_threshold or 0,
+                row.auto_recharge_bundle or "",
+                row.auto_recharge_suspended,
+            )
+            if row.auto_recharge_bundle
+            else None,
         )
         wallet.blocks = [
             Block(
@@ -312,6 +343,9 @@ class SqlWalletRepository:
                 "w_reference": wallet.reference_balance,
                 "w_next_expiry": wallet.next_expiry_at,
                 "w_next_hold_expiry": wallet.next_hold_expiry_at,
+                "w_alerts_fired": json.dumps(sorted(wallet.alerts_fired))
+                if wallet.alerts_fired
+                else None,
                 "w_updated": now,
             },
         )
@@ -340,7 +374,27 @@ class SqlWalletRepository:
         wallet.new_holds.clear()
         wallet.touched_holds.clear()
         wallet.new_entries.clear()
+        wallet.reference_at_load = wallet.reference_balance
         return ids
+
+    def save_alert_settings(self, wallet_id: str, settings: AlertSettings | None) -> None:
+        self.conn.execute(
+            update(t.wallets)
+            .where(t.wallets.c.id == wallet_id)
+            .values(alert_settings=json.dumps(settings.as_dict()) if settings else None)
+        )
+
+    def save_auto_recharge(self, wallet_id: str, settings: AutoRecharge) -> None:
+        self.conn.execute(
+            update(t.wallets)
+            .where(t.wallets.c.id == wallet_id)
+            .values(
+                auto_recharge_enabled=settings.enabled,
+                auto_recharge_threshold=settings.threshold_credits or None,
+                auto_recharge_bundle=settings.bundle or None,
+                auto_recharge_suspended=settings.suspended_reason,
+            )
+        )
 
     def get_hold(self, hold_id: str) -> Hold | None:
         row = self.conn.execute(select(t.holds).where(t.holds.c.id == hold_id)).first()

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 EntryKind = Literal[
     "grant",
@@ -160,12 +160,21 @@ class Wallet:
     reference_balance: int = 0
     next_expiry_at: datetime | None = None
     next_hold_expiry_at: datetime | None = None
+    # Alert and auto-recharge state travel with the wallet: they change under its lock.
+    alert_settings: Any = None  # AlertSettings, or None for the catalog's defaults
+    alerts_fired: frozenset[str] = frozenset()
+    auto_recharge: Any = None  # AutoRecharge, or None when never configured
     blocks: list[Block] = field(default_factory=list)
     new_entries: list[NewEntry] = field(default_factory=list)
     new_blocks: list[Block] = field(default_factory=list)
     touched_blocks: dict[str, Block] = field(default_factory=dict)
     new_holds: list[Hold] = field(default_factory=list)
     touched_holds: dict[str, Hold] = field(default_factory=dict)
+    new_alerts: list[Any] = field(default_factory=list)
+    reference_at_load: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.reference_at_load = self.reference_balance
 
     @property
     def available(self) -> int:

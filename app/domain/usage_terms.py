@@ -1,23 +1,40 @@
 """Credits described in use terms: "-50 credits for Report Generation (1 report)",
-"about 48 reports left". Pure functions, standard library only."""
+"about 48 reports left", "2,500 credits left, about 50 reports. ...".
+
+People do not think in credits; they think in reports, conversions or gigabytes. These pure
+functions turn ledger numbers into the sentences shown in ledger entries, wallet views, catalog
+guidance and low-balance alerts. Standard library only (see the dependency rule in DESIGN.md).
+Amounts are passed as positive magnitudes; the sign in the text comes from the function used.
+"""
 
 from __future__ import annotations
 
-_INVARIANT = {"GB", "MB", "TB", "KB"}
+import math
+
+# Units of measure are symbols, not nouns: "2 GB", never "2 GBs".
+_INVARIANT = frozenset({"B", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB"})
+_VOWELS = frozenset("aeiou")
+_RUNWAY_WINDOW_DAYS = 7
 
 
 def fmt(n: int) -> str:
+    """Thousands separators: 2500 -> "2,500"."""
     return f"{n:,}"
 
 
 def plural(unit: str, count: int) -> str:
-    if count == 1 or unit in _INVARIANT:
+    """The unit noun as it reads next to `count`: ("report", 2) -> "reports".
+
+    Only the last word is inflected, so "file conversion" -> "file conversions".
+    """
+    if abs(count) == 1:
         return unit
-    head, _, last = unit.rpartition(" ")
-    word = last or unit
-    if word.endswith("y") and word[-2:-1] not in ("a", "e", "i", "o", "u"):
+    head, _, word = unit.rpartition(" ")
+    if not word or word in _INVARIANT:
+        return unit
+    if word.endswith("y") and word[-2:-1].lower() not in _VOWELS and len(word) > 1:
         word = word[:-1] + "ies"
-    elif word.endswith(("s", "x", "ch", "sh")):
+    elif word.endswith(("s", "x", "z", "ch", "sh")):
         word += "es"
     else:
         word += "s"
@@ -28,23 +45,108 @@ def credits_word(n: int) -> str:
     return "credit" if abs(n) == 1 else "credits"
 
 
+def _credits(n: int) -> str:
+    """Magnitude with its noun, "1 credit" / "2,500 credits"; callers add the sign."""
+    return f"{fmt(abs(n))} {credits_word(n)}"
+
+
 def describe_debit(credits: int, label: str, quantity: int, unit: str) -> str:
+    """Usage entry text, e.g. "-50 credits for Report Generation (1 report)"."""
     used = f"{fmt(quantity)} {plural(unit, quantity)}"
-    return f"-{fmt(credits)} {credits_word(credits)} for {label} ({used})"
+    return f"-{_credits(credits)} for {label} ({used})"
 
 
 def describe_credit(credits: int, reason: str) -> str:
-    return f"+{fmt(credits)} {credits_word(credits)}: {reason}"
+    """Credit entry text, e.g. "+5,000 credits: Starter pack"."""
+    return f"+{_credits(credits)}: {reason}"
+
+
+def describe_hold(credits: int, label: str) -> str:
+    """Hold text, e.g. "Held 50 credits for Report Generation" (no sign: balance unchanged)."""
+    return f"Held {_credits(credits)} for {label}"
+
+
+def describe_capture(credits: int, label: str) -> str:
+    """Capture text, e.g. "-45 credits for Report Generation (captured hold)"."""
+    return f"-{_credits(credits)} for {label} (captured hold)"
+
+
+def describe_release(credits: int, label: str) -> str:
+    """Release text, e.g. "Released 5 held credits for Report Generation"."""
+    word = "held credit" if abs(credits) == 1 else "held credits"
+    return f"Released {fmt(abs(credits))} {word} for {label}"
+
+
+def describe_expiry(credits: int, reason: str) -> str:
+    """Expiry text, e.g. "-300 credits expired (Starter pack)"."""
+    return f"-{_credits(credits)} expired ({reason})"
 
 
 def units_left(balance: int, credits_per_unit: int) -> int:
+    """Whole units the balance still pays for: floored, never negative."""
+    # A zero/negative price would divide by zero or invert the answer; such a feature is free
+    # or misconfigured, and "0 left" is the answer that never over-promises.
     return max(balance, 0) // credits_per_unit if credits_per_unit > 0 else 0
 
 
 def describe_units_left(balance: int, credits_per_unit: int, unit: str) -> str:
+    """Value in use terms: "about 48 reports left", "no reports left", "in arrears by 9 credits"."""
     if balance < 0:
-        return f"in arrears by {fmt(-balance)} {credits_word(balance)}"
+        return f"in arrears by {_credits(balance)}"
     n = units_left(balance, credits_per_unit)
     if n == 0:
         return f"no {plural(unit, 0)} left"
     return f"about {fmt(n)} {plural(unit, n)} left"
+
+
+def days_of_runway(balance: int, used_last_7_days: int) -> float | None:
+    """How many days the balance lasts at the last week's pace; None without usage."""
+    if used_last_7_days <= 0:
+        return None
+    if balance <= 0:
+        return 0.0
+    # Multiply first: balance / (used / 7) can land a hair under a whole number of days.
+    return balance * _RUNWAY_WINDOW_DAYS / used_last_7_days
+
+
+def _runway_sentence(days: float) -> str:
+    if days < 1:
+        span = "less than a day"
+    else:
+        # Floor, not round: "about 3 days" when it is 3.9 errs on the side of topping up early.
+        whole = math.floor(days)
+        span = f"about {fmt(whole)} {'day' if whole == 1 else 'days'}"
+    return f"At your pace of the last {_RUNWAY_WINDOW_DAYS} days they last {span}."
+
+
+def low_balance_message(
+    balance: int,
+    unit_hint: tuple[str, int] | None,
+    used_last_7_days: int,
+    top_up_url: str | None,
+) -> str:
+    """The alert text: "2,500 credits left, about 50 reports. At your pace of the last 7 days
+    they last about 3 days. Top up: https://...". Sentences that do not apply are left out.
+
+    `unit_hint` is (unit noun, credits per unit) of the wallet's main feature, if known.
+    """
+    parts: list[str] = []
+    if balance <= 0:
+        left = "0 left" if balance == 0 else describe_units_left(balance, 1, "credit")
+        parts.append(f"Your credits are used up ({left}).")
+    else:
+        head = f"{_credits(balance)} left"
+        if unit_hint is not None:
+            unit, credits_per_unit = unit_hint
+            n = units_left(balance, credits_per_unit)
+            if n > 0:
+                head += f", about {fmt(n)} {plural(unit, n)}"
+            elif credits_per_unit > 0:
+                head += f", not enough for one {unit}"
+        parts.append(head + ".")
+        runway = days_of_runway(balance, used_last_7_days)
+        if runway is not None:
+            parts.append(_runway_sentence(runway))
+    if top_up_url:
+        parts.append(f"Top up: {top_up_url}")
+    return " ".join(parts)

@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from app.domain import alerts as alert_rules
+from app.domain.alerts import Alert, AlertSettings
 from app.domain.catalog import Catalog, Feature
 from app.domain.ledger import (
+    CREDIT_KINDS,
     Hold,
     InsufficientCredits,
     InvalidAmount,
@@ -24,9 +27,11 @@ from app.domain.ledger import (
     Wallet,
     owner_type_of,
 )
+from app.domain.recharge import AutoRecharge
 from app.domain.usage_terms import describe_debit, describe_units_left
 from app.services import views
 from app.services.ports import Clock, DuplicateKey, UnitOfWork, UnitOfWorkFactory
+from app.services.recharge import AutoRecharger, suspended_notice
 
 MAX_QUANTITY = 10**9
 MAX_CREDITS = 10**12
@@ -69,9 +74,9 @@ def utc_now() -> datetime:
 
 
 # Hooks that run inside a write's transaction after the ledger changed (outbox rows for Kinde
-# reports, alerts, auto-recharge): (uow, wallet, new entries) -> None. Registered by the
-# composition root so this module does not depend on them.
-AfterWrite = Callable[[UnitOfWork, Wallet, list[tuple[int, Any]]], None]
+# reports and notifications): (uow, wallet, [(entry id, entry)], now) -> None. Registered by
+# the composition root so this module does not depend on them.
+AfterWrite = Callable[[UnitOfWork, Wallet, list[tuple[int, Any]], datetime], None]
 
 
 class LedgerService:
@@ -81,11 +86,16 @@ class LedgerService:
         catalog: Catalog,
         clock: Clock = utc_now,
         after_write: list[AfterWrite] | None = None,
+        recharger: AutoRecharger | None = None,
     ) -> None:
         self.uow = uow
         self.catalog = catalog
         self.clock = clock
         self.after_write: list[AfterWrite] = after_write or []
+        self.recharger = recharger
+        self.alert_defaults = AlertSettings(
+            catalog.alerts.thresholds_percent, (), catalog.alerts.notify_at_zero
+        )
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -136,12 +146,35 @@ class LedgerService:
         For use cases composed elsewhere (webhooks) that change a wallet in their own unit of
         work; returns (entry id, entry) pairs in order.
         """
+        recharged = self.recharger is not None and self.recharger.apply(uow, wallet, now)
+        self._evaluate_alerts(wallet, recharged)
         pending = list(wallet.new_entries)
         ids = uow.wallets.save(wallet, now)
         saved = list(zip(ids, pending, strict=True))
         for hook in self.after_write:
-            hook(uow, wallet, saved)
+            hook(uow, wallet, saved, now)
         return saved
+
+    def _evaluate_alerts(self, wallet: Wallet, recharged: bool) -> None:
+        """Walk this write's entries in order: debits may cross thresholds, credits re-arm."""
+        settings = wallet.alert_settings or self.alert_defaults
+        reference, fired = wallet.reference_at_load, wallet.alerts_fired
+        alerts: list[Alert] = []
+        for entry in wallet.new_entries:
+            if entry.kind in CREDIT_KINDS:
+                reference = entry.balance_after
+                fired = alert_rules.on_credit(settings, reference, entry.balance_after, fired)
+            elif entry.amount < 0:
+                fired, alert = alert_rules.on_debit(settings, reference, entry.balance_after,
+                                                    fired)
+                if alert is not None:
+                    alerts.append(alert)
+        wallet.alerts_fired = fired
+        if recharged:
+            # Auto-recharge already topped the wallet up in this very transaction: a
+            # "balance low" message now would be wrong. The recharge notice says what happened.
+            alerts = []
+        wallet.new_alerts[:0] = alerts
 
     def _require_wallet(self, uow: UnitOfWork, wallet_id: str) -> Wallet:
         owner_type_of(wallet_id)
@@ -432,6 +465,73 @@ class LedgerService:
             hold = uow.wallets.get_hold(hold_id)
         return hold.wallet_id if hold else None
 
+    # -- alert and auto-recharge settings -------------------------------------------------
+
+    def set_alerts(
+        self, wallet_id: str, data: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> Outcome:
+        settings = AlertSettings.parse(data, self.alert_defaults)
+        owner_type_of(wallet_id)
+
+        def action(uow: UnitOfWork, now: datetime) -> tuple[int, dict[str, Any]]:
+            wallet = self.sweep_locked(uow, uow.wallets.lock_or_create(wallet_id, now), now)
+            uow.wallets.save_alert_settings(wallet_id, settings)
+            wallet.alert_settings = settings
+            # Thresholds the balance is already at or below count as crossed: the owner set
+            # them knowingly, and an alert fires on the next real crossing.
+            wallet.alerts_fired = frozenset(
+                t.key for t in settings.thresholds(wallet.reference_balance)
+                if wallet.balance <= t.credits
+            )
+            self.save_wallet(uow, wallet, now)
+            return 200, {"wallet_id": wallet_id, "alerts": settings.as_dict()}
+
+        request = {"op": "alerts", **settings.as_dict()}
+        return self._write(f"wallet:{wallet_id}", idempotency_key, request, action)
+
+    def set_auto_recharge(
+        self, wallet_id: str, data: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> Outcome:
+        settings = AutoRecharge.parse(data, set(self.catalog.bundles))
+        if settings.enabled and self.recharger is None:
+            raise InvalidAmount(
+                "auto-recharge needs a way to charge: connect Kinde billing (KINDE_DOMAIN, "
+                "KINDE_M2M_CLIENT_ID and KINDE_M2M_CLIENT_SECRET)"
+            )
+        bundle = self.catalog.bundles.get(settings.bundle)
+        if settings.enabled and bundle is not None and not bundle.kinde_feature_code:
+            raise InvalidAmount(
+                f"bundle {bundle.key!r} has no kinde_feature_code, so it cannot be invoiced"
+            )
+        owner_type_of(wallet_id)
+
+        def action(uow: UnitOfWork, now: datetime) -> tuple[int, dict[str, Any]]:
+            uow.wallets.lock_or_create(wallet_id, now)
+            # Saving the settings clears any suspension: the owner turned it back on.
+            uow.wallets.save_auto_recharge(wallet_id, settings)
+            return 200, {"wallet_id": wallet_id, "auto_recharge": settings.as_dict()}
+
+        request = {"op": "auto_recharge", **settings.as_dict()}
+        return self._write(f"wallet:{wallet_id}", idempotency_key, request, action)
+
+    def suspend_auto_recharge(self, wallet_id: str, reason: str) -> bool:
+        """A charge failed: stop auto-recharge (until re-enabled) and tell the owner."""
+        with self.uow(True) as uow:
+            wallet = uow.wallets.lock(wallet_id)
+            if wallet is None or wallet.auto_recharge is None:
+                return False
+            now = self.clock()
+            uow.recharges.fail_pending(wallet_id, reason, now)  # type: ignore[attr-defined]
+            if wallet.auto_recharge.suspended_reason is not None:
+                uow.commit()
+                return False
+            wallet.auto_recharge = replace(wallet.auto_recharge, suspended_reason=reason)
+            uow.wallets.save_auto_recharge(wallet_id, wallet.auto_recharge)
+            wallet.new_alerts.append(suspended_notice(wallet_id, reason))
+            self.save_wallet(uow, wallet, now)
+            uow.commit()
+            return True
+
     # -- expiry ---------------------------------------------------------------------------
 
     def sweep_locked(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> Wallet:
@@ -484,10 +584,11 @@ class LedgerService:
             wallet = uow.wallets.read(wallet_id)
             holds = uow.wallets.open_holds(wallet_id) if wallet else []
         if wallet is None:
+            wallet = Wallet(id=wallet_id, owner_type=owner_type)
             return views.wallet_view(
-                self.catalog, Wallet(id=wallet_id, owner_type=owner_type), [], exists=False
+                self.catalog, wallet, [], self.alert_defaults, exists=False
             )
-        return views.wallet_view(self.catalog, wallet, holds)
+        return views.wallet_view(self.catalog, wallet, holds, self.alert_defaults)
 
     def ledger_page(
         self, wallet_id: str, limit: int = 50, cursor: str | None = None

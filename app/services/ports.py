@@ -92,6 +92,10 @@ class WalletRepository(Protocol):
 
     def find_by_customer(self, billing_customer_id: str) -> str | None: ...
 
+    def save_alert_settings(self, wallet_id: str, settings: Any) -> None: ...
+
+    def save_auto_recharge(self, wallet_id: str, settings: Any) -> None: ...
+
     def audit(self, after: str | None, limit: int) -> list[WalletAudit]:
         """Per-wallet totals for the invariant check, a page of wallets ordered by id."""
 

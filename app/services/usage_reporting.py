@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -66,12 +67,15 @@ class KindeBilling(Protocol):
     def get_org_billing(self, org_code: str) -> Any: ...
 
 
-def usage_report_hook(catalog: Catalog) -> Callable[[UnitOfWork, Wallet, list[tuple[int, Any]]],
-                                                     None]:
+def usage_report_hook(
+    catalog: Catalog,
+) -> Callable[[UnitOfWork, Wallet, list[tuple[int, Any]], datetime], None]:
     """After-write hook: enqueue one report topic per app-source feature a write used."""
     reported = {key for key, f in catalog.features.items() if f.source == "app"}
 
-    def hook(uow: UnitOfWork, wallet: Wallet, saved: list[tuple[int, Any]]) -> None:
+    def hook(
+        uow: UnitOfWork, wallet: Wallet, saved: list[tuple[int, Any]], now: datetime
+    ) -> None:
         touched: dict[str, datetime] = {}
         for _entry_id, entry in saved:
             if entry.kind in ("usage", "capture") and entry.feature in reported:
@@ -112,6 +116,15 @@ def kinde_delivery_error(exc: Exception) -> DeliveryError:
     return DeliveryError(f"{type(exc).__name__}: {exc}")
 
 
+@dataclass(frozen=True)
+class Meter:
+    """What one report counts: a feature's units, or the purchases of an auto-recharge bundle."""
+
+    key: str  # the usage_reports key: feature key, or "bundle:<key>"
+    kinde_feature_code: str
+    bundle: str | None = None
+
+
 class UsageReporter:
     """Outbox handler for `meter_usage` rows."""
 
@@ -132,12 +145,12 @@ class UsageReporter:
 
     def __call__(self, message: OutboxMessage) -> None:
         wallet_id = message.payload["wallet_id"]
-        feature = self.catalog.features.get(message.payload["feature"])
-        if feature is None or feature.source != "app":
+        meter = self._meter(message.payload)
+        if meter is None:
             return  # the catalog changed since: nothing of ours to report
         confirm_at = message.payload.get("confirm_at")
         try:
-            self._report(wallet_id, feature, force=confirm_at is not None)
+            self._report(wallet_id, meter, force=confirm_at is not None)
         except DeliveryError:
             raise
         except Exception as exc:
@@ -152,7 +165,18 @@ class UsageReporter:
             # after ours and override it, so send the current total again once it can't.
             raise NeedsConfirmation(self.confirm_after_seconds)
 
-    def _report(self, wallet_id: str, feature: Feature, force: bool = False) -> None:
+    def _meter(self, payload: dict[str, Any]) -> Meter | None:
+        if "bundle" in payload:
+            bundle = self.catalog.bundles.get(payload["bundle"])
+            if bundle is None or not bundle.kinde_feature_code:
+                return None
+            return Meter(f"bundle:{bundle.key}", bundle.kinde_feature_code, bundle=bundle.key)
+        feature = self.catalog.features.get(payload["feature"])
+        if feature is None or feature.source != "app":
+            return None
+        return Meter(feature.key, feature.kinde_feature_code)
+
+    def _report(self, wallet_id: str, feature: Meter, force: bool = False) -> None:
         with self.uow(False) as uow:
             profile = uow.wallets.profile(wallet_id)
         if profile is None:
@@ -160,9 +184,14 @@ class UsageReporter:
         customer_id = profile.billing_customer_id or self._resolve_customer(wallet_id)
         agreement = self._agreement(wallet_id, profile.agreement_id, customer_id, feature)
 
+        started = self.clock()
         with self.uow(False) as uow:
             state = uow.billing.report_state(wallet_id, feature.key)
-            units = uow.billing.units_used(wallet_id, feature.key)
+            units = (
+                uow.recharges.billable_count(wallet_id, feature.bundle)
+                if feature.bundle
+                else uow.billing.units_used(wallet_id, feature.key)
+            )
         same_period = (
             state.agreement_id == agreement.id and state.period_start == agreement.period_start
         )
@@ -195,6 +224,9 @@ class UsageReporter:
                     last_sent_at=self.clock(),
                 )
             )
+            if feature.bundle:
+                # Kinde now has every purchase that existed when we counted them.
+                uow.recharges.mark_invoiced(wallet_id, feature.bundle, started, self.clock())
             uow.commit()
 
     def _resolve_customer(self, wallet_id: str) -> str:
@@ -215,7 +247,7 @@ class UsageReporter:
         return str(customer_id)
 
     def _agreement(
-        self, wallet_id: str, agreement_id: str | None, customer_id: str, feature: Feature
+        self, wallet_id: str, agreement_id: str | None, customer_id: str, feature: Meter
     ) -> AgreementInfo:
         now = self.clock()
         if agreement_id:

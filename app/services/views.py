@@ -9,8 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from app.domain.alerts import AlertSettings
 from app.domain.catalog import Catalog
 from app.domain.ledger import Hold, NewEntry, Wallet
+from app.domain.recharge import AutoRecharge
 from app.domain.usage_terms import describe_units_left, units_left
 from app.services.ports import RecordedEntry
 
@@ -64,8 +66,20 @@ def hold_view(hold: Hold) -> dict[str, Any]:
 
 
 def wallet_view(
-    catalog: Catalog, wallet: Wallet, open_holds: list[Hold], exists: bool = True
+    catalog: Catalog,
+    wallet: Wallet,
+    open_holds: list[Hold],
+    alert_defaults: AlertSettings,
+    exists: bool = True,
 ) -> dict[str, Any]:
+    alerts = (wallet.alert_settings or alert_defaults).as_dict()
+    alerts["custom"] = wallet.alert_settings is not None
+    alerts["fired"] = sorted(wallet.alerts_fired)
+    recharge = (
+        wallet.auto_recharge.as_dict()
+        if wallet.auto_recharge is not None
+        else AutoRecharge(False, 0, "").as_dict()
+    )
     return {
         "wallet_id": wallet.id,
         "owner_type": wallet.owner_type,
@@ -89,4 +103,6 @@ def wallet_view(
         "holds": [hold_view(h) for h in open_holds],
         "next_expiry_at": iso(wallet.next_expiry_at),
         "value": value_view(catalog, wallet.available),
+        "alerts": alerts,
+        "auto_recharge": recharge,
     }

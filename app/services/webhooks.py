@@ -90,7 +90,9 @@ class _Applied:
     mapped_customer: str | None = None
 
 
-def _parked(reason: str, fields: BillingFields | None = None, wallet_id: str | None = None) -> _Applied:
+def _parked(
+    reason: str, fields: BillingFields | None = None, wallet_id: str | None = None
+) -> _Applied:
     return _Applied(
         "parked", reason, wallet_id=wallet_id, customer_id=fields.customer_id if fields else None
     )
@@ -285,15 +287,28 @@ class WebhookService:
             event = parse_envelope(row.payload)
         except InvalidEvent:
             return False
+        kind = event.kind
+        if kind not in (EventKind.METER_USAGE, EventKind.MAPPING, EventKind.HISTORY):
+            return False  # a sign-up without a usable id won't grow one
         fields = extract_billing(event)
-        if event.kind is EventKind.METER_USAGE and fields.feature_code is not None:
-            feature = self.catalog.feature_by_kinde_code(fields.feature_code)
+        if kind is EventKind.METER_USAGE:
+            # Mirrors the handler's checks that depend on the event alone: they don't fix
+            # themselves. (The catalog changes only with a restart, and then too we re-check.)
+            code = fields.feature_code
+            feature = self.catalog.feature_by_kinde_code(code) if code else None
             if feature is None:
-                return False  # the catalog changes only with a restart; nothing new yet
-        if fields.customer_id is not None and fields.owner_id is None:
-            return uow.wallets.find_by_customer(fields.customer_id) is not None
-        # Missing or malformed fields don't fix themselves: only `events --retry` retries.
-        return False
+                return False
+            if feature.source == "kinde" and (
+                fields.value is None
+                or (fields.meter_type == "absolute" and fields.period_key is None)
+            ):
+                return False
+        wallet_id, _ = self._resolve(uow, fields)
+        if wallet_id is None:
+            return False
+        profile = uow.wallets.profile(wallet_id)
+        known = profile.billing_customer_id if profile else None
+        return not (known and fields.customer_id and known != fields.customer_id)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -526,10 +541,16 @@ class WebhookService:
                         f"{wallet_id}"
                     )
                 updates["billing_customer_id"] = fields.customer_id
-        if fields.agreement_id and (agreement or not (profile and profile.agreement_id)):
-            if not profile or profile.agreement_id != fields.agreement_id:
-                updates["agreement_id"] = fields.agreement_id
-        if agreement and fields.plan_code and (not profile or profile.plan_code != fields.plan_code):
+        known_agreement = profile.agreement_id if profile else None
+        # Meter events only fill in a missing agreement; agreement/plan events may change it.
+        if (
+            fields.agreement_id
+            and (agreement or not known_agreement)
+            and known_agreement != fields.agreement_id
+        ):
+            updates["agreement_id"] = fields.agreement_id
+        known_plan = profile.plan_code if profile else None
+        if agreement and fields.plan_code and known_plan != fields.plan_code:
             updates["plan_code"] = fields.plan_code
         if updates:
             uow.wallets.update_profile(wallet_id, **updates)

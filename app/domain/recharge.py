@@ -1,0 +1,58 @@
+"""Auto-recharge settings and the rule for when a debit should buy a bundle.
+
+Safety lives in the service that applies this (one in flight per wallet, a daily cap, suspend
+on failure); this module only says what the owner asked for and whether it is triggered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.domain.ledger import InvalidAmount
+
+
+@dataclass(frozen=True)
+class AutoRecharge:
+    enabled: bool
+    threshold_credits: int
+    bundle: str
+    suspended_reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.suspended_reason is None
+
+    def triggered_by(self, balance: int) -> bool:
+        """A debit that leaves the balance below the threshold buys the bundle."""
+        return self.active and balance < self.threshold_credits
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], bundles: set[str]) -> AutoRecharge:
+        unknown = set(data) - {"enabled", "threshold_credits", "bundle"}
+        if unknown:
+            raise InvalidAmount(f"unknown auto-recharge setting(s): {', '.join(sorted(unknown))}")
+        enabled = data.get("enabled")
+        if not isinstance(enabled, bool):
+            raise InvalidAmount("enabled must be true or false")
+        threshold = data.get("threshold_credits")
+        bundle = data.get("bundle")
+        if not enabled and threshold is None and bundle is None:
+            return cls(False, 0, "")
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or not (
+            0 < threshold <= 10**12
+        ):
+            raise InvalidAmount("threshold_credits must be a positive whole number")
+        if not isinstance(bundle, str) or bundle not in bundles:
+            known = ", ".join(sorted(bundles)) or "none configured"
+            raise InvalidAmount(f"bundle must be one of the catalog's bundles: {known}")
+        return cls(enabled, threshold, bundle)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "threshold_credits": self.threshold_credits or None,
+            "bundle": self.bundle or None,
+            "suspended": self.suspended_reason is not None,
+            "suspended_reason": self.suspended_reason,
+        }

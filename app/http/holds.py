@@ -1,0 +1,85 @@
+"""Holds: reserve credits for a long job, then capture the real amount or release them.
+
+`POST /v1/wallets/{wallet_id}/holds` is authorized on the path's wallet like every wallet
+route. Capture and release name only the hold, so reach is checked by the service against the
+hold's wallet (`allowed_wallet`), inside the same look-up: a hold in a wallet out of reach is
+404 exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.http import schemas
+from app.http.api import (
+    BEARER_SECURITY,
+    IDEMPOTENCY_PARAMETER,
+    container,
+    doc_errors,
+    idempotency_key,
+    make_blueprint,
+    reply,
+)
+from app.http.auth import current_principal, requires
+
+bp = make_blueprint("holds", "Holds: reserve credits, then capture or release them")
+
+
+@bp.route("/v1/wallets/<wallet_id:wallet_id>/holds", methods=["POST"])
+@requires("write")
+@bp.arguments(schemas.HoldRequestSchema)
+@bp.response(201, schemas.HoldResultSchema)
+@bp.doc(
+    security=BEARER_SECURITY,
+    parameters=[IDEMPOTENCY_PARAMETER],
+    responses=doc_errors(401, 402, 403, 404, 409, 503),
+)
+def place_hold(body: dict[str, Any], wallet_id: str) -> Any:
+    """Reserve `credits` (or what `quantity` x `feature` costs) until captured, released or
+    expired (`expires_in_seconds`, default 900). Lowers `available`, not `balance`."""
+    outcome = container().ledger.place_hold(
+        wallet_id,
+        credits=body.get("credits"),
+        feature_key=body.get("feature"),
+        quantity=body.get("quantity"),
+        expires_in_seconds=body["expires_in_seconds"],
+        idempotency_key=idempotency_key(),
+    )
+    return reply(outcome)
+
+
+def _reachable(wallet_id: str) -> bool:
+    return current_principal().can_reach_wallet(wallet_id)
+
+
+@bp.route("/v1/holds/<hold_id:hold_id>/capture", methods=["POST"])
+@requires("write")
+@bp.arguments(schemas.CaptureRequestSchema, required=False)
+@bp.response(200, schemas.SettledHoldSchema)
+@bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
+        responses=doc_errors(401, 403, 404, 409, 503))
+def capture_hold(body: dict[str, Any], hold_id: str) -> Any:
+    """Debit the hold: `credits` (at most the held amount) or, by default, all of it; the rest
+    is freed. 409 `hold_not_open` if it was already captured, released or expired."""
+    outcome = container().ledger.capture_hold(
+        hold_id,
+        body.get("credits"),
+        idempotency_key=idempotency_key(),
+        allowed_wallet=_reachable,
+    )
+    return reply(outcome)
+
+
+@bp.route("/v1/holds/<hold_id:hold_id>/release", methods=["POST"])
+@requires("write")
+@bp.arguments(schemas.ReleaseRequestSchema, required=False)
+@bp.response(200, schemas.SettledHoldSchema)
+@bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
+        responses=doc_errors(401, 403, 404, 409, 503))
+def release_hold(body: dict[str, Any], hold_id: str) -> Any:
+    """Free the held credits unused. 409 `hold_not_open` if no longer open."""
+    del body  # nothing to read; parsed only so that unknown fields are refused
+    outcome = container().ledger.release_hold(
+        hold_id, idempotency_key=idempotency_key(), allowed_wallet=_reachable
+    )
+    return reply(outcome)

@@ -1,0 +1,139 @@
+"""`/v1/wallets/...` and `/v1/usage/batch`: balances, the ledger, usage and top-ups.
+
+Thin by design: flask-smorest parses and documents, `app.http.auth` authenticates and checks
+reach and scope (before the body is even parsed), `LedgerService` does the work in one
+transaction, and the schemas render. Nothing here writes on an error: every refusal is raised
+before or inside the service's unit of work, which then rolls back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.http import schemas
+from app.http.api import (
+    BEARER_SECURITY,
+    IDEMPOTENCY_PARAMETER,
+    REPLAYED_HEADER,
+    container,
+    doc_errors,
+    idempotency_key,
+    make_blueprint,
+    reply,
+)
+from app.http.auth import current_principal, require_scope, requires
+from app.services.ledger import Outcome
+
+bp = make_blueprint("wallets", "Wallets: balances, ledger, usage and top-ups")
+
+_WALLET = "/v1/wallets/<wallet_id:wallet_id>"
+@bp.route(_WALLET, methods=["GET"])
+@requires("read")
+@bp.response(200, schemas.WalletSchema)
+@bp.doc(security=BEARER_SECURITY, responses=doc_errors(401, 403, 404, 503))
+def get_wallet(wallet_id: str) -> dict[str, Any]:
+    """A wallet: balance, available, holds, blocks and what the credits buy.
+
+    A user reads their own wallet and their org's without any scope; a wallet with no credits
+    yet reads as zero.
+    """
+    return container().ledger.get_wallet(wallet_id)
+
+
+@bp.route(f"{_WALLET}/ledger", methods=["GET"])
+@requires("read")
+@bp.arguments(schemas.LedgerQuerySchema, location="query", as_kwargs=True)
+@bp.response(200, schemas.LedgerPageSchema)
+@bp.doc(security=BEARER_SECURITY, responses=doc_errors(401, 403, 404, 503))
+def get_ledger(wallet_id: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
+    """Ledger entries, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    return container().ledger.ledger_page(wallet_id, limit=limit, cursor=cursor)
+
+
+@bp.route(f"{_WALLET}/usage", methods=["POST"])
+@requires("write")
+@bp.arguments(schemas.UsageRequestSchema)
+@bp.response(201, schemas.UsageResultSchema)
+@bp.doc(
+    security=BEARER_SECURITY,
+    parameters=[IDEMPOTENCY_PARAMETER],
+    responses=doc_errors(401, 402, 403, 404, 409, 503),
+)
+def record_usage(body: dict[str, Any], wallet_id: str) -> Any:
+    """Debit credits for usage of a feature (credits:write); refused with 402 if short."""
+    outcome = container().ledger.record_usage(
+        wallet_id,
+        body["feature"],
+        body["quantity"],
+        occurred_at=body.get("occurred_at"),
+        idempotency_key=idempotency_key(),
+    )
+    return reply(outcome)
+
+
+@bp.route("/v1/usage/batch", methods=["POST"])
+@requires("write")
+@bp.arguments(schemas.BatchRequestSchema)
+@bp.response(200, schemas.BatchResponseSchema)
+@bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
+        responses=doc_errors(401, 403, 503))
+def record_usage_batch(body: dict[str, Any]) -> Any:
+    """Many usage records; each succeeds or fails alone (`status` per record).
+
+    A record's own `idempotency_key` wins; otherwise an `Idempotency-Key` header gives record
+    *i* the key `<header>#<i>`, so retrying the whole batch replays what already succeeded.
+    A record for a wallet out of the caller's reach fails with 404 `not_found`.
+    """
+    principal = current_principal()
+    header_key = idempotency_key()
+    records: list[dict[str, Any]] = body["records"]
+    results: list[dict[str, Any] | None] = [None] * len(records)
+    allowed: list[tuple[int, dict[str, Any]]] = []
+    for index, record in enumerate(records):
+        if not principal.can_reach_wallet(record["wallet_id"]):
+            results[index] = {
+                "index": index,
+                "status": 404,
+                "error": {"code": "not_found",
+                          "message": "no such wallet, or it is not yours to see"},
+            }
+            continue
+        if "idempotency_key" not in record and header_key:
+            record = {**record, "idempotency_key": f"{header_key}#{index}"}
+        allowed.append((index, record))
+    done = container().ledger.record_usage_batch([record for _, record in allowed])
+    for (index, _), result in zip(allowed, done, strict=True):
+        results[index] = {**result, "index": index}
+    replayed = [r["replayed"] for r in results if r is not None and "replayed" in r]
+    headers = {REPLAYED_HEADER: "true"} if replayed and all(replayed) else {}
+    return {"results": results}, 200, headers
+
+
+@bp.route(f"{_WALLET}/top-ups", methods=["POST"])
+@requires("write")
+@bp.arguments(schemas.TopUpRequestSchema)
+@bp.response(201, schemas.CreditResultSchema)
+@bp.doc(
+    security=BEARER_SECURITY,
+    parameters=[IDEMPOTENCY_PARAMETER],
+    responses=doc_errors(401, 403, 404, 409, 503),
+)
+def top_up(body: dict[str, Any], wallet_id: str) -> Any:
+    """Add credits: `{bundle}` sells a catalog pack (credits:write); `{credits, reason}` grants
+    credits that were not sold (credits:admin). The first top-up creates the wallet."""
+    ledger = container().ledger
+    key = idempotency_key()
+    outcome: Outcome
+    if "credits" in body:
+        # A grant is free money: it needs more than the write scope the route already checked.
+        require_scope(current_principal(), "admin")
+        outcome = ledger.grant(
+            wallet_id,
+            body["credits"],
+            body["reason"],
+            expires_after_days=body.get("expires_after_days"),
+            idempotency_key=key,
+        )
+    else:
+        outcome = ledger.top_up_bundle(wallet_id, body["bundle"], idempotency_key=key)
+    return reply(outcome)

@@ -1,0 +1,138 @@
+"""Safe auto-recharge: buy the chosen bundle when a debit leaves the balance below a threshold.
+
+Runs inside the debit's own transaction, under the wallet's lock, so that:
+- credits are granted once and only once per purchase (same commit as the purchase row);
+- at most one recharge is in flight per wallet (a purchase whose invoice is not yet confirmed
+  blocks the next one);
+- the catalog's `max_per_day` caps purchases per wallet and UTC day;
+- a failed charge (invoice dead-lettered, or Kinde's `customer.payment_failed`) suspends
+  auto-recharge with a visible reason and a notification; nothing retries a failing card: the
+  owner turns it back on with `PUT /v1/wallets/{id}/auto-recharge`.
+The charge itself goes through a PaymentGateway port; with Kinde it is a meter usage report on
+the bundle's `kinde_feature_code` (Kinde has no one-off purchase API), delivered by the outbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Protocol
+
+from app.domain.catalog import Bundle, Catalog
+from app.domain.ledger import Wallet, new_id
+
+RECHARGE_REASON = "auto-recharge:"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something to tell the wallet's owner (alerts, recharges), sent through the outbox."""
+
+    type: str
+    data: dict[str, Any]
+
+
+class PaymentGateway(Protocol):
+    name: str
+
+    def charge(
+        self, uow: Any, wallet_id: str, bundle: Bundle, price: Decimal, recharge_id: str,
+        now: datetime,
+    ) -> None:
+        """Arrange payment inside the purchase's transaction (e.g. write an outbox row)."""
+
+
+class KindeInvoiceGateway:
+    """Invoices a bundle through Kinde: an `absolute` meter report of bundles bought."""
+
+    name = "kinde"
+
+    def charge(
+        self, uow: Any, wallet_id: str, bundle: Bundle, price: Decimal, recharge_id: str,
+        now: datetime,
+    ) -> None:
+        from app.services.usage_reporting import METER_USAGE, meter_topic
+
+        uow.outbox.enqueue(
+            METER_USAGE,
+            meter_topic(wallet_id, f"bundle:{bundle.key}"),
+            wallet_id,
+            {"wallet_id": wallet_id, "bundle": bundle.key},
+            now,
+        )
+
+
+class AutoRecharger:
+    def __init__(self, catalog: Catalog, gateway: PaymentGateway) -> None:
+        self.catalog = catalog
+        self.gateway = gateway
+
+    def apply(self, uow: Any, wallet: Wallet, now: datetime) -> bool:
+        """Buy the bundle if this write's debits triggered auto-recharge; True if bought."""
+        settings = wallet.auto_recharge
+        if settings is None or not settings.triggered_by(wallet.balance):
+            return False
+        if not any(e.amount < 0 for e in wallet.new_entries):
+            return False  # only a debit triggers a purchase, never a read or a credit
+        bundle = self.catalog.bundles.get(settings.bundle)
+        if bundle is None or not bundle.kinde_feature_code and self.gateway.name == "kinde":
+            self.suspend(uow, wallet, f"bundle {settings.bundle!r} can no longer be bought", now)
+            return False
+        if uow.recharges.in_flight(wallet.id):
+            return False
+        day = now.date().isoformat()
+        cap = self.catalog.auto_recharge.max_per_day
+        if uow.recharges.count_on_day(wallet.id, day) >= cap:
+            # Tell the owner once per day, not on every debit after the cap.
+            if uow.idempotency.get("recharge-cap", f"{wallet.id}:{day}") is None:
+                uow.idempotency.put("recharge-cap", f"{wallet.id}:{day}", "-", 200, {}, now)
+                wallet.new_alerts.append(Notice("credits.auto_recharge_capped", {
+                    "wallet_id": wallet.id, "balance": wallet.balance, "max_per_day": cap,
+                    "message": f"Auto-recharge already bought {cap} time(s) today, the daily "
+                               f"limit; it resumes tomorrow (UTC).",
+                }))
+            return False
+        discount = self.catalog.auto_recharge.discount_percent
+        price = (bundle.price * (Decimal(100) - discount) / Decimal(100)).quantize(
+            Decimal("0.01"), rounding=ROUND_HALF_UP
+        )
+        recharge_id = new_id("rch")
+        expires = now + timedelta(days=bundle.expires_after_days) if bundle.expires_after_days \
+            else None
+        wallet.credit(
+            bundle.credits,
+            kind="purchase",
+            reason=f"{RECHARGE_REASON}{bundle.key}",
+            description=f"+{bundle.credits:,} credits: auto-recharge, {bundle.description}",
+            now=now,
+            expires_at=expires,
+            cost_amount=price,
+            currency=bundle.currency,
+        )
+        uow.recharges.add(recharge_id, wallet.id, bundle.key, bundle.credits, str(price),
+                          bundle.currency, day, now)
+        self.gateway.charge(uow, wallet.id, bundle, price, recharge_id, now)
+        wallet.new_alerts.append(Notice("credits.auto_recharged", {
+            "wallet_id": wallet.id, "balance": wallet.balance, "bundle": bundle.key,
+            "credits": bundle.credits, "price": str(price), "currency": bundle.currency,
+            "recharge_id": recharge_id,
+            "message": f"Auto-recharge bought {bundle.credits:,} credits ({bundle.key}) for "
+                       f"{price} {bundle.currency}; balance now {wallet.balance:,} credits.",
+        }))
+        return True
+
+    def suspend(self, uow: Any, wallet: Wallet, reason: str, now: datetime) -> None:
+        if wallet.auto_recharge is None or wallet.auto_recharge.suspended_reason:
+            return
+        wallet.auto_recharge = replace(wallet.auto_recharge, suspended_reason=reason)
+        uow.wallets.save_auto_recharge(wallet.id, wallet.auto_recharge)
+        wallet.new_alerts.append(suspended_notice(wallet.id, reason))
+
+
+def suspended_notice(wallet_id: str, reason: str) -> Notice:
+    return Notice("credits.auto_recharge_suspended", {
+        "wallet_id": wallet_id, "reason": reason,
+        "message": f"Auto-recharge is paused: {reason}. Check your payment method, then turn "
+                   f"auto-recharge back on.",
+    })
