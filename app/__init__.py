@@ -23,6 +23,7 @@ BLUEPRINT_MODULES = [
     "app.http.wallets",
     "app.http.holds",
     "app.http.catalog",
+    "app.http.wallet_settings",
     "app.http.docs",
     "app.http.webhooks",
 ]

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from adapters.tokens import KeySourceUnavailable, TokenError
 from app.domain.ledger import InsufficientCredits, LedgerError
-from app.services.ledger import _status_for
+from app.services.ledger import status_for
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def ledger_error_response(exc: LedgerError) -> Response:
     if isinstance(exc, InsufficientCredits):
         # Clients show "needs 50, you have 12" and offer a top-up without parsing the message.
         extra = {"needed": exc.needed, "available": max(exc.available, 0)}
-    return error_response(_status_for(exc), exc.code, exc.message, extra=extra)
+    return error_response(status_for(exc), exc.code, exc.message, extra=extra)
 
 
 def _summarise(messages: Any, prefix: str = "") -> list[str]:

@@ -128,6 +128,55 @@ class BlockSchema(ma.Schema):
 # -- wallet and ledger ---------------------------------------------------------------------
 
 
+class AlertSettingsSchema(ma.Schema):
+    thresholds_percent = fields.List(
+        fields.Integer(validate=validate.Range(min=1, max=99)),
+        validate=validate.Length(max=20),
+        metadata={"description": "percentages of the balance right after the latest credit"},
+    )
+    thresholds_credits = fields.List(
+        fields.Integer(validate=validate.Range(min=1, max=MAX_CREDITS)),
+        validate=validate.Length(max=20),
+        metadata={"description": "absolute balances, in credits"},
+    )
+    notify_at_zero = fields.Boolean(metadata={"description": "send credits.depleted at zero"})
+
+
+class AlertSettingsViewSchema(AlertSettingsSchema):
+    custom = fields.Boolean(metadata={"description": "false: the catalog's defaults apply"})
+    fired = fields.List(fields.String(), metadata={
+        "description": "thresholds crossed since the latest credit (p50, c1000, zero)"})
+
+
+class AlertSettingsResultSchema(ma.Schema):
+    wallet_id = fields.String(required=True)
+    alerts = fields.Nested(AlertSettingsSchema, required=True)
+
+
+class AutoRechargeRequestSchema(ma.Schema):
+    enabled = fields.Boolean(required=True)
+    threshold_credits = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_CREDITS),
+        metadata={"description": "buy when a debit leaves the balance below this"},
+    )
+    bundle = fields.String(validate=validate.Length(min=1, max=64),
+                           metadata={"description": "catalog bundle to buy"})
+
+
+class AutoRechargeSchema(ma.Schema):
+    enabled = fields.Boolean(required=True)
+    threshold_credits = fields.Integer(allow_none=True)
+    bundle = fields.String(allow_none=True)
+    suspended = fields.Boolean(required=True)
+    suspended_reason = fields.String(
+        allow_none=True, metadata={"description": "why it stopped (a failed charge)"})
+
+
+class AutoRechargeResultSchema(ma.Schema):
+    wallet_id = fields.String(required=True)
+    auto_recharge = fields.Nested(AutoRechargeSchema, required=True)
+
+
 class WalletSchema(ma.Schema):
     wallet_id = fields.String(required=True)
     owner_type = fields.String(required=True, validate=validate.OneOf(["user", "org"]))
@@ -146,9 +195,8 @@ class WalletSchema(ma.Schema):
         fields.Nested(ValueSchema), required=True,
         metadata={"description": "what the available credits buy, per feature"},
     )
-    # Settings that other parts of the service add to the wallet view; passed through as-is.
-    alerts = fields.Dict(metadata={"description": "alert thresholds"})
-    auto_recharge = fields.Dict(metadata={"description": "auto-recharge settings"})
+    alerts = fields.Nested(AlertSettingsViewSchema, required=True)
+    auto_recharge = fields.Nested(AutoRechargeSchema, required=True)
 
 
 class LedgerQuerySchema(ma.Schema):

@@ -100,10 +100,19 @@ class LedgerService:
     # -- plumbing -------------------------------------------------------------------------
 
     def _feature(self, key: str) -> Feature:
+        """A feature the product may report usage of: `source = "app"` only."""
         feature = self.catalog.features.get(key)
         if feature is None:
-            known = ", ".join(sorted(self.catalog.features))
+            known = ", ".join(sorted(k for k, f in self.catalog.features.items()
+                                     if f.source == "app"))
             raise UnknownFeature(f"unknown feature {key[:64]!r}; known features: {known}")
+        if feature.source != "app":
+            # Kinde meters it and its usage arrives as webhooks: debiting it here too would
+            # charge the same usage twice.
+            raise UnknownFeature(
+                f"feature {key!r} is metered by Kinde; its usage arrives from Kinde and "
+                f"cannot be reported here"
+            )
         return feature
 
     def _write(
@@ -248,7 +257,7 @@ class LedgerService:
                 )
             except LedgerError as exc:
                 error: dict[str, Any] = {"code": exc.code, "message": exc.message}
-                status = _status_for(exc)
+                status = status_for(exc)
                 if isinstance(exc, InsufficientCredits):
                     error.update(needed=exc.needed, available=exc.available)
                 results.append({"index": index, "status": status, "error": error})
@@ -517,20 +526,25 @@ class LedgerService:
     def suspend_auto_recharge(self, wallet_id: str, reason: str) -> bool:
         """A charge failed: stop auto-recharge (until re-enabled) and tell the owner."""
         with self.uow(True) as uow:
-            wallet = uow.wallets.lock(wallet_id)
-            if wallet is None or wallet.auto_recharge is None:
-                return False
-            now = self.clock()
-            uow.recharges.fail_pending(wallet_id, reason, now)  # type: ignore[attr-defined]
-            if wallet.auto_recharge.suspended_reason is not None:
-                uow.commit()
-                return False
-            wallet.auto_recharge = replace(wallet.auto_recharge, suspended_reason=reason)
-            uow.wallets.save_auto_recharge(wallet_id, wallet.auto_recharge)
-            wallet.new_alerts.append(suspended_notice(wallet_id, reason))
-            self.save_wallet(uow, wallet, now)
+            changed = self.suspend_auto_recharge_in(uow, wallet_id, reason, self.clock())
             uow.commit()
-            return True
+            return changed
+
+    def suspend_auto_recharge_in(
+        self, uow: UnitOfWork, wallet_id: str, reason: str, now: datetime
+    ) -> bool:
+        """The same inside a caller's unit of work (e.g. with the webhook that reported it)."""
+        wallet = uow.wallets.lock(wallet_id)
+        if wallet is None or wallet.auto_recharge is None:
+            return False
+        uow.recharges.fail_pending(wallet_id, reason, now)  # type: ignore[attr-defined]
+        if wallet.auto_recharge.suspended_reason is not None or not wallet.auto_recharge.enabled:
+            return False
+        wallet.auto_recharge = replace(wallet.auto_recharge, suspended_reason=reason)
+        uow.wallets.save_auto_recharge(wallet_id, wallet.auto_recharge)
+        wallet.new_alerts.append(suspended_notice(wallet_id, reason))
+        self.save_wallet(uow, wallet, now)
+        return True
 
     # -- expiry ---------------------------------------------------------------------------
 
@@ -646,7 +660,7 @@ def _capture_description(catalog: Catalog, hold: Hold, amount: int) -> str:
     return f"-{amount:,} credits (captured hold)"
 
 
-def _status_for(exc: LedgerError) -> int:
+def status_for(exc: LedgerError) -> int:
     return {
         "insufficient_credits": 402,
         "not_found": 404,

@@ -102,6 +102,7 @@ class OutboxDispatcher:
 
     def _failed(self, message: OutboxMessage, exc: DeliveryError) -> None:
         now = self.clock()
+        died = False
         with self.uow(True) as uow:
             if exc.rate_limited:
                 wait = exc.retry_after if exc.retry_after is not None else 60.0
@@ -111,13 +112,16 @@ class OutboxDispatcher:
                 uow.outbox.dead(message, exc.message, now)
                 log.error("outbox row %s (%s) dead-lettered after %d attempt(s): %s",
                           message.id, message.kind, message.attempts, exc.message)
-                self._on_dead(message, exc)
+                died = True
             else:
                 wait = exc.retry_after or self.policy.delay(message.attempts, self.rng)
                 uow.outbox.retry_later(message, now + timedelta(seconds=wait), exc.message)
                 log.warning("outbox row %s (%s) attempt %d failed, again in %.1fs: %s",
                             message.id, message.kind, message.attempts, wait, exc.message)
             uow.commit()
+        if died:
+            # After the commit: listeners run their own transactions (SQLite has one writer).
+            self._on_dead(message, exc)
 
     def _on_dead(self, message: OutboxMessage, exc: DeliveryError) -> None:
         for listener in self.dead_listeners:

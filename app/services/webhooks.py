@@ -337,7 +337,7 @@ class WebhookService:
         if kind is EventKind.MAPPING:
             return self._mapping(uow, event, now)
         if kind is EventKind.HISTORY:
-            return self._history(uow, event)
+            return self._history(uow, event, now)
         return _Applied("ignored", f"event type {event.type!r} is not handled")
 
     def _signup(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
@@ -468,13 +468,19 @@ class WebhookService:
         return _Applied("processed", wallet_id=wallet_id, customer_id=fields.customer_id,
                         mapped_customer=fields.customer_id)
 
-    def _history(self, uow: WebhookUnitOfWork, event: KindeEvent) -> _Applied:
+    def _history(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
         # The inbox row with its wallet id set IS the wallet's history entry.
         fields = extract_billing(event)
         wallet_id, problem = self._resolve(uow, fields)
         if wallet_id is None:
             return _parked(problem or "no wallet", fields)
-        return _Applied("processed", wallet_id=wallet_id, customer_id=fields.customer_id)
+        note: str | None = None
+        if event.type == "customer.payment_failed" and self.ledger.suspend_auto_recharge_in(
+            uow, wallet_id, "Kinde reported a failed payment", now
+        ):
+            # Never keep buying on a card that fails: the owner re-enables it after fixing it.
+            note = "auto-recharge suspended"
+        return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id)
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -1,0 +1,53 @@
+"""`PUT /v1/wallets/{id}/alerts` and `PUT /v1/wallets/{id}/auto-recharge` (credits:admin).
+
+Settings change what the service does on its own (notify, buy credits), so they need the
+admin scope, like grants.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.http import schemas
+from app.http.api import (
+    BEARER_SECURITY,
+    IDEMPOTENCY_PARAMETER,
+    container,
+    doc_errors,
+    idempotency_key,
+    make_blueprint,
+    reply,
+)
+from app.http.auth import requires
+
+bp = make_blueprint("wallet_settings", "Wallet settings: spend alerts and auto-recharge")
+
+_WALLET = "/v1/wallets/<wallet_id:wallet_id>"
+
+
+@bp.route(f"{_WALLET}/alerts", methods=["PUT"])
+@requires("admin")
+@bp.arguments(schemas.AlertSettingsSchema)
+@bp.response(200, schemas.AlertSettingsResultSchema)
+@bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
+        responses=doc_errors(401, 403, 404, 409, 503))
+def put_alerts(body: dict[str, Any], wallet_id: str) -> Any:
+    """Set the wallet's alert thresholds (percent of the balance after the latest credit,
+    and/or absolute credits); omitted fields take the catalog's defaults. Each threshold
+    fires once per crossing; a credit re-arms the ones above the new balance."""
+    return reply(container().ledger.set_alerts(wallet_id, body,
+                                               idempotency_key=idempotency_key()))
+
+
+@bp.route(f"{_WALLET}/auto-recharge", methods=["PUT"])
+@requires("admin")
+@bp.arguments(schemas.AutoRechargeRequestSchema)
+@bp.response(200, schemas.AutoRechargeResultSchema)
+@bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
+        responses=doc_errors(401, 403, 404, 409, 503))
+def put_auto_recharge(body: dict[str, Any], wallet_id: str) -> Any:
+    """Turn auto-recharge on or off: when a debit leaves the balance below
+    `threshold_credits`, buy `bundle` (at the catalog's discount), at most `max_per_day`
+    times a day and one at a time. Saving the settings also lifts a suspension."""
+    return reply(container().ledger.set_auto_recharge(wallet_id, body,
+                                                      idempotency_key=idempotency_key()))

@@ -1,0 +1,54 @@
+"""PUT /v1/wallets/{id}/alerts and /auto-recharge over the Flask test client."""
+
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+
+from tests.http_fixtures import *  # noqa: F403
+from tests.http_fixtures import Tokens, bearer, table_counts
+
+
+def test_alerts_round_trip_and_show_on_the_wallet(client: FlaskClient, tokens: Tokens) -> None:
+    admin = bearer(tokens.m2m("credits:admin"))
+    answer = client.put("/v1/wallets/kp_alice/alerts",
+                        json={"thresholds_percent": [30], "thresholds_credits": [200]},
+                        headers=admin)
+    assert answer.status_code == 200, answer.json
+    assert answer.json["alerts"] == {"thresholds_percent": [30], "thresholds_credits": [200],
+                                     "notify_at_zero": True}
+    wallet = client.get("/v1/wallets/kp_alice", headers=admin).json
+    assert wallet["alerts"]["custom"] is True and wallet["alerts"]["thresholds_percent"] == [30]
+    assert wallet["auto_recharge"]["enabled"] is False
+
+
+def test_settings_need_admin_and_valid_input(client: FlaskClient, tokens: Tokens,
+                                             db_url: str) -> None:
+    before = table_counts(db_url)
+    write = bearer(tokens.m2m("credits:write"))
+    assert client.put("/v1/wallets/kp_alice/alerts", json={}, headers=write).status_code == 403
+    user = bearer(tokens.user("kp_alice"))
+    assert client.put("/v1/wallets/kp_alice/alerts", json={},
+                      headers=user).status_code == 403
+    admin = bearer(tokens.m2m("credits:admin"))
+    bad = client.put("/v1/wallets/kp_alice/alerts", json={"thresholds_percent": [150]},
+                     headers=admin)
+    assert bad.status_code == 422 and bad.json["error"]["code"] == "invalid_request"
+    unknown = client.put("/v1/wallets/kp_alice/alerts", json={"colour": "red"}, headers=admin)
+    assert unknown.status_code == 422
+    # Local mode has no payment gateway: auto-recharge is refused with the reason.
+    recharge = client.put("/v1/wallets/kp_alice/auto-recharge",
+                          json={"enabled": True, "threshold_credits": 100,
+                                "bundle": "starter"}, headers=admin)
+    assert recharge.status_code == 422 and "Kinde" in recharge.json["error"]["message"]
+    assert table_counts(db_url) == before
+
+
+def test_kinde_metered_feature_cannot_be_reported_by_the_app(client: FlaskClient,
+                                                             tokens: Tokens) -> None:
+    admin = bearer(tokens.m2m("credits:admin"))
+    client.post("/v1/wallets/kp_alice/top-ups", json={"credits": 1000, "reason": "t"},
+                headers=admin)
+    answer = client.post("/v1/wallets/kp_alice/usage", json={"feature": "storage",
+                                                             "quantity": 1}, headers=admin)
+    assert answer.status_code == 422 and answer.json["error"]["code"] == "unknown_feature"
+    assert "metered by Kinde" in answer.json["error"]["message"]
