@@ -413,20 +413,40 @@ class AccessTokenVerifier:
         self.audience = audience or None
         self.leeway = leeway
         self._key_source = key_source
+        self._cache: dict[str, tuple[Principal, float, float]] = {}
+
+    # A product's backend sends the same token on every call until it expires; checking its
+    # RSA signature each time is a large share of a request. Verified tokens are remembered
+    # briefly, keyed by the exact token text (a forged or altered token never matches), and
+    # their own `exp` is still enforced on every hit.
+    CACHE_SECONDS = 60.0
+    CACHE_SIZE = 4096
 
     def verify(self, token: str) -> Principal:
         if not isinstance(token, str):
             raise MalformedToken("token must be a string")
+        token = token.strip()
+        now = time.time()
+        cached = self._cache.get(token)
+        if cached is not None:
+            principal, exp, good_until = cached
+            if now <= exp + self.leeway and now < good_until:
+                return principal
+            self._cache.pop(token, None)
         require = ["exp", "iss"] + (["aud"] if self.audience else [])
         claims = _decode(
-            token.strip(),
+            token,
             self._key_source,
             issuer=self.issuer,
             audience=self.audience,
             require=require,
             leeway=self.leeway,
         )
-        return principal_from_claims(claims)
+        principal = principal_from_claims(claims)
+        if len(self._cache) >= self.CACHE_SIZE:
+            self._cache.clear()  # simple bound; a refill costs one signature check each
+        self._cache[token] = (principal, float(claims["exp"]), now + self.CACHE_SECONDS)
+        return principal
 
 
 class WebhookVerifier:
