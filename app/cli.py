@@ -207,6 +207,49 @@ def setup_kinde(endpoint: str, customers: tuple[str, ...], dry_run: bool, as_jso
         sys.exit(1)
 
 
+@main.group()
+def report() -> None:
+    """Reports over the ledger."""
+
+
+@report.command("revenue")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="start of the sales period (UTC date; default: first of this month)")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="end of the sales period, exclusive (UTC date; default: now)")
+@click.option("--json", "as_json", is_flag=True)
+def report_revenue(since: Any, until: Any, as_json: bool) -> None:
+    """Sales in a period; recognised, breakage and deferred revenue to date, per currency."""
+    from datetime import UTC
+
+    from adapters.sql.reports import granted_credits, purchased_blocks
+    from app.services.reports import revenue_report
+
+    container = _container()
+    now = container.clock()
+    start = since.replace(tzinfo=UTC) if since else now.replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = until.replace(tzinfo=UTC) if until else now
+    if end <= start:
+        raise click.BadParameter("--until must be after --since")
+    with container.store.engine.connect() as conn:
+        data = revenue_report(purchased_blocks(conn), granted_credits(conn), start, end)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"Revenue report: sales from {start:%Y-%m-%d} to {end:%Y-%m-%d %H:%M} UTC; "
+               f"balances as of now")
+    if not data["currencies"]:
+        click.echo("  no credits sold yet")
+    for currency, row in data["currencies"].items():
+        c = row["credits"]
+        click.echo(f"  {currency}: sales in period {row.get('sales_in_period', '0.00')}"
+                   f" ({c.get('sold_in_period', 0):,} credits)")
+        click.echo(f"       recognised {row['recognised']}  breakage {row['breakage']}  "
+                   f"deferred {row['deferred']}  (sold to date {row['sold_total']})")
+    click.echo(f"  granted (free) credits to date: {data['granted_credits']:,}")
+
+
 @main.command()
 @click.option("--status", type=click.Choice(["pending", "sent", "dead"]), default=None)
 @click.option("--limit", default=20, show_default=True, type=int)
