@@ -51,8 +51,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """Create the engine with the settings the ledger's correctness depends on."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _make_sqlite_dir(url)
         engine = create_engine(
             url,
             connect_args={"timeout": 30, "check_same_thread": False},
@@ -70,8 +69,17 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     raise ValueError(f"DATABASE_URL must be sqlite:// or postgresql://, got {parsed.drivername}")
 
 
+def _make_sqlite_dir(url: str) -> None:
+    """SQLite creates the file but not its folder (./var on a fresh checkout)."""
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def make_single_use_engine(url: str) -> Engine:
     """An engine without pooling, for CLI commands and child processes."""
+    if make_url(url).get_backend_name() == "sqlite":
+        _make_sqlite_dir(url)
     engine = create_engine(url, poolclass=NullPool)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)

@@ -37,3 +37,11 @@ def test_verify_on_a_fresh_database_is_ok(tmp_path: Path) -> None:
     assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0
     result = CliRunner().invoke(main, ["verify"], env=env)
     assert result.exit_code == 0 and "OK" in result.output
+
+
+def test_db_upgrade_creates_the_database_folder(tmp_path: Path) -> None:
+    """A fresh checkout has no ./var: `db upgrade` (run by scripts/serve) must create it."""
+    var = tmp_path / "not" / "there" / "yet"
+    result = CliRunner().invoke(main, ["db", "upgrade"], env={"KINDE_CREDITS_VAR_DIR": str(var)})
+    assert result.exit_code == 0, result.output
+    assert (var / "credits.db").exists()
