@@ -4,7 +4,8 @@ A baseline is the least work the figure needs on the same machine, settings and 
 the ratio says how much our code costs on top of the unavoidable, whatever the hardware:
 - store debits: raw `sqlite3` doing only the conditional UPDATE and one ledger INSERT per
   transaction, with the same PRAGMAs (WAL, synchronous=FULL, BEGIN IMMEDIATE);
-- more figures register themselves in FIGURES.
+- store debits on PostgreSQL: pgbench's TPC-B-like script with the same number of clients;
+- HTTP usage (app/bench_http.py): a trivial endpoint under the same server configuration.
 Never used by tests as a timing assertion: speed is reported, not asserted.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 Figure = dict[str, Any]
-FigureFn = Callable[[bool, Path], Figure]
+FigureFn = Callable[[bool, Path], Figure | None]
 FIGURES: dict[str, FigureFn] = {}
 
 
@@ -128,6 +129,97 @@ def store_debits_sqlite(quick: bool, workdir: Path) -> Figure:
     )
 
 
+def _postgres_url() -> str | None:
+    import os
+
+    for name in ("BENCH_POSTGRES_URL", "TEST_POSTGRES_URL", "DATABASE_URL"):
+        url = os.environ.get(name, "")
+        if url.startswith(("postgresql", "postgres://")):
+            return url
+    return None
+
+
+@figure("store_debits_postgres")
+def store_debits_postgres(quick: bool, workdir: Path) -> Figure | None:
+    """Concurrent usage debits on PostgreSQL vs pgbench's TPC-B-like script, same clients.
+
+    Both run CLIENTS connections at once on a scratch database. TPC-B-like is five statements
+    per transaction (three updates, a select, an insert); a debit is about as many. Skipped
+    when no PostgreSQL URL is configured (BENCH_POSTGRES_URL, TEST_POSTGRES_URL or
+    DATABASE_URL) or pgbench is not installed.
+    """
+    import os
+    import shutil as _shutil
+    import subprocess
+    import threading
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from adapters.sql.migrate import upgrade
+    from adapters.sql.store import SqlStore, make_engine
+    from app.domain.catalog import load_catalog
+    from app.services.ledger import LedgerService
+    from app.settings import DEFAULT_CATALOG
+
+    base = _postgres_url()
+    if base is None or _shutil.which("pgbench") is None:
+        return None
+    clients, seconds = 4, (5 if quick else 15)
+    url = make_url(base.replace("postgres://", "postgresql://", 1))
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    name = f"kc_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    scratch = url.set(database=name)
+    try:
+        upgrade(scratch.render_as_string(hide_password=False))
+        store = SqlStore(make_engine(scratch.render_as_string(hide_password=False),
+                                     pool_size=clients))
+        ledger = LedgerService(store, load_catalog(DEFAULT_CATALOG))
+        wallets = [f"kp_bench{i}" for i in range(clients)]
+        for w in wallets:
+            ledger.grant(w, 10**9, "bench")
+        done = [0] * clients
+        stop = time.perf_counter() + seconds
+
+        def run(i: int) -> None:
+            while time.perf_counter() < stop:
+                ledger.record_usage(wallets[i], "api_call", 1)
+                done[i] += 1
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+        started = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        ours = sum(done) / (time.perf_counter() - started)
+        store.engine.dispose()
+
+        env = {"PGPASSWORD": url.password or ""}
+        conn_args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432),
+                     "-U", url.username or "postgres", name]
+        subprocess.run(["pgbench", "-i", "-q", "-s", "1", *conn_args], check=True,
+                       capture_output=True, env={**os.environ, **env})
+        out = subprocess.run(
+            ["pgbench", "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), *conn_args],
+            check=True, capture_output=True, text=True,
+            env={**os.environ, **env},
+        ).stdout
+        tps = next(float(line.split("=")[1].split()[0]) for line in out.splitlines()
+                   if line.startswith("tps ="))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    return make_figure("store_debits_postgres", ours, "debits/s",
+                       f"pgbench TPC-B-like, {clients} clients", tps, 0.25)
+
+
 def run_bench(*, quick: bool = False, only: set[str] | None = None,
               progress: bool = True) -> dict[str, Any]:
     # Figures defined in other modules register on import.
@@ -146,7 +238,12 @@ def run_bench(*, quick: bool = False, only: set[str] | None = None,
                 continue
             if progress:
                 print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            figures.append(fn(quick, workdir))
+            result = fn(quick, workdir)
+            if result is None:
+                if progress:
+                    print(f"  skipped {name}: not available here", file=sys.stderr)
+                continue
+            figures.append(result)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {"figures": figures, "quick": quick}
