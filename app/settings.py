@@ -71,6 +71,9 @@ class Settings:
     outbox_lease_seconds: int = 60
     outbox_confirm_seconds: int = 300
     run_worker: bool = True
+    # POST /top-ups {bundle} without a payment gateway gives credits away, unless the product
+    # collects payment itself first. Default: only in local mode (nothing to bill with).
+    sales_paid_elsewhere: bool = False
 
     @property
     def local_mode(self) -> bool:
@@ -189,4 +192,5 @@ class Settings:
             outbox_lease_seconds=integer("OUTBOX_LEASE_SECONDS", 60),
             outbox_confirm_seconds=integer("OUTBOX_CONFIRM_SECONDS", 300),
             run_worker=_flag(env.get("RUN_WORKER"), True),
+            sales_paid_elsewhere=_flag(env.get("SALES_PAID_ELSEWHERE"), not kinde_domain),
         )

@@ -196,6 +196,8 @@ def api_settings(db_url: str, tmp_path: Path) -> Settings:
         kinde_domain=ISSUER,
         kinde_api_audience=AUDIENCE,
         run_worker=False,
+        # These tests are about HTTP; selling without a gateway is tested with fake Kinde.
+        sales_paid_elsewhere=True,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -111,6 +112,16 @@ class SqlOutboxRepository:
     def _mine(self, message: OutboxMessage) -> Any:
         # Only the holder of the current lease may settle a row.
         return and_(_o.id == message.id, _o.claimed_until == message.claimed_until)
+
+    def renew(self, message: OutboxMessage, until: datetime) -> OutboxMessage | None:
+        """Extend our lease right before sending; None if the row is no longer ours (our
+        lease ran out while earlier rows of the batch were sent, and another worker took it)."""
+        done = self.conn.execute(
+            update(t.outbox)
+            .where(self._mine(message), _o.status == "pending")
+            .values(claimed_until=until)
+        ).rowcount
+        return replace(message, claimed_until=until) if done else None
 
     def mark_sent(self, message: OutboxMessage, now: datetime) -> bool:
         """Sent, unless the row changed meanwhile: then release it to go again (False)."""

@@ -17,28 +17,30 @@ class SqlRechargeRepository:
         self.conn = conn
 
     def add(self, recharge_id: str, wallet_id: str, bundle: str, credits: int, price: str,
-            currency: str, day: str, now: datetime) -> None:
+            currency: str, day: str, now: datetime, *, auto: bool = True) -> None:
         self.conn.execute(insert(t.recharges).values(
-            id=recharge_id, wallet_id=wallet_id, bundle=bundle, credits=credits, price=price,
-            currency=currency, status="pending", day=day, created_at=now,
+            id=recharge_id, wallet_id=wallet_id, bundle=bundle, auto=auto, credits=credits,
+            price=price, currency=currency, status="pending", day=day, created_at=now,
         ))
 
     def in_flight(self, wallet_id: str) -> bool:
+        """An auto-recharge whose invoice Kinde has not confirmed yet."""
         return self.conn.execute(
-            select(_r.id).where(_r.wallet_id == wallet_id, _r.status == "pending").limit(1)
+            select(_r.id).where(_r.wallet_id == wallet_id, _r.status == "pending",
+                                _r.auto.is_(True)).limit(1)
         ).first() is not None
 
     def count_on_day(self, wallet_id: str, day: str) -> int:
+        """Auto-recharges on one UTC day (sales through the API do not count)."""
         return int(self.conn.execute(
-            select(func.count()).where(_r.wallet_id == wallet_id, _r.day == day)
+            select(func.count()).where(_r.wallet_id == wallet_id, _r.day == day,
+                                       _r.auto.is_(True))
         ).scalar_one())
 
     def billable_count(self, wallet_id: str, bundle: str) -> int:
-        """Purchases of a bundle to invoice: all but those whose charge failed."""
+        """Purchases of a bundle to invoice: every one, since its credits were granted."""
         return int(self.conn.execute(
-            select(func.count()).where(
-                _r.wallet_id == wallet_id, _r.bundle == bundle, _r.status != "failed"
-            )
+            select(func.count()).where(_r.wallet_id == wallet_id, _r.bundle == bundle)
         ).scalar_one())
 
     def mark_invoiced(self, wallet_id: str, bundle: str, before: datetime, now: datetime) -> int:
@@ -47,13 +49,6 @@ class SqlRechargeRepository:
             .where(_r.wallet_id == wallet_id, _r.bundle == bundle, _r.status == "pending",
                    _r.created_at <= before)
             .values(status="invoiced", settled_at=now)
-        ).rowcount
-
-    def fail_pending(self, wallet_id: str, reason: str, now: datetime) -> int:
-        return self.conn.execute(
-            update(t.recharges)
-            .where(_r.wallet_id == wallet_id, _r.status == "pending")
-            .values(status="failed", failure_reason=reason[:500], settled_at=now)
         ).rowcount
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     text,
+    true as sa_true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -218,7 +219,11 @@ class WebhookEventRow(Base):
 
 
 class MeterReadingRow(Base):
-    """Last `absolute` meter value seen per customer, feature and period (debit only increases)."""
+    """Last `absolute` meter value seen per owner, feature and period (debit only increases).
+
+    `customer_id` holds the wallet id the readings belong to (not Kinde's billing customer id),
+    so events that name the customer and events that name only the user or org share one total.
+    """
 
     __tablename__ = "meter_readings"
 
@@ -298,7 +303,8 @@ class BillingAgreementRow(Base):
 
 
 class RechargeRow(Base):
-    """One auto-recharge purchase: credits granted with it, invoiced through the gateway."""
+    """One bundle purchase (auto-recharge or a sale): credits granted with it, invoiced
+    through the payment gateway. A purchase stays billable for good once its credits exist."""
 
     __tablename__ = "recharges"
     __table_args__ = (
@@ -310,6 +316,9 @@ class RechargeRow(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))
     bundle: Mapped[str] = mapped_column(String(64))
+    # True for auto-recharge purchases (they count against max_per_day), False for sales
+    # made through POST /top-ups {bundle}.
+    auto: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
     credits: Mapped[int] = mapped_column(BigInteger)
     price: Mapped[str] = mapped_column(String(32))
     currency: Mapped[str] = mapped_column(String(3))

@@ -90,6 +90,28 @@ class JsonErrorParser(FlaskParser):
                                    **kwargs: Any) -> NoReturn:
         abort(422, exc=error, messages={"json": ["request body is not valid JSON"]})
 
+    def _raw_load_json(self, req: Any) -> Any:
+        data = super()._raw_load_json(req)
+        if not _is_unicode_text(data):
+            abort(422, messages={"json": ["request body holds text that is not valid Unicode"]})
+        return data
+
+
+def _is_unicode_text(value: Any) -> bool:
+    """JSON can carry strings that are not Unicode text (a lone "\\ud800"); the database
+    driver would fail on them with a 500, so they are refused while parsing instead."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_is_unicode_text(k) and _is_unicode_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_is_unicode_text(v) for v in value)
+    return True
+
 
 class ApiBlueprint(Blueprint):
     ARGUMENTS_PARSER = JsonErrorParser()

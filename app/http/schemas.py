@@ -12,7 +12,7 @@ must not silently record the default.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import marshmallow as ma
@@ -47,8 +47,20 @@ class UtcDateTime(fields.AwareDateTime):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(default_timezone=UTC, **kwargs)
 
+    # Usage and events happen now-ish: a moment before 2000 or more than a day ahead is a bug
+    # in the caller (and year 1 or 9999 with an offset would not even convert to UTC).
+    EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+    MAX_AHEAD = timedelta(days=1)
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
-        return super()._deserialize(value, attr, data, **kwargs).astimezone(UTC)
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            moment = parsed.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ma.ValidationError("not a representable moment") from None
+        if moment < self.EARLIEST or moment > datetime.now(UTC) + self.MAX_AHEAD:
+            raise ma.ValidationError("must be a real moment: from 2000 until tomorrow")
+        return moment
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -130,16 +142,19 @@ class BlockSchema(ma.Schema):
 
 class AlertSettingsSchema(ma.Schema):
     thresholds_percent = fields.List(
-        fields.Integer(validate=validate.Range(min=1, max=99)),
+        fields.Integer(strict=True, validate=validate.Range(min=1, max=99)),
         validate=validate.Length(max=20),
         metadata={"description": "percentages of the balance right after the latest credit"},
     )
     thresholds_credits = fields.List(
-        fields.Integer(validate=validate.Range(min=1, max=MAX_CREDITS)),
+        fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_CREDITS)),
         validate=validate.Length(max=20),
         metadata={"description": "absolute balances, in credits"},
     )
-    notify_at_zero = fields.Boolean(metadata={"description": "send credits.depleted at zero"})
+    notify_at_zero = fields.Boolean(
+        truthy={True}, falsy={False},  # "yes" or 1 is refused, not guessed
+        metadata={"description": "send credits.depleted at zero"},
+    )
 
 
 class AlertSettingsViewSchema(AlertSettingsSchema):
@@ -154,8 +169,9 @@ class AlertSettingsResultSchema(ma.Schema):
 
 
 class AutoRechargeRequestSchema(ma.Schema):
-    enabled = fields.Boolean(required=True)
+    enabled = fields.Boolean(required=True, truthy={True}, falsy={False})
     threshold_credits = fields.Integer(
+        strict=True,
         validate=validate.Range(min=1, max=MAX_CREDITS),
         metadata={"description": "buy when a debit leaves the balance below this"},
     )

@@ -25,6 +25,7 @@ from app.domain.ledger import (
     InvalidAmount,
     LedgerError,
     Wallet,
+    new_id,
     owner_type_of,
 )
 from app.domain.recharge import AutoRecharge
@@ -87,12 +88,16 @@ class LedgerService:
         clock: Clock = utc_now,
         after_write: list[AfterWrite] | None = None,
         recharger: AutoRecharger | None = None,
+        unbilled_sales_allowed: bool = True,
     ) -> None:
         self.uow = uow
         self.catalog = catalog
         self.clock = clock
         self.after_write: list[AfterWrite] = after_write or []
         self.recharger = recharger
+        # Selling a bundle with no payment gateway gives credits away: only allowed when the
+        # product collects payment itself (SALES_PAID_ELSEWHERE), or in local mode.
+        self.unbilled_sales_allowed = unbilled_sales_allowed
         self.alert_defaults = AlertSettings(
             catalog.alerts.thresholds_percent, (), catalog.alerts.notify_at_zero
         )
@@ -269,11 +274,21 @@ class LedgerService:
         self, wallet_id: str, bundle_key: str, *, idempotency_key: str | None = None,
         discount_percent: Any = None,
     ) -> Outcome:
-        """Sell a credit pack: a purchase block with the pack's price as cost basis."""
+        """Sell a credit pack: a purchase block with the pack's price as cost basis, and the
+        charge arranged through the payment gateway in the same transaction."""
         bundle = self.catalog.bundles.get(bundle_key)
         if bundle is None:
             known = ", ".join(sorted(self.catalog.bundles)) or "none configured"
             raise UnknownBundle(f"unknown bundle {bundle_key[:64]!r}; known bundles: {known}")
+        gateway = self.recharger.gateway if self.recharger else None
+        if gateway is None and not self.unbilled_sales_allowed:
+            raise InvalidAmount(
+                "selling a bundle needs a way to charge for it: connect Kinde billing "
+                "(KINDE_M2M_CLIENT_ID and KINDE_M2M_CLIENT_SECRET), or set "
+                "SALES_PAID_ELSEWHERE=true if your product collects payment itself"
+            )
+        if gateway is not None and gateway.name == "kinde" and not bundle.kinde_feature_code:
+            raise InvalidAmount(f"bundle {bundle.key!r} has no kinde_feature_code to invoice it")
         owner_type_of(wallet_id)
 
         def action(uow: UnitOfWork, now: datetime) -> tuple[int, dict[str, Any]]:
@@ -293,6 +308,13 @@ class LedgerService:
                 cost_amount=bundle.price,
                 currency=bundle.currency,
             )
+            if gateway is not None:
+                purchase_id = new_id("rch")
+                uow.recharges.add(  # type: ignore[attr-defined]
+                    purchase_id, wallet_id, bundle.key, bundle.credits, str(bundle.price),
+                    bundle.currency, now.date().isoformat(), now, auto=False,
+                )
+                gateway.charge(uow, wallet_id, bundle, bundle.price, purchase_id, now)
             return 201, self._credit_body(uow, wallet, entry, now)
 
         request = {"op": "top_up", "bundle": bundle_key}
@@ -537,7 +559,7 @@ class LedgerService:
         wallet = uow.wallets.lock(wallet_id)
         if wallet is None or wallet.auto_recharge is None:
             return False
-        uow.recharges.fail_pending(wallet_id, reason, now)  # type: ignore[attr-defined]
+        # Purchases already made stay billable: their credits exist. Only future buying stops.
         if wallet.auto_recharge.suspended_reason is not None or not wallet.auto_recharge.enabled:
             return False
         wallet.auto_recharge = replace(wallet.auto_recharge, suspended_reason=reason)
@@ -612,12 +634,10 @@ class LedgerService:
             raise InvalidAmount("limit must be from 1 to 200")
         before: int | None = None
         if cursor:
-            try:
-                before = int(cursor)
-                if before <= 0:
-                    raise ValueError
-            except ValueError:
-                raise InvalidAmount("cursor is not one this API gave out") from None
+            # Only plain ASCII digits within a 64-bit id, as this API gives them out.
+            if not (cursor.isascii() and cursor.isdigit() and 0 < int(cursor) < 2**63):
+                raise InvalidAmount("cursor is not one this API gave out")
+            before = int(cursor)
         with self.uow(False) as uow:
             rows = uow.wallets.entries(wallet_id, limit + 1, before)
         page = rows[:limit]

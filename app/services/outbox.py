@@ -23,6 +23,7 @@ from app.services.ports import Clock
 log = logging.getLogger("kinde_credits.outbox")
 
 Handler = Callable[[OutboxMessage], None]
+MAX_WAIT_SECONDS = 3600.0
 
 
 class OutboxUnitOfWork(Protocol):
@@ -74,7 +75,17 @@ class OutboxDispatcher:
             self._deliver(message)
         return len(messages)
 
-    def _deliver(self, message: OutboxMessage) -> None:
+    def _deliver(self, claimed: OutboxMessage) -> None:
+        # A batch is claimed under one lease, but rows are sent one by one: take a fresh
+        # lease for this row first, so a slow batch never lets a second worker send it too.
+        with self.uow(True) as uow:
+            message = uow.outbox.renew(
+                claimed, self.clock() + timedelta(seconds=self.policy.lease_seconds)
+            )
+            uow.commit()
+        if message is None:
+            log.info("outbox row %s was taken over by another worker; skipped", claimed.id)
+            return
         handler = self.handlers.get(message.kind)
         try:
             if handler is None:
@@ -105,7 +116,10 @@ class OutboxDispatcher:
         died = False
         with self.uow(True) as uow:
             if exc.rate_limited:
-                wait = exc.retry_after if exc.retry_after is not None else 60.0
+                # Trust the server's reset, within reason: a bogus huge value must not park the
+                # row for years (or overflow the date).
+                wait = min(max(exc.retry_after if exc.retry_after is not None else 60.0, 1.0),
+                           MAX_WAIT_SECONDS)
                 uow.outbox.release(message, now + timedelta(seconds=wait), exc.message)
                 log.warning("outbox row %s rate limited; again in %.0fs", message.id, wait)
             elif not exc.retryable or message.attempts >= self.policy.max_attempts:
@@ -114,7 +128,8 @@ class OutboxDispatcher:
                           message.id, message.kind, message.attempts, exc.message)
                 died = True
             else:
-                wait = exc.retry_after or self.policy.delay(message.attempts, self.rng)
+                wait = min(exc.retry_after or self.policy.delay(message.attempts, self.rng),
+                           MAX_WAIT_SECONDS)
                 uow.outbox.retry_later(message, now + timedelta(seconds=wait), exc.message)
                 log.warning("outbox row %s (%s) attempt %d failed, again in %.1fs: %s",
                             message.id, message.kind, message.attempts, wait, exc.message)

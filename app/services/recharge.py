@@ -73,8 +73,10 @@ class AutoRecharger:
         settings = wallet.auto_recharge
         if settings is None or not settings.triggered_by(wallet.balance):
             return False
-        if not any(e.amount < 0 for e in wallet.new_entries):
-            return False  # only a debit triggers a purchase, never a read or a credit
+        if not any(e.kind in ("usage", "capture") for e in wallet.new_entries):
+            # Only spending triggers a purchase: never expiry (which a read may apply), a
+            # hold, or a credit.
+            return False
         bundle = self.catalog.bundles.get(settings.bundle)
         if bundle is None or not bundle.kinde_feature_code and self.gateway.name == "kinde":
             self.suspend(uow, wallet, f"bundle {settings.bundle!r} can no longer be bought", now)

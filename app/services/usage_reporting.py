@@ -208,6 +208,12 @@ class UsageReporter:
                 retryable=False,
             )
         if value == acknowledged and not force:
+            if feature.bundle:
+                # Kinde already has this count, so every purchase counted is invoiced.
+                with self.uow(True) as uow:
+                    uow.recharges.mark_invoiced(wallet_id, feature.bundle, started,
+                                                self.clock())
+                    uow.commit()
             return  # Kinde already has exactly this total
         self.kinde.record_meter_usage(
             agreement.id, feature.kinde_feature_code, value, meter_type_code="absolute"

@@ -429,7 +429,9 @@ class WebhookService:
             assert fields.period_key is not None
             # Kinde's absolute value is the period's running total: debit only the increase
             # over the last total seen (the wallet lock serialises this read-then-write).
-            key = fields.customer_id or wallet_id
+            # Keyed by the resolved wallet: events naming the customer and events naming only
+            # the user or org must share one running total, or the total is debited twice.
+            key = wallet_id
             last = uow.meters.last_value(key, code, fields.period_key)
             units = max(0, fields.value - (last or 0))
             if last is None or fields.value > last:

@@ -25,6 +25,7 @@ def live_server(
             "KINDE_DOMAIN": ISSUER,
             "KINDE_API_AUDIENCE": AUDIENCE,
             "KINDE_JWKS_URL": jwks_server.url,
+            "SALES_PAID_ELSEWHERE": "true",
         },
         workers=2,
         threads=4,

@@ -52,3 +52,28 @@ def test_kinde_metered_feature_cannot_be_reported_by_the_app(client: FlaskClient
                                                              "quantity": 1}, headers=admin)
     assert answer.status_code == 422 and answer.json["error"]["code"] == "unknown_feature"
     assert "metered by Kinde" in answer.json["error"]["message"]
+
+
+def test_kinde_mode_without_a_gateway_refuses_to_give_packs_away(db_url: str,
+                                                                  tmp_path: object) -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from app.bootstrap import build_container
+    from app.domain.ledger import InvalidAmount
+    from app.settings import Settings
+
+    settings = Settings.from_env({
+        "DATABASE_URL": db_url, "KINDE_CREDITS_VAR_DIR": str(tmp_path),
+        "KINDE_DOMAIN": "https://acme.kinde.com", "KINDE_API_AUDIENCE": "https://api",
+    })
+    from adapters.local_keys import LocalKeyring
+
+    keys = LocalKeyring.load_or_create(Path(str(tmp_path)) / "k.pem")
+    c = build_container(settings, key_source=keys.key_source())
+    try:
+        with pytest.raises(InvalidAmount, match="SALES_PAID_ELSEWHERE"):
+            c.ledger.top_up_bundle("kp_a", "starter")
+    finally:
+        c.close()

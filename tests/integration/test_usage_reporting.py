@@ -28,7 +28,7 @@ from tests.fakes.fake_kinde import FakeKinde
 
 PERIOD_START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
 PERIOD_END = PERIOD_START + timedelta(days=30)
-FEATURES = ["file_conversions", "api_calls", "reports"]
+FEATURES = ["file_conversions", "api_calls", "reports", "credit_pack_starter"]
 
 
 @pytest.fixture
@@ -134,12 +134,19 @@ def test_debits_coalesce_into_one_report_per_customer_and_feature(
     assert profile.email == "kp_alice@example.com"
 
 
-def test_kinde_sources_and_grants_are_not_reported(container: Container, kinde: FakeKinde,
-                                                   clock: FakeClock) -> None:
+def test_grants_are_not_reported_but_sales_are_invoiced(container: Container,
+                                                        kinde: FakeKinde,
+                                                        clock: FakeClock) -> None:
     container.ledger.grant("kp_alice", 1000, "test credits")
+    with container.store(False) as uow:
+        assert uow.outbox.counts()["pending"] == 0  # a grant is free: nothing to invoice
+    container.ledger.top_up_bundle("kp_alice", "starter")
     container.ledger.top_up_bundle("kp_alice", "starter")
     with container.store(False) as uow:
-        assert uow.outbox.counts()["pending"] == 0
+        [row] = uow.outbox.list("pending", 5)
+    assert row.topic == "meter:kp_alice:bundle:starter"
+    drain(container, clock)
+    assert kinde.usage_total("agreement_0", "credit_pack_starter") == 2
 
 
 def test_outage_then_recovery_loses_nothing(container: Container, kinde: FakeKinde,
@@ -308,3 +315,23 @@ def test_sigkill_mid_send_then_restart(db_url: str, kinde: FakeKinde, tmp_path: 
         assert_kinde_matches_ledger(c, kinde)
     finally:
         c.close()
+
+
+def test_a_row_whose_lease_ran_out_is_not_sent_twice(container: Container, kinde: FakeKinde,
+                                                      clock: FakeClock) -> None:
+    """Worker A claims a batch, but its lease runs out before it reaches the last row; worker
+    B claims that row meanwhile. A must skip it rather than send it a second time."""
+    for wallet in ("kp_alice", "kp_bob"):
+        container.ledger.grant(wallet, 1000, "test credits")
+        use(container, wallet, "api_call", 1)
+    with container.store(True) as uow:
+        batch = uow.outbox.claim(clock(), 2, 10)  # worker A's claim, lease 2 s
+        uow.commit()
+    assert len(batch) == 2
+    clock.advance(seconds=5)  # A is slow; its lease is over
+    container.dispatcher.run_once()  # worker B claims and sends both rows
+    calls = len(kinde.meter_calls)
+    for message in batch:  # A finally gets to its rows
+        container.dispatcher._deliver(message)
+    assert len(kinde.meter_calls) == calls  # nothing sent twice
+    assert_kinde_matches_ledger(container, kinde)

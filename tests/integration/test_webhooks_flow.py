@@ -242,7 +242,7 @@ def test_absolute_meter_values_debit_only_increases(webhook_env: WebhookEnv) -> 
     assert [e.quantity for e in webhook_env.usage_entries("kp_m")] == [2, 3]  # newest first
     # The stored total was never lowered by the "1".
     with webhook_env.container.store(False) as uow:
-        assert uow.meters.last_value("customer_m", "storage_gb",
+        assert uow.meters.last_value("kp_m", "storage_gb",
                                      "start:2026-11-01T00:00:00+00:00") == 5
     webhook_env.deliver(meter("customer_m", "2", absolute=True,
                               current_period_start="2026-12-01T00:00:00Z"))

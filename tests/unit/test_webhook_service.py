@@ -133,7 +133,8 @@ def test_meter_absolute_debits_only_increases_per_period(h: Harness) -> None:
     for value in ("2", "5", "3", "5", "6"):
         assert h.send(meter(value, absolute=True, period_start=nov)) == "processed"
     assert h.balance("kp_bob") == 500 - 600  # 2 + 3 + 0 + 0 + 1 GB
-    assert h.store.readings[("customer_1", STORAGE, "start:2026-11-01T00:00:00+00:00")] == 6
+    # Readings are keyed by the wallet, whichever way an event names its owner.
+    assert h.store.readings[("kp_bob", STORAGE, "start:2026-11-01T00:00:00+00:00")] == 6
     # A new period starts from zero again.
     assert h.send(meter("1", absolute=True, period_start="2026-12-01T00:00:00Z")) == "processed"
     assert h.balance("kp_bob") == 500 - 700
