@@ -71,7 +71,9 @@ def build_container(
         importlib.import_module(module)
     catalog = catalog or load_catalog(settings.catalog_path)
     store = SqlStore(make_engine(settings.database_url, pool_size=pool_size))
-    ledger = LedgerService(store, catalog, clock, unbilled_sales_allowed=settings.sales_paid_elsewhere)
+    ledger = LedgerService(
+        store, catalog, clock, unbilled_sales_allowed=settings.sales_paid_elsewhere
+    )
 
     keyring: LocalKeyring | None = None
     if key_source is None:

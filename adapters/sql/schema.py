@@ -24,6 +24,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     text,
+)
+from sqlalchemy import (
     true as sa_true,
 )
 from sqlalchemy.engine import Dialect
