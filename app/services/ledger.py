@@ -280,7 +280,13 @@ class LedgerService:
         if bundle is None:
             known = ", ".join(sorted(self.catalog.bundles)) or "none configured"
             raise UnknownBundle(f"unknown bundle {bundle_key[:64]!r}; known bundles: {known}")
-        gateway = self.recharger.gateway if self.recharger else None
+        # When the product collects payment itself, invoicing through Kinde too would charge
+        # the customer twice: the sale is recorded with its price, nothing more.
+        gateway = (
+            self.recharger.gateway
+            if self.recharger and not self.unbilled_sales_allowed
+            else None
+        )
         if gateway is None and not self.unbilled_sales_allowed:
             raise InvalidAmount(
                 "selling a bundle needs a way to charge for it: connect Kinde billing "
