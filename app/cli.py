@@ -171,9 +171,10 @@ def setup_kinde(endpoint: str, customers: tuple[str, ...], dry_run: bool, as_jso
     if container.kinde is None:
         raise click.ClickException(
             "setup-kinde talks to Kinde's Management API: set KINDE_DOMAIN, "
-            "KINDE_M2M_CLIENT_ID and KINDE_M2M_CLIENT_SECRET (an M2M app with the "
-            "read:webhooks, create:webhooks, update:webhooks, read:billing_entitlements and "
-            "read:billing_agreements scopes)"
+            "KINDE_M2M_CLIENT_ID and KINDE_M2M_CLIENT_SECRET (an M2M app with the scopes "
+            "read:webhooks, create:webhooks, update:webhooks, read:event_types, "
+            "read:billing_entitlements and read:billing_agreements; the worker also needs "
+            "create:meter_usage, read:users and read:organizations)"
         )
     if not customers:
         with container.store.engine.connect() as conn:
