@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import ipaddress
 import json
 import logging
 import math
@@ -33,7 +32,7 @@ from urllib.parse import urlparse
 import requests
 from standardwebhooks import Webhook
 
-from app.settings import SettingsError
+from app.settings import SettingsError, is_loopback
 
 __all__ = [
     "DeliveryFailed",
@@ -106,17 +105,6 @@ def _utc_iso(ts: datetime) -> str:
 def _truncate(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 3] + "..."
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- webhook -------------------------------------------------------------------------------
@@ -282,7 +270,7 @@ class EmailChannel:
             raise NotifyConfigError("set both SMTP_USERNAME and SMTP_PASSWORD, or neither")
         # Port 465 speaks TLS from the first byte (RFC 8314); everything else starts plain.
         self.implicit_tls = port == 465
-        if username and not (starttls or self.implicit_tls) and not _is_loopback(host):
+        if username and not (starttls or self.implicit_tls) and not is_loopback(host):
             # smtplib would send the password in clear text over the network.
             raise NotifyConfigError(
                 "SMTP_USERNAME/SMTP_PASSWORD need SMTP_STARTTLS=true (or port 465) "

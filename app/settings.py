@@ -21,7 +21,8 @@ class SettingsError(ValueError):
     """A bad setting; the message names the variable."""
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """localhost or a loopback IP: the only hosts plain http:// (or plain SMTP) may reach."""
     if not host:
         return False
     if host == "localhost":
@@ -36,7 +37,7 @@ def _check_url(name: str, value: str) -> str:
     parsed = urlparse(value)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise SettingsError(f"{name} must be an https:// URL, got {value!r}")
-    if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
+    if parsed.scheme == "http" and not is_loopback(parsed.hostname):
         raise SettingsError(f"{name} may use plain http:// only for loopback addresses: {value!r}")
     return value.rstrip("/")
 
