@@ -157,6 +157,13 @@ class AlertSettingsSchema(ma.Schema):
     )
 
 
+class AlertSettingsRequestSchema(AlertSettingsSchema):
+    notify_email = fields.Email(
+        validate=validate.Length(max=320),
+        metadata={"description": "where alert e-mails go (e.g. an org's billing address)"},
+    )
+
+
 class AlertSettingsViewSchema(AlertSettingsSchema):
     custom = fields.Boolean(metadata={"description": "false: the catalog's defaults apply"})
     fired = fields.List(fields.String(), metadata={
@@ -166,6 +173,8 @@ class AlertSettingsViewSchema(AlertSettingsSchema):
 class AlertSettingsResultSchema(ma.Schema):
     wallet_id = fields.String(required=True)
     alerts = fields.Nested(AlertSettingsSchema, required=True)
+    notify_email = fields.String(allow_none=True, metadata={
+        "description": "where alert e-mails go: set here, or the user's e-mail from Kinde"})
 
 
 class AutoRechargeRequestSchema(ma.Schema):

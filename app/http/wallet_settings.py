@@ -27,14 +27,15 @@ _WALLET = "/v1/wallets/<wallet_id:wallet_id>"
 
 @bp.route(f"{_WALLET}/alerts", methods=["PUT"])
 @requires("admin")
-@bp.arguments(schemas.AlertSettingsSchema)
+@bp.arguments(schemas.AlertSettingsRequestSchema)
 @bp.response(200, schemas.AlertSettingsResultSchema)
 @bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
         responses=doc_errors(401, 403, 404, 409, 503))
 def put_alerts(body: dict[str, Any], wallet_id: str) -> Any:
     """Set the wallet's alert thresholds (percent of the balance after the latest credit,
     and/or absolute credits); omitted fields take the catalog's defaults. Each threshold
-    fires once per crossing; a credit re-arms the ones above the new balance."""
+    fires once per crossing; a credit re-arms the ones above the new balance. `notify_email`
+    sets where alert e-mails go (Kinde does not give an org's billing e-mail back)."""
     return reply(container().ledger.set_alerts(wallet_id, body,
                                                idempotency_key=idempotency_key()))
 

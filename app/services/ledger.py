@@ -507,12 +507,20 @@ class LedgerService:
     def set_alerts(
         self, wallet_id: str, data: dict[str, Any], *, idempotency_key: str | None = None
     ) -> Outcome:
+        data = dict(data)
+        email = data.pop("notify_email", None)
+        if email is not None and not _looks_like_email(email):
+            raise InvalidAmount("notify_email must be an e-mail address")
         settings = AlertSettings.parse(data, self.alert_defaults)
         owner_type_of(wallet_id)
 
         def action(uow: UnitOfWork, now: datetime) -> tuple[int, dict[str, Any]]:
             wallet = self.sweep_locked(uow, uow.wallets.lock_or_create(wallet_id, now), now)
             uow.wallets.save_alert_settings(wallet_id, settings)
+            if email is not None:
+                # Kinde's API does not give an org's billing e-mail back after creation, so
+                # the product can say where alerts go (it also overrides a user's address).
+                uow.wallets.update_profile(wallet_id, email=email)
             wallet.alert_settings = settings
             # Thresholds the balance is already at or below count as crossed: the owner set
             # them knowingly, and an alert fires on the next real crossing.
@@ -521,9 +529,11 @@ class LedgerService:
                 if wallet.balance <= t.credits
             )
             self.save_wallet(uow, wallet, now)
-            return 200, {"wallet_id": wallet_id, "alerts": settings.as_dict()}
+            profile = uow.wallets.profile(wallet_id)
+            return 200, {"wallet_id": wallet_id, "alerts": settings.as_dict(),
+                         "notify_email": profile.email if profile else None}
 
-        request = {"op": "alerts", **settings.as_dict()}
+        request = {"op": "alerts", **settings.as_dict(), "notify_email": email}
         return self._write(f"wallet:{wallet_id}", idempotency_key, request, action)
 
     def set_auto_recharge(
@@ -669,6 +679,13 @@ def verify_ledger(uow_factory: UnitOfWorkFactory, page_size: int = 500) -> dict[
             if found:
                 broken[audit.wallet_id] = found
         after = audits[-1].wallet_id
+
+
+def _looks_like_email(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) > 320 or any(c.isspace() for c in value):
+        return False
+    local, _, domain = value.rpartition("@")
+    return bool(local) and "." in domain and not domain.startswith(".")
 
 
 def _usage_credits(feature: Feature, quantity: Any) -> int:

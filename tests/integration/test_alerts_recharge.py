@@ -377,3 +377,24 @@ def test_auto_recharge_needs_a_gateway(local: Container) -> None:
     with pytest.raises(InvalidAmount, match="bundle must be one of"):
         local.ledger.set_auto_recharge("kp_a", {"enabled": False, "threshold_credits": 10,
                                                 "bundle": "nope"})
+
+
+def test_org_alert_email_set_through_the_alert_settings(sqlite_url: str, tmp_path: Path,
+                                                         clock: FakeClock) -> None:
+    with SmtpServer() as smtp:
+        c = make_container(sqlite_url, tmp_path, clock, SMTP_HOST=smtp.host,
+                           SMTP_PORT=str(smtp.port), SMTP_FROM="credits@example.com",
+                           SMTP_STARTTLS="false")
+        try:
+            clock.now = datetime.now(UTC)
+            c.ledger.grant("org_acme", 1000, "welcome")
+            out = c.ledger.set_alerts("org_acme", {"notify_email": "billing@acme.example"})
+            assert out.body["notify_email"] == "billing@acme.example"
+            with pytest.raises(InvalidAmount):
+                c.ledger.set_alerts("org_acme", {"notify_email": "not an address"})
+            c.ledger.record_usage("org_acme", "report_generation", 10)  # 500 left: 50%
+            c.dispatcher.run_once()
+            [mail] = smtp.messages
+            assert mail["To"] == "billing@acme.example"
+        finally:
+            c.close()
