@@ -445,7 +445,10 @@ class AccessTokenVerifier:
         principal = principal_from_claims(claims)
         if len(self._cache) >= self.CACHE_SIZE:
             self._cache.clear()  # simple bound; a refill costs one signature check each
-        self._cache[token] = (principal, float(claims["exp"]), now + self.CACHE_SECONDS)
+        # exp was checked as a number by PyJWT; an absurdly large one is simply "far away".
+        exp = claims["exp"]
+        expires = float(exp) if abs(exp) < 1e15 else 1e15
+        self._cache[token] = (principal, expires, now + self.CACHE_SECONDS)
         return principal
 
 

@@ -91,7 +91,10 @@ class JsonErrorParser(FlaskParser):
         abort(422, exc=error, messages={"json": ["request body is not valid JSON"]})
 
     def _raw_load_json(self, req: Any) -> Any:
-        data = super()._raw_load_json(req)
+        try:
+            data = super()._raw_load_json(req)
+        except RecursionError:
+            abort(422, messages={"json": ["request body is nested too deeply"]})
         if not _is_unicode_text(data):
             abort(422, messages={"json": ["request body holds text that is not valid Unicode"]})
         return data
@@ -99,17 +102,21 @@ class JsonErrorParser(FlaskParser):
 
 def _is_unicode_text(value: Any) -> bool:
     """JSON can carry strings that are not Unicode text (a lone "\\ud800"); the database
-    driver would fail on them with a 500, so they are refused while parsing instead."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_is_unicode_text(k) and _is_unicode_text(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_is_unicode_text(v) for v in value)
+    driver would fail on them with a 500, so they are refused while parsing instead. Walked
+    with an explicit stack: a deeply nested body must not exhaust the call stack."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return True
 
 

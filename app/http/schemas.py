@@ -159,8 +159,10 @@ class AlertSettingsSchema(ma.Schema):
 
 class AlertSettingsRequestSchema(AlertSettingsSchema):
     notify_email = fields.Email(
+        allow_none=True,
         validate=validate.Length(max=320),
-        metadata={"description": "where alert e-mails go (e.g. an org's billing address)"},
+        metadata={"description": "where alert e-mails go (e.g. an org's billing address); "
+                                 "null removes it"},
     )
 
 

@@ -508,7 +508,8 @@ class LedgerService:
         self, wallet_id: str, data: dict[str, Any], *, idempotency_key: str | None = None
     ) -> Outcome:
         data = dict(data)
-        email = data.pop("notify_email", None)
+        change_email = "notify_email" in data
+        email = data.pop("notify_email", None)  # null clears it
         if email is not None and not _looks_like_email(email):
             raise InvalidAmount("notify_email must be an e-mail address")
         settings = AlertSettings.parse(data, self.alert_defaults)
@@ -517,7 +518,7 @@ class LedgerService:
         def action(uow: UnitOfWork, now: datetime) -> tuple[int, dict[str, Any]]:
             wallet = self.sweep_locked(uow, uow.wallets.lock_or_create(wallet_id, now), now)
             uow.wallets.save_alert_settings(wallet_id, settings)
-            if email is not None:
+            if change_email:
                 # Kinde's API does not give an org's billing e-mail back after creation, so
                 # the product can say where alerts go (it also overrides a user's address).
                 uow.wallets.update_profile(wallet_id, email=email)
@@ -533,7 +534,8 @@ class LedgerService:
             return 200, {"wallet_id": wallet_id, "alerts": settings.as_dict(),
                          "notify_email": profile.email if profile else None}
 
-        request = {"op": "alerts", **settings.as_dict(), "notify_email": email}
+        request = {"op": "alerts", **settings.as_dict(), "notify_email": email,
+                   "change_email": change_email}
         return self._write(f"wallet:{wallet_id}", idempotency_key, request, action)
 
     def set_auto_recharge(

@@ -396,5 +396,7 @@ def test_org_alert_email_set_through_the_alert_settings(sqlite_url: str, tmp_pat
             c.dispatcher.run_once()
             [mail] = smtp.messages
             assert mail["To"] == "billing@acme.example"
+            cleared = c.ledger.set_alerts("org_acme", {"notify_email": None})
+            assert cleared.body["notify_email"] is None
         finally:
             c.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import reduce
 from typing import Any
 
 import pytest
@@ -29,6 +30,9 @@ CASES: list[tuple[str, str, Any]] = [
     ("get", "/v1/wallets/kp_a/ledger?cursor=99999999999999999999", None),
     ("get", "/v1/wallets/kp_a/ledger?cursor=9223372036854775808", None),
     ("get", "/v1/wallets/kp_a/ledger?cursor=%EF%BC%91", None),  # a full-width digit one
+    # Nested deeper than a recursive walk (or the JSON parser) could take.
+    ("post", "/v1/wallets/kp_a/top-ups",
+     {"credits": 5, "reason": "x", "extra": reduce(lambda inner, _: [inner], range(600), [])}),
 ]
 
 
