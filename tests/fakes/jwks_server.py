@@ -13,34 +13,20 @@ runtime (key rotation), make it answer errors, and read how many times it was fe
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.fakes.loopback import LoopbackHTTPServer
 
-class JwksServer:
+
+class JwksServer(LoopbackHTTPServer):
     def __init__(self, jwks: dict[str, Any] | None = None, path: str = "/.well-known/jwks.json"):
-        self.path = path
-        self._lock = threading.Lock()
         self._jwks: dict[str, Any] = jwks if jwks is not None else {"keys": []}
         self._status = 200
-        self._delay = 0.0
         self._fetches = 0
-        self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        # A short poll interval keeps shutdown() (and so each test's teardown) fast.
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        super().__init__(path)
 
     # -- control ---------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}{self.path}"
 
     @property
     def fetch_count(self) -> int:
@@ -54,32 +40,6 @@ class JwksServer:
     def set_status(self, status: int) -> None:
         with self._lock:
             self._status = status
-
-    def set_delay(self, seconds: float) -> None:
-        """Delay every answer (to test client timeouts); `stop()` cuts a pending delay short."""
-        with self._lock:
-            self._delay = seconds
-
-    def start(self) -> JwksServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> JwksServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- serving ---------------------------------------------------------------------------
 

@@ -13,14 +13,14 @@ set (200 by default), so senders can be tested against 4xx/5xx answers from a re
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
+
+from tests.fakes.loopback import LoopbackHTTPServer
 
 
 @dataclass(frozen=True)
@@ -41,29 +41,15 @@ class Rejection:
     body: bytes
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackHTTPServer):
     def __init__(self, secret: str, path: str = "/hooks/credits") -> None:
-        self.path = path
         self._webhook = Webhook(secret)
-        self._lock = threading.Lock()
         self._deliveries: list[Delivery] = []
         self._rejections: list[Rejection] = []
         self._responses: list[tuple[int, dict[str, str]]] = []
-        self._delay = 0.0
-        self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
-        # A short poll interval keeps shutdown() (and so each test's teardown) fast.
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        super().__init__(path)
 
     # -- control ---------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}{self.path}"
 
     @property
     def deliveries(self) -> list[Delivery]:
@@ -79,32 +65,6 @@ class WebhookReceiver:
         """Answer the next verified delivery with `status` (queued; then back to 200)."""
         with self._lock:
             self._responses.append((status, dict(headers or {})))
-
-    def set_delay(self, seconds: float) -> None:
-        """Delay every answer (to test client timeouts); `stop()` cuts a pending delay short."""
-        with self._lock:
-            self._delay = seconds
-
-    def start(self) -> WebhookReceiver:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- request handling ------------------------------------------------------------------
 
