@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,6 +41,8 @@ from openapi_core import Config, OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
+
+from tests.fakes.loopback import FakeServer
 
 SPEC_PATH = Path("/work/shared/kinde/kinde-management-api.yaml")
 # The spec's only server is https://{subdomain}.kinde.com; requests are matched as if sent there.
@@ -180,7 +181,7 @@ _ROUTES = [
 ]
 
 
-class FakeKinde:
+class FakeKinde(FakeServer):
     """Fake Kinde business at `self.url` (e.g. http://127.0.0.1:54321)."""
 
     def __init__(
@@ -237,17 +238,6 @@ class FakeKinde:
             self._httpd.shutdown()
             self._thread.join(timeout=5)
         self._httpd.server_close()
-
-    def __enter__(self) -> FakeKinde:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- seeding and inspection -----------------------------------------------------------------
 

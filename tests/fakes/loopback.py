@@ -1,7 +1,7 @@
-"""Shared plumbing for the real HTTP servers tests run on 127.0.0.1 (JWKS, webhook receiver).
+"""Shared plumbing for the real servers tests run on 127.0.0.1.
 
-A subclass provides `_handler_class()`; this base owns the server, its thread, the optional
-answer delay, start/stop and the context manager.
+`FakeServer` is the start/stop context manager every fake server shares. `LoopbackHTTPServer`
+adds the HTTP server itself (JWKS, webhook receiver): a subclass provides `_handler_class()`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,28 @@ from types import TracebackType
 from typing import Self
 
 
-class LoopbackHTTPServer:
+class FakeServer:
+    """`with Server() as s:` starts it and always stops it; subclasses define start/stop."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LoopbackHTTPServer(FakeServer):
     path: str
 
     def __init__(self, path: str) -> None:
@@ -49,14 +70,3 @@ class LoopbackHTTPServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

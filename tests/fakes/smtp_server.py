@@ -18,11 +18,12 @@ from collections import deque
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
-from types import TracebackType
 from typing import cast
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tests.fakes.loopback import FakeServer
 
 
 class _EphemeralController(Controller):
@@ -59,7 +60,7 @@ class _Handler:
         return "250 Message accepted for delivery"
 
 
-class SmtpServer:
+class SmtpServer(FakeServer):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._messages: list[EmailMessage] = []
@@ -104,17 +105,6 @@ class SmtpServer:
 
     def stop(self) -> None:
         self._controller.stop()
-
-    def __enter__(self) -> SmtpServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- used by the handler (event loop thread) ------------------------------------------
 
