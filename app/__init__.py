@@ -26,6 +26,8 @@ BLUEPRINT_MODULES = [
     "app.http.wallet_settings",
     "app.http.docs",
     "app.http.webhooks",
+    "app.http.dashboard_link",
+    "app.http.dashboard",
 ]
 
 

@@ -52,6 +52,8 @@ class Bundle:
     description: str
     expires_after_days: int | None
     kinde_feature_code: str | None
+    # What the customer calls it ("Starter pack"): the dashboard's "Buy <label>" button.
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,7 @@ def parse_catalog(data: Mapping[str, Any], path: str = "<memory>") -> Catalog:
             description=r.text("description", f"{key} credit pack"),
             expires_after_days=r.integer("expires_after_days", None, minimum=1),
             kinde_feature_code=r.text("kinde_feature_code", None),
+            label=r.text("label", f"{key.replace('_', ' ').title()} pack"),
         )
         r.finish()
         if bundle.kinde_feature_code and bundle.kinde_feature_code in kinde_codes:
