@@ -1,5 +1,8 @@
 """SQL reads for the customer dashboard (`uow.dashboard`): credits used per UTC day and
-feature, summed in the database so the chart costs one small result whatever the volume."""
+feature, summed in the database so the chart costs one small result whatever the volume.
+
+A day is when the usage happened (`occurred_at`, which the product may send), else when it was
+recorded."""
 
 from __future__ import annotations
 
@@ -20,17 +23,18 @@ class SqlDashboardRepository:
 
     def daily_usage(self, wallet_id: str, since: datetime) -> list[tuple[date, str | None, int]]:
         """(UTC day, feature, credits used) for usage and captured holds since `since`."""
+        when = func.coalesce(_e.occurred_at, _e.created_at)
         day: Any
         if self.conn.dialect.name == "postgresql":
             # timestamptz -> the UTC calendar day, whatever the session time zone.
-            day = func.date(func.timezone("UTC", _e.created_at))
+            day = func.date(func.timezone("UTC", when))
         else:
-            day = func.date(_e.created_at)  # SQLite keeps naive UTC text
+            day = func.date(when)  # SQLite keeps naive UTC text
         day = day.label("day")
         rows = self.conn.execute(
             select(day, _e.feature, func.sum(_e.amount))
             .where(_e.wallet_id == wallet_id, _e.kind.in_(("usage", "capture")),
-                   _e.created_at >= since)
+                   when >= since)
             .group_by(day, _e.feature)
         )
         out: list[tuple[date, str | None, int]] = []

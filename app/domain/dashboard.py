@@ -201,7 +201,7 @@ def daily_usage_chart(
     series = tuple(
         Series(key, label, PALETTE[i % len(PALETTE)], totals[key])
         for i, (key, label) in enumerate(ordered)
-        if totals[key] > 0 or key != "_other"
+        if totals[key] > 0  # a feature not used in the period would only add zeros
     )
     colors = {s.feature: s.color for s in series}
     label_of = dict(ordered)

@@ -239,6 +239,8 @@ def test_chart_counts_daily_use_by_feature(web: FlaskClient, tokens: Tokens, das
     dash.ledger.record_usage("kp_alice", "api_call", 7)            # Nov 24: 7
     clock.advance(days=1)
     dash.ledger.record_usage("kp_alice", "file_conversion", 3)     # Nov 25: 6
+    # Usage is charted on the day it happened, when the product says so.
+    dash.ledger.record_usage("kp_alice", "api_call", 4, occurred_at=clock.now - timedelta(days=3))
     hold = dash.ledger.place_hold("kp_alice", feature_key="report_generation", quantity=1)
     dash.ledger.capture_hold(hold.body["hold_id"], 30)             # Nov 25: 30 reports
     clock.advance(days=40)
@@ -246,7 +248,8 @@ def test_chart_counts_daily_use_by_feature(web: FlaskClient, tokens: Tokens, das
     clock.now -= timedelta(days=40)  # back to Nov 25: the chart covers Oct 27 .. Nov 25
     html = open_page(web, tokens)
     rows = dict(re.findall(r'<tr data-day="([0-9-]+)">(.*?)</tr>', html))
-    assert set(rows) == {"2026-11-24", "2026-11-25"}
+    assert set(rows) == {"2026-11-22", "2026-11-24", "2026-11-25"}
+    assert re.findall(r'class="total">([0-9,]+)<', rows["2026-11-22"]) == ["4"]
     assert re.findall(r'class="total">([0-9,]+)<', rows["2026-11-24"]) == ["107"]
     assert re.findall(r'class="total">([0-9,]+)<', rows["2026-11-25"]) == ["36"]
     assert 'data-feature="report_generation">30<' in rows["2026-11-25"]
