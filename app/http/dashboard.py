@@ -154,7 +154,7 @@ def _checked_form(wallet_id: str) -> tuple[Session, MultiDict[str, str]]:
     return session, form
 
 
-def _back(wallet_id: str, done: str, anchor: str) -> Response:
+def _back(wallet_id: str, done: str, anchor: str) -> Any:
     url = url_for("dashboard.page", wallet_id=wallet_id, done=done, _anchor=anchor)
     return redirect(url, code=303)
 

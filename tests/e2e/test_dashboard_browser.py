@@ -231,7 +231,8 @@ def test_dashboard_end_to_end(server: LiveServer, server_env: dict[str, str],
     assert table == {d: n for d, n in from_api.items() if d >= cutoff and n > 0}
     assert len(table) >= 25
     assert page.locator("svg#chart rect").count() >= 60
-    assert "save 10% when you turn on auto-recharge" in page.locator("#discount").inner_text().lower()
+    discount = page.locator("#discount").inner_text().lower()
+    assert "save 10% when you turn on auto-recharge" in discount
 
     # -- accessibility: axe-core, no serious or critical violations --------------------------
     _assert_accessible(page)
