@@ -115,20 +115,20 @@ def seeded(server: LiveServer, ktokens: Tokens) -> dict[str, str]:
                                 "expires_after_days": 90})
     assert grant.status_code == 201, grant.text
     now = datetime.now(UTC)
-    with requests.Session() as http:
-        for day in range(29, -1, -1):
-            when = (now - timedelta(days=day)).isoformat()
-            for feature, quantity in (("report_generation", 1 + day % 3),
-                                      ("file_conversion", 5 + (day * 7) % 11),
-                                      ("api_call", 10 + (day * 13) % 17)):
-                if (day + len(feature)) % 4 == 0:
-                    continue  # some days without some features
-                used = http.post(f"{base}/usage", headers=admin,
-                                 json={"feature": feature, "quantity": quantity,
-                                       "occurred_at": when})
-                assert used.status_code == 201, used.text
-        hold = http.post(f"{base}/holds", headers=admin, json={"credits": 120}).json()
-        assert hold["status"] == "open"
+    records = []
+    for day in range(29, -1, -1):
+        when = (now - timedelta(days=day)).isoformat()
+        for feature, quantity in (("report_generation", 1 + day % 3),
+                                  ("file_conversion", 5 + (day * 7) % 11),
+                                  ("api_call", 10 + (day * 13) % 17)):
+            if (day + len(feature)) % 4 != 0:  # some days without some features
+                records.append({"wallet_id": WALLET, "feature": feature, "quantity": quantity,
+                                "occurred_at": when})
+    batch = requests.post(f"{server.url}/v1/usage/batch", headers=admin,
+                          json={"records": records})
+    assert [r["status"] for r in batch.json()["results"]] == [201] * len(records)
+    hold = requests.post(f"{base}/holds", headers=admin, json={"credits": 120}).json()
+    assert hold["status"] == "open"
     return {"user": ktokens.user(WALLET)}
 
 
@@ -159,10 +159,9 @@ def _daily_usage_from_api(entries: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _run_worker(env: dict[str, str]) -> None:
-    for _ in range(2):  # the invoice, then any confirmation the first answer asks for
-        subprocess.run([sys.executable, "-m", "app.cli", "worker", "--once"],
-                       env={**os.environ, **env}, check=True, timeout=120,
-                       capture_output=True)
+    """One pass of the real worker (`kinde-credits worker --once`): delivers the outbox."""
+    subprocess.run([sys.executable, "-m", "app.cli", "worker", "--once"],
+                   env={**os.environ, **env}, check=True, timeout=120, capture_output=True)
 
 
 def test_dashboard_end_to_end(server: LiveServer, server_env: dict[str, str],
@@ -279,6 +278,8 @@ def test_dashboard_end_to_end(server: LiveServer, server_env: dict[str, str],
     assert len(purchases) == 1 and purchases[0]["reason"] == "bundle:starter"
     _run_worker(server_env)
     assert kinde.usage_total("agreement_dash", "credit_pack_starter") == 1
+    assert [c.meter_value for c in kinde.meter_calls
+            if c.billing_feature_code == "credit_pack_starter"] == [1]
     db = sqlite3.connect(server_env["DATABASE_URL"].removeprefix("sqlite:///"))
     try:
         recharges = db.execute("SELECT bundle, auto, status FROM recharges").fetchall()
