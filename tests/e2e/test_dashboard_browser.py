@@ -245,6 +245,16 @@ def test_dashboard_end_to_end(server: LiveServer, server_env: dict[str, str],
     alerts = _api(server, user, f"/v1/wallets/{WALLET}")["alerts"]
     assert alerts["thresholds_percent"] == [40, 20] and alerts["thresholds_credits"] == [1000]
 
+    # -- auto-recharge, editable here (Kinde billing can charge for it) ---------------------
+    page.get_by_label("Turn on auto-recharge").check()
+    page.get_by_label("Buy when my balance falls below (credits)").fill("1,000")
+    page.get_by_label("Pack to buy").select_option("starter")
+    page.get_by_role("button", name="Save auto-recharge").click()
+    page.wait_for_url(re.compile(r"done=auto-recharge"))
+    recharge = _api(server, user, f"/v1/wallets/{WALLET}")["auto_recharge"]
+    assert recharge["enabled"] and recharge["threshold_credits"] == 1000
+    assert recharge["bundle"] == "starter"
+
     # -- buy a pack with a double click: one purchase, one invoice -------------------------
     balance_before = _api(server, user, f"/v1/wallets/{WALLET}")["balance"]
     form = page.locator('[data-bundle="starter"] form')

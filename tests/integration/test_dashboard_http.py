@@ -299,6 +299,12 @@ def test_buying_is_disabled_where_sales_are_not_invoiced(
         "csrf_token": field(html, "csrf_token"), "bundle": "starter",
         "idempotency_key": field(html, "idempotency_key")})
     assert response.status_code == 403
+    # No Kinde billing: auto-recharge could not charge, so it is shown but not editable.
+    assert 'id="recharge-disabled"' in html and "<fieldset disabled>" in html
+    recharge = web.post("/dashboard/kp_alice/auto-recharge", headers={"Origin": ORIGIN}, data={
+        "csrf_token": field(html, "csrf_token"), "enabled": "on", "threshold_credits": "100",
+        "bundle": "starter"})
+    assert recharge.status_code == 403
     assert table_counts(db_url) == before
 
 
