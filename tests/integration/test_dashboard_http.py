@@ -93,6 +93,9 @@ def test_link_for_own_user_and_m2m_read(web: FlaskClient, tokens: Tokens,
         "+00:00", "Z").replace(".000000", "")
     html = web.get(path_of(link["url"])).get_data(as_text=True)
     assert '<span id="balance">12,345</span> credits' in html
+    dash.ledger.record_usage("kp_alice", "api_call", 12_344)
+    assert '<span id="balance">1</span> credit<' in web.get("/dashboard/kp_alice").get_data(
+        as_text=True)
     m2m = link_for(web, tokens.m2m("credits:read"), "kp_alice", ttl_seconds=3600)
     assert m2m["expires_at"].startswith((clock.now + timedelta(hours=1)).date().isoformat())
     # An org-scoped M2M token reaches its org only; a user reaches their own wallet only.
