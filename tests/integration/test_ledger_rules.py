@@ -49,7 +49,8 @@ def test_capture_after_the_credits_expired_stays_covered(
     sql_ledger.grant("kp_a", 100, "trial", expires_after_days=1)
     hold = sql_ledger.place_hold("kp_a", credits=100, expires_in_seconds=3 * 24 * 3600)
     clock.advance(days=2)  # the block is past its expiry, the hold is still open
-    assert sql_ledger.sweep_due() == 0  # nothing due: the hold keeps the credits
+    assert sql_ledger.sweep_due() == 1  # the block fell due: the sweep visits the wallet,
+    assert sql_ledger.sweep_due() == 0  # keeps the held credits, and does not come back
     assert _view(sql_ledger, "kp_a") == (100, 100, 0)
     out = sql_ledger.capture_hold(hold.body["hold_id"])
     assert out.body["balance"] == 0 and out.body["available"] == 0
@@ -65,8 +66,8 @@ def test_partial_capture_after_expiry_expires_the_rest(
     sql_ledger.grant("kp_a", 30, "forever")
     hold = sql_ledger.place_hold("kp_a", credits=120, expires_in_seconds=3 * 24 * 3600)
     clock.advance(days=2)
-    # 30 live credits cover part of the hold: only the 90 still needed are kept back.
-    assert _view(sql_ledger, "kp_a") == (120, 120, 0)
+    # The hold reserves the soonest-expiring credits: all 100 of the trial stay for now.
+    assert _view(sql_ledger, "kp_a") == (130, 120, 10)
     out = sql_ledger.capture_hold(hold.body["hold_id"], 60)
     # The capture drew the kept-back (expired) credits first; their rest expired at once.
     assert (out.body["balance"], out.body["available"]) == (30, 30)

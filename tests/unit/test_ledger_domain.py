@@ -172,15 +172,14 @@ def test_held_credits_do_not_expire_while_the_hold_is_open() -> None:
     w = wallet_with((100, 1), (30, None))
     hold = w.place_hold(120, expires_at=NOW + timedelta(days=3), description="h", now=NOW)
     later = NOW + timedelta(days=2)
-    expired = w.expire_blocks(later)
-    # 30 live credits cover part of the hold; only the 10 nobody needs expire.
-    assert [(e.kind, e.amount) for e in expired] == [("expiry", -10)]
-    assert (w.balance, w.held, w.available) == (120, 120, 0)
+    # The hold reserves the soonest-expiring credits: the 100 past their expiry stay.
+    assert w.expire_blocks(later) == []
+    assert (w.balance, w.held, w.available) == (130, 120, 10)
     assert w.next_expiry_at is None and not w.needs_sweep(later)  # no sweep until settled
     w.capture_hold(hold, 50, description="c", now=later)
-    # The capture drew the kept-back credits first; the 40 left of them expire with it.
+    # The capture drew the kept-back credits first; the 50 left of them expire with it.
     assert [(e.kind, e.amount) for e in w.new_entries[-2:]] == [("capture", -50),
-                                                                ("expiry", -40)]
+                                                                ("expiry", -50)]
     assert (w.balance, w.held, w.arrears) == (30, 0, 0)
     invariant(w)
 
