@@ -18,6 +18,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
+from app.services.ports import UnitOfWorkFactory
+
 CENT = Decimal("0.01")
 
 
@@ -39,7 +41,9 @@ class RevenueReadings(Protocol):
     def granted_credits(self) -> int: ...
 
 
-def build_revenue_report(uow_factory: Any, since: datetime, until: datetime) -> dict[str, Any]:
+def build_revenue_report(
+    uow_factory: UnitOfWorkFactory, since: datetime, until: datetime
+) -> dict[str, Any]:
     """Read everything the report needs in ONE read transaction, then compute it.
 
     The reads are several queries (blocks, expiries, grants); a sweep or a sale committing
@@ -47,7 +51,7 @@ def build_revenue_report(uow_factory: Any, since: datetime, until: datetime) -> 
     expiry not yet counted shows as used). One snapshot keeps the figures reconciling.
     """
     with uow_factory(False) as uow:
-        readings: RevenueReadings = uow.reports
+        readings: RevenueReadings = uow.reports  # type: ignore[attr-defined]
         blocks = readings.purchased_blocks()
         granted = readings.granted_credits()
     return revenue_report(blocks, granted, since, until)

@@ -191,6 +191,33 @@ def test_capture_after_the_credits_expired_over_http(
     assert verify_ledger(container.store) == {}
 
 
+def test_hold_expiry_after_the_credits_expired_over_http(
+    client: FlaskClient, admin: dict[str, str], api_app: Flask
+) -> None:
+    """Credits kept for an open hold expire once the hold itself expires unused."""
+    from app.services.ledger import verify_ledger
+    from tests.conftest import FakeClock
+
+    clock = FakeClock()
+    container = api_app.extensions["kinde_credits"]
+    container.ledger.clock = clock
+    client.post("/v1/wallets/kp_alice/top-ups",
+                json={"credits": 500, "reason": "trial", "expires_after_days": 1}, headers=admin)
+    hold = place(client, admin, {"credits": 300, "expires_in_seconds": 2 * 24 * 3600}).json
+    clock.advance(days=1, hours=1)  # the credits are past their expiry, the hold is open
+    wallet = client.get("/v1/wallets/kp_alice", headers=admin).json
+    assert (wallet["balance"], wallet["held"], wallet["available"]) == (300, 300, 0)
+    clock.advance(days=1)  # now the hold has expired as well
+    wallet = client.get("/v1/wallets/kp_alice", headers=admin).json
+    assert (wallet["balance"], wallet["held"], wallet["holds"]) == (0, 0, [])
+    late = client.post(f"/v1/holds/{hold['hold_id']}/capture", headers=admin)
+    assert late.status_code == 409 and late.json["error"]["code"] == "hold_not_open"
+    kinds = [(e["kind"], e["amount"]) for e in client.get(
+        "/v1/wallets/kp_alice/ledger", headers=admin).json["entries"]]
+    assert kinds[:3] == [("expiry", -300), ("release", 0), ("expiry", -200)]
+    assert verify_ledger(container.store) == {}
+
+
 def test_capture_more_than_held_is_refused_and_nothing_changes(
     client: FlaskClient, admin: dict[str, str], funded: str, db_url: str
 ) -> None:
