@@ -35,6 +35,7 @@ REPOSITORY_MODULES: tuple[str, ...] = (
     "adapters.sql.recharges",
     "adapters.sql.inbox",
     "adapters.sql.dashboard",
+    "adapters.sql.reports",
 )
 
 

@@ -74,7 +74,9 @@ def policy_for(ledger: LedgerService, *, unbilled_purchases: bool,
     sale would just add credits (the product is supposed to collect payment first), so the buy
     buttons are disabled unless the operator says DASHBOARD_UNBILLED_PURCHASES=true.
     """
-    invoiced = ledger.recharger is not None and not ledger.unbilled_sales_allowed
+    # The API lets only credits:admin record a sale nobody is charged for; on the page the
+    # operator makes that decision once, with DASHBOARD_UNBILLED_PURCHASES.
+    invoiced = ledger.sales_are_invoiced()
     buy_reason = None
     if not invoiced and not unbilled_purchases:
         buy_reason = ("Packs cannot be bought on this page because this service does not "
