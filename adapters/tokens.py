@@ -588,9 +588,9 @@ class WebhookVerifier:
             token, self._key_source, require=(), now=self._clock(), leeway=self.leeway
         )
         _refuse_claims(claims, ACCESS_TOKEN_CLAIMS, "an access token is not a webhook")
-        if self.issuer is not None and "iss" in claims:
-            if claims["iss"].rstrip("/") != self.issuer:
-                raise ClaimsInvalid("webhook issuer does not match")
+        # _decode checked that a present iss is a string.
+        if self.issuer is not None and claims.get("iss", self.issuer).rstrip("/") != self.issuer:
+            raise ClaimsInvalid("webhook issuer does not match")
         for field in ("type", "event_id"):
             if not isinstance(claims.get(field), str) or not claims[field]:
                 raise ClaimsInvalid(f"webhook payload has no string {field!r}")
