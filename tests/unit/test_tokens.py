@@ -753,7 +753,8 @@ def test_refused_alg_is_never_echoed(verifier: AccessTokenVerifier, alg: str) ->
 
 
 def _numeric_date_cases() -> list[tuple[str, Any]]:
-    future = int(time.time()) + 600
+    # Fixed values (not time-based): pytest-xdist workers must collect identical test ids.
+    future = 4102444800  # 2100-01-01
     return [
         ("exp", str(future)),  # PyJWT would int() this and let it through
         ("exp", "soon"),
@@ -761,7 +762,7 @@ def _numeric_date_cases() -> list[tuple[str, Any]]:
         ("exp", [future]),
         ("exp", {"v": future}),
         ("iat", "yesterday"),
-        ("iat", str(int(time.time()))),
+        ("iat", "1700000000"),
         ("iat", False),
         ("nbf", "now"),
         ("nbf", [1]),
