@@ -169,3 +169,39 @@ def test_signup_owner() -> None:
     bad = event("user.created", user={"id": "org_not_a_user"})
     assert signup_owner(bad) == (None, None)
     assert signup_owner(event("customer.payment_failed")) == (None, None)
+
+
+# -- issue 9: malformed contents of verified events -------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [
+    "0001-01-01T00:00:00+01:00",  # converting to UTC overflows
+    "9999-12-31T23:59:59-01:00",
+    "2026-11-24T12:00:00\x00Z",
+])
+def test_unconvertible_timestamps_read_as_none(raw: str) -> None:
+    assert parse_timestamp(raw) is None
+
+
+@pytest.mark.parametrize("raw", ["1e999999999", "9" * 4000, "1E+100000"])
+def test_huge_meter_values_are_refused_without_building_the_number(raw: str) -> None:
+    units, problem = parse_meter_value(raw)
+    assert units is None and problem is not None and "large" in problem
+
+
+def test_extractor_falls_through_to_a_later_valid_spelling() -> None:
+    f = extract_billing(event(customer_id="c" * 65, customer={"id": "customer_1"},
+                              agreement_id="a\x00", agreement={"id": "agreement_1"},
+                              user_id="not-a-user", user={"id": "kp_1"},
+                              org_code="org_bad id", organization={"code": "org_1"},
+                              feature_code="f" * 100, billing_feature_code="storage_gb"))
+    assert (f.customer_id, f.agreement_id, f.user_id, f.org_code, f.feature_code) == (
+        "customer_1", "agreement_1", "kp_1", "org_1", "storage_gb")
+
+
+def test_nul_characters_never_pass_as_text() -> None:
+    f = extract_billing(event(customer_id="customer\x00", feature_code="storage_gb\x00",
+                              plan_code="pro\x00"))
+    assert (f.customer_id, f.feature_code, f.plan_code) == (None, None, None)
+    user = event("user.created", user={"id": "kp_1", "email": "a\x00@example.com"})
+    assert signup_owner(user)[1] is None
