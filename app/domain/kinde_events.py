@@ -346,7 +346,7 @@ def parse_meter_value(value: Any) -> tuple[int | None, str | None]:
         # Checked before any conversion: str() of a huge int is slow (or refused outright).
         return None, f"meter value {show(value)} is implausibly large (over {MAX_METER_VALUE:,})"
     text = str(value).strip()
-    if len(text) > 64 or text_problem(text) is not None:
+    if text_problem(text) is not None:
         return None, f"meter value {show(value)} is not a number we accept"
     try:
         # Through str(): a float like 2.0 stays exact, and nothing goes through float math.

@@ -2,8 +2,9 @@
 webhook service.
 
 `MemoryWebhookStore(write)` gives a unit of work with `wallets`, `idempotency` (from the inner
-MemoryStore), `inbox` and `meters`; all four are copied on enter and swapped in on commit under
-the inner store's writer lock, so a unit is all or nothing, like the SQL store.
+MemoryStore), `inbox`, `meters` and `billing` (the agreement cache); all are copied on enter and
+swapped in on commit under the inner store's writer lock, so a unit is all or nothing, like the
+SQL store.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from app.services.inbox_ports import InboxEvent, InboxStatus
+from app.services.outbox_ports import AgreementInfo
 from app.services.ports import DuplicateKey
 from tests.fakes.memory_store import MemoryStore, MemoryUnitOfWork
 
@@ -82,6 +84,19 @@ class MemoryMeters:
         self.readings[key] = max(value, self.readings.get(key, value))
 
 
+class MemoryBilling:
+    """The agreement cache part of `BillingRepository` (what the webhook service uses)."""
+
+    def __init__(self, agreements: dict[str, AgreementInfo]) -> None:
+        self.agreements = agreements
+
+    def agreement(self, agreement_id: str) -> AgreementInfo | None:
+        return self.agreements.get(agreement_id)
+
+    def save_agreement(self, info: AgreementInfo) -> None:
+        self.agreements[info.id] = info
+
+
 class MemoryWebhookUnitOfWork:
     def __init__(self, store: MemoryWebhookStore, write: bool) -> None:
         self.store = store
@@ -94,8 +109,10 @@ class MemoryWebhookUnitOfWork:
         self._events = copy.copy(self.store.events)
         self._raw = copy.copy(self.store.raw)
         self._readings = copy.copy(self.store.readings)
+        self._agreements = copy.copy(self.store.agreements)
         self.inbox = MemoryInbox(self._events, self._raw)
         self.meters = MemoryMeters(self._readings)
+        self.billing = MemoryBilling(self._agreements)
         return self
 
     def commit(self) -> None:
@@ -103,6 +120,7 @@ class MemoryWebhookUnitOfWork:
         self.store.events = self._events
         self.store.raw = self._raw
         self.store.readings = self._readings
+        self.store.agreements = self._agreements
 
     def rollback(self) -> None:
         self.inner.rollback()
@@ -120,6 +138,7 @@ class MemoryWebhookStore:
         self.events: dict[str, InboxEvent] = {}
         self.raw: dict[str, str] = {}
         self.readings: dict[tuple[str, str, str], int] = {}
+        self.agreements: dict[str, AgreementInfo] = {}
 
     def __call__(self, write: bool) -> Any:
         return MemoryWebhookUnitOfWork(self, write)
