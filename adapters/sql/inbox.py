@@ -180,6 +180,18 @@ class SqlMeterReadingRepository:
             )
         ).scalar_one_or_none()
 
+    def reading(
+        self, customer_key: str, feature_code: str, period_key: str
+    ) -> tuple[int, datetime] | None:
+        row = self.conn.execute(
+            select(_M.last_value, _M.updated_at).where(
+                _M.customer_id == customer_key,
+                _M.feature_code == feature_code,
+                _M.period_key == period_key,
+            )
+        ).first()
+        return (int(row.last_value), row.updated_at) if row else None
+
     def record(
         self, customer_key: str, feature_code: str, period_key: str, value: int, now: datetime
     ) -> None:

@@ -84,6 +84,11 @@ class InboxRepository(Protocol):
 class MeterReadingRepository(Protocol):
     def last_value(self, customer_key: str, feature_code: str, period_key: str) -> int | None: ...
 
+    def reading(
+        self, customer_key: str, feature_code: str, period_key: str
+    ) -> tuple[int, datetime] | None:
+        """The stored total and when it was last raised."""
+
     def record(
         self, customer_key: str, feature_code: str, period_key: str, value: int, now: datetime
     ) -> None:

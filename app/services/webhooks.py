@@ -414,8 +414,8 @@ class WebhookService:
             return False
         if needs_period:
             # Waiting for a period: ready once an agreement event (or Kinde) has brought it.
-            key, _ = self._absolute_period(uow, fields, wallet_id, now)
-            return key is not None
+            start, _ = self._absolute_period(uow, fields, wallet_id, now)
+            return start is not None
         return True
 
     # -- reading ---------------------------------------------------------------------------
@@ -549,12 +549,14 @@ class WebhookService:
             # the user or org must share one running total, or the total is debited twice.
             # And keyed by the real billing period, never a guessed one: a guess that differs
             # between two events of one period debits the whole total again.
-            period, problem = self._absolute_period(uow, fields, wallet_id, now)
-            if period is None:
+            start, problem = self._absolute_period(uow, fields, wallet_id, now)
+            if start is None:
                 self._save(uow, wallet, now)
                 return _parked(problem or PERIOD_PREFIX, fields, wallet_id)
-            key = wallet_id
+            key, period = wallet_id, period_key(start)
             last = uow.meters.last_value(key, code, period)
+            if last is None:
+                last = _legacy_month_total(uow, key, code, start, fields.occurred_at or now)
             units = max(0, fields.value - (last or 0))
             if last is None or fields.value > last:
                 uow.meters.record(key, code, period, fields.value, now)
@@ -615,12 +617,12 @@ class WebhookService:
 
     def _absolute_period(
         self, uow: WebhookUnitOfWork, fields: BillingFields, wallet_id: str, now: datetime
-    ) -> tuple[str | None, str | None]:
-        """The key of the billing period an absolute meter value belongs to: the period the
+    ) -> tuple[datetime | None, str | None]:
+        """The start of the billing period an absolute meter value belongs to: the period the
         event states, else the current period of the agreement (when the usage falls inside
         it). (None, why) when neither is known: the caller parks the event."""
         if fields.period_start is not None:
-            return period_key(fields.period_start), None
+            return fields.period_start, None
         at = fields.occurred_at or now
         profile = uow.wallets.profile(wallet_id)
         agreement_id = fields.agreement_id or (profile.agreement_id if profile else None)
@@ -639,7 +641,7 @@ class WebhookService:
             if (end is not None and at < end) or (
                 end is None and now - _aware(info.fetched_at) < AGREEMENT_FRESH_WITHOUT_END
             ):
-                return period_key(start), None
+                return start, None
         where = (
             "asking Kinde for the agreement's current period"
             if self.kinde is not None
@@ -763,6 +765,26 @@ def _failure_reason(exc: BaseException | None) -> str:
     detail = str(exc).split("\n", 1)[0].split("[SQL", 1)[0].strip()
     detail = "".join("?" if ord(ch) < 32 or ord(ch) == 127 else ch for ch in detail)[:200]
     return f"{FAILED_PREFIX}{type(exc).__name__}: {detail}"
+
+
+def _legacy_month_total(
+    uow: WebhookUnitOfWork, wallet_id: str, code: str, start: datetime, at: datetime
+) -> int | None:
+    """The running total an earlier version stored for this period under a calendar-month key
+    ("month:YYYY-MM"), so that upgrading never debits a period's total again. Only readings
+    raised since the period started count: a month reading last raised before that belongs to
+    the previous period."""
+    best: int | None = None
+    month = start.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last_month = max(at, start).astimezone(UTC)
+    for _ in range(14):  # a billing period spans at most 13 calendar months (yearly plans)
+        if month > last_month:
+            break
+        found = uow.meters.reading(wallet_id, code, f"month:{month:%Y-%m}")
+        if found is not None and _aware(found[1]) >= start:
+            best = max(best or 0, found[0])
+        month = (month + timedelta(days=32)).replace(day=1)
+    return best
 
 
 def _aware(value: datetime) -> datetime:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -72,8 +72,18 @@ class MemoryInbox:
 
 
 class MemoryMeters:
-    def __init__(self, readings: dict[tuple[str, str, str], int]) -> None:
+    def __init__(self, readings: dict[tuple[str, str, str], int],
+                 raised: dict[tuple[str, str, str], datetime]) -> None:
         self.readings = readings
+        # When each reading was last raised (kept beside the values the tests read).
+        self.raised = raised
+
+    def reading(self, customer_key: str, feature_code: str,
+                period_key: str) -> tuple[int, datetime] | None:
+        key = (customer_key, feature_code, period_key)
+        if key not in self.readings:
+            return None
+        return self.readings[key], self.raised.get(key, datetime.min.replace(tzinfo=UTC))
 
     def last_value(self, customer_key: str, feature_code: str, period_key: str) -> int | None:
         return self.readings.get((customer_key, feature_code, period_key))
@@ -81,6 +91,8 @@ class MemoryMeters:
     def record(self, customer_key: str, feature_code: str, period_key: str, value: int,
                now: datetime) -> None:
         key = (customer_key, feature_code, period_key)
+        if value >= self.readings.get(key, value):
+            self.raised[key] = now
         self.readings[key] = max(value, self.readings.get(key, value))
 
 
@@ -110,8 +122,9 @@ class MemoryWebhookUnitOfWork:
         self._raw = copy.copy(self.store.raw)
         self._readings = copy.copy(self.store.readings)
         self._agreements = copy.copy(self.store.agreements)
+        self._raised = copy.copy(self.store.raised)
         self.inbox = MemoryInbox(self._events, self._raw)
-        self.meters = MemoryMeters(self._readings)
+        self.meters = MemoryMeters(self._readings, self._raised)
         self.billing = MemoryBilling(self._agreements)
         return self
 
@@ -121,6 +134,7 @@ class MemoryWebhookUnitOfWork:
         self.store.raw = self._raw
         self.store.readings = self._readings
         self.store.agreements = self._agreements
+        self.store.raised = self._raised
 
     def rollback(self) -> None:
         self.inner.rollback()
@@ -139,6 +153,7 @@ class MemoryWebhookStore:
         self.raw: dict[str, str] = {}
         self.readings: dict[tuple[str, str, str], int] = {}
         self.agreements: dict[str, AgreementInfo] = {}
+        self.raised: dict[tuple[str, str, str], datetime] = {}
 
     def __call__(self, write: bool) -> Any:
         return MemoryWebhookUnitOfWork(self, write)

@@ -166,3 +166,14 @@ def test_new_period_after_renewal_is_learned_from_kinde(
     r = env.deliver(late).get_json()
     assert r["status"] == "parked" and "period" in r["reason"]
     assert env.balance(USER) == SIGNUP - 7 * GB
+
+
+def test_month_keyed_total_stored_before_the_upgrade_is_the_baseline(env: WebhookEnv) -> None:
+    sign_up(env, period=True)
+    with env.container.store(True) as uow:
+        # What the previous version stored for Nov 16-30 usage (keyed by calendar month).
+        uow.meters.record(USER, "storage_gb", "month:2026-11", 5,
+                          datetime(2026, 11, 20, tzinfo=UTC))
+        uow.commit()
+    assert status(env, absolute("7", **at("2026-12-02T12:00:00Z"))) == "processed"
+    assert env.balance(USER) == SIGNUP - 2 * GB

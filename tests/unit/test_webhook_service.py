@@ -485,3 +485,19 @@ def test_a_failure_reason_never_carries_sql_or_values(
     assert receipt.status == "parked" and receipt.reason == FAILURE_ANSWER
     stored = h.event(e["event_id"]).park_reason
     assert stored == "failed: ValueError: (psycopg.DataError) cannot store ? here"
+
+
+@pytest.mark.parametrize("raised_on, debited", [
+    (datetime(2026, 11, 20, tzinfo=UTC), 2),  # raised in this period: the total so far
+    (datetime(2026, 11, 10, tzinfo=UTC), 7),  # raised in the previous period: not ours
+])
+def test_month_keyed_totals_from_before_the_upgrade_are_not_debited_again(
+    h: Harness, raised_on: datetime, debited: int
+) -> None:
+    h.send(agreement(user_id="kp_l"))
+    legacy = ("kp_l", STORAGE, "month:2026-11")
+    h.store.readings[legacy] = 5
+    h.store.raised[legacy] = raised_on
+    assert h.send(meter("7", absolute=True, current_period_start="2026-11-15T00:00:00Z",
+                        meter_usage_timestamp="2026-11-24T00:00:00Z")) == "processed"
+    assert h.balance("kp_l") == -100 * debited
