@@ -43,7 +43,7 @@ _EVENT_COLUMNS = (
 def _event_from_row(row: Any) -> InboxEvent:
     try:
         payload = json.loads(row.payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # never let one odd row stop the worker or the CLI
         payload = {}
     return InboxEvent(
         event_id=row.event_id,

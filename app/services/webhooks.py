@@ -554,6 +554,9 @@ class WebhookService:
                 self._save(uow, wallet, now)
                 return _parked(problem or PERIOD_PREFIX, fields, wallet_id)
             key, period = wallet_id, period_key(start)
+            if fields.period_start is not None:
+                # A stated period serves later events of its agreement that state none.
+                self._remember_period(uow, fields, wallet_id, now)
             last = uow.meters.last_value(key, code, period)
             if last is None:
                 last = _legacy_month_total(uow, key, code, start, fields.occurred_at or now)
@@ -591,7 +594,7 @@ class WebhookService:
         problem = self._learn(uow, wallet.id, fields, agreement=True)
         if problem:
             return _parked(problem, fields, wallet_id)
-        self._remember_period(uow, fields, now)
+        self._remember_period(uow, fields, wallet_id, now)
         return _Applied("processed", wallet_id=wallet_id, customer_id=fields.customer_id,
                         mapped_customer=fields.customer_id)
 
@@ -655,11 +658,15 @@ class WebhookService:
         )
 
     @staticmethod
-    def _remember_period(uow: WebhookUnitOfWork, fields: BillingFields, now: datetime) -> None:
-        """Keep the current period an agreement event states, for absolute meter values that
-        don't state theirs. Never replaces a later period already known (events come in any
-        order)."""
-        if not (fields.agreement_id and fields.customer_id and fields.period_start):
+    def _remember_period(
+        uow: WebhookUnitOfWork, fields: BillingFields, wallet_id: str, now: datetime
+    ) -> None:
+        """Keep the current period an event states for its agreement, for absolute meter values
+        that don't state theirs. Never replaces a later period already known (events come in
+        any order)."""
+        profile = uow.wallets.profile(wallet_id)
+        customer_id = fields.customer_id or (profile.billing_customer_id if profile else None)
+        if not (fields.agreement_id and customer_id and fields.period_start):
             return
         known = uow.billing.agreement(fields.agreement_id)
         if (
@@ -670,7 +677,7 @@ class WebhookService:
             return
         uow.billing.save_agreement(AgreementInfo(
             id=fields.agreement_id,
-            customer_id=fields.customer_id,
+            customer_id=customer_id,
             plan_code=fields.plan_code or (known.plan_code if known else None),
             period_start=fields.period_start,
             period_end=fields.period_end,

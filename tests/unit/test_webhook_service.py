@@ -501,3 +501,13 @@ def test_month_keyed_totals_from_before_the_upgrade_are_not_debited_again(
     assert h.send(meter("7", absolute=True, current_period_start="2026-11-15T00:00:00Z",
                         meter_usage_timestamp="2026-11-24T00:00:00Z")) == "processed"
     assert h.balance("kp_l") == -100 * debited
+
+
+def test_a_period_stated_by_a_meter_event_serves_the_next_one(h: Harness) -> None:
+    h.send(agreement(user_id="kp_s"))
+    assert h.send(meter("5", absolute=True, agreement_id="agreement_1",
+                        current_period_start="2026-11-15T00:00:00Z",
+                        current_period_end="2026-12-15T00:00:00Z")) == "processed"
+    assert h.send(meter("7", absolute=True, meter_usage_timestamp="2026-12-01T00:00:00Z")) == (
+        "processed")
+    assert h.balance("kp_s") == -700
