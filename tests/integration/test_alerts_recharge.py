@@ -28,6 +28,7 @@ from adapters.kinde_api import KindeManagementClient
 from adapters.local_keys import LocalKeyring
 from app.bootstrap import Container, build_container
 from app.domain.ledger import InsufficientCredits, InvalidAmount
+from app.http.schemas import WalletSchema
 from app.services.ledger import verify_ledger
 from app.settings import DEFAULT_CATALOG, Settings
 from tests.conftest import FakeClock
@@ -452,7 +453,8 @@ def test_dead_invoice_fails_the_purchase_and_reenabling_buys_again(
     for _ in range(3):
         billed.dispatcher.run_once()
         clock.advance(seconds=10)
-    view = billed.ledger.get_wallet("kp_rich")["auto_recharge"]
+    # As GET /v1/wallets/{id} answers it (the response schema drops undeclared fields).
+    view = WalletSchema().dump(billed.ledger.get_wallet("kp_rich"))["auto_recharge"]
     assert view["suspended"] is True
     assert view["last_purchase"]["status"] == "failed"
     assert "400" in view["last_purchase"]["failure_reason"]
