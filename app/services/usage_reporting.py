@@ -45,6 +45,10 @@ from app.services.ports import Clock, UnitOfWork
 
 METER_USAGE = "meter_usage"
 AGREEMENT_CACHE_WITHOUT_PERIOD = timedelta(hours=1)
+# How long after a period's end a total that landed late is re-sent until Kinde lists the new
+# period. Past it the agreement is not lagging a renewal (it ended, say): the next report goes
+# with the next usage, rather than every few minutes for good.
+LATE_RECHECK_WINDOW = timedelta(days=1)
 
 
 def meter_topic(wallet_id: str, feature: str) -> str:
@@ -201,7 +205,8 @@ class UsageReporter:
 
     def _report(self, wallet_id: str, feature: Meter, force: bool = False) -> bool:
         """Send the meter's absolute total for the current period if Kinde may not have it.
-        True when it was sent after the period's end (it lands in the next cycle)."""
+        True when it was sent after the period's end (so it lands in the next cycle) and should
+        be sent again once Kinde lists the new period."""
         with self.uow(False) as uow:
             profile = uow.wallets.profile(wallet_id)
         if profile is None:
@@ -246,7 +251,8 @@ class UsageReporter:
         )
         # Kinde counts what arrives after a cycle closed in the next cycle: such a total is
         # not this period's acknowledged total (it is corrected by a later send).
-        late = agreement.period_end is not None and sent_at >= agreement.period_end
+        period_end = agreement.period_end
+        late = period_end is not None and sent_at >= period_end
         with self.uow(True) as uow:
             if not late:
                 uow.billing.save_report_state(
@@ -264,7 +270,7 @@ class UsageReporter:
                 # Kinde now has every purchase counted above (in this cycle or the next).
                 uow.recharges.mark_invoiced(counted, self.clock())
             uow.commit()
-        return late
+        return period_end is not None and late and sent_at - period_end < LATE_RECHECK_WINDOW
 
     def _resolve_customer(self, wallet_id: str) -> str:
         email: str | None = None
