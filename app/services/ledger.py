@@ -662,12 +662,15 @@ class LedgerService:
         with self.uow(False) as uow:
             wallet = uow.wallets.read(wallet_id)
             holds = uow.wallets.open_holds(wallet_id) if wallet else []
+            recharges = getattr(uow, "recharges", None) if wallet else None
+            last_purchase = recharges.latest_auto(wallet_id) if recharges else None
         if wallet is None:
             wallet = Wallet(id=wallet_id, owner_type=owner_type)
             return views.wallet_view(
                 self.catalog, wallet, [], self.alert_defaults, exists=False
             )
-        return views.wallet_view(self.catalog, wallet, holds, self.alert_defaults)
+        return views.wallet_view(self.catalog, wallet, holds, self.alert_defaults,
+                                 last_purchase=last_purchase)
 
     def ledger_page(
         self, wallet_id: str, limit: int = 50, cursor: str | None = None

@@ -515,7 +515,7 @@ class WebhookService:
             )
         feature = self.catalog.feature_by_kinde_code(code)
         if feature is None:
-            if any(b.kinde_feature_code == code for b in self.catalog.bundles.values()):
+            if self.catalog.bundle_by_kinde_code(code) is not None:
                 # Our own invoice for a credit pack (reported as meter usage): not usage.
                 return _Applied("processed", f"credit pack invoice usage on {code!r}; nothing "
                                 "to debit", wallet_id=self._peek_wallet(uow, fields),
