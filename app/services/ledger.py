@@ -132,7 +132,12 @@ class LedgerService:
             try:
                 with self.uow(True) as uow:
                     if idempotency_key:
-                        stored = uow.idempotency.get(scope, idempotency_key)
+                        # Claimed before the wallet is locked: racers with one key queue on the
+                        # key and then read the first answer, instead of finding the state it
+                        # changed (a captured hold, a spent balance) and answering 409 or 402.
+                        stored = uow.idempotency.claim(
+                            scope, idempotency_key, fingerprint, self.clock()
+                        )
                         if stored is not None:
                             if stored.request_hash != fingerprint:
                                 raise IdempotencyConflict(
