@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,8 @@ MAX_QUANTITY = 10**9
 MAX_CREDITS = 10**12
 MAX_HOLD_SECONDS = 7 * 24 * 3600
 DEFAULT_HOLD_SECONDS = 15 * 60
+
+log = logging.getLogger(__name__)
 
 
 class NotFound(LedgerError):
@@ -271,6 +274,15 @@ class LedgerService:
                 if isinstance(exc, InsufficientCredits):
                     error.update(needed=exc.needed, available=exc.available)
                 results.append({"index": index, "status": status, "error": error})
+            except Exception:
+                # The records before this one are committed: a 500 for the whole batch would
+                # say "not applied" about them. This record's unit of work rolled back, so the
+                # per-record answer is the truth; a retry with the same keys replays the rest.
+                log.exception("usage batch record %d failed", index)
+                results.append({"index": index, "status": 500, "error": {
+                    "code": "internal_error",
+                    "message": "internal error; this record was not applied (retry it)",
+                }})
         return results
 
     # -- credits --------------------------------------------------------------------------

@@ -99,3 +99,17 @@ def test_retry_with_the_same_key_completes_a_batch(
     assert [r["replayed"] for r in retry.json["results"]] == [True, True, False, False]
     assert client.get("/v1/wallets/kp_batch", headers=admin).json["balance"] == 0
     assert count_rows(db_url, "entries") == 2 + 4
+
+
+@pytest.mark.parametrize("length", [1, 250, 251, 252, 253, 254, 255])
+def test_derived_keys_fit_for_every_index(length: int) -> None:
+    from app.http.api import MAX_IDEMPOTENCY_KEY, batch_record_key
+    from app.http.schemas import MAX_BATCH
+
+    header = "h" * length
+    keys = {batch_record_key(header, index) for index in range(MAX_BATCH)}
+    assert len(keys) == MAX_BATCH  # one per record
+    assert max(len(key) for key in keys) <= MAX_IDEMPOTENCY_KEY
+    # Short enough headers keep the documented `<header>#<i>`.
+    if length <= 251:
+        assert batch_record_key(header, 999) == f"{header}#999"
