@@ -314,3 +314,42 @@ def test_fuzzed_requests_never_answer_5xx(
     answer = _send(client, headers, hold_id, (*endpoint, body))
     assert answer.status_code < 500, (endpoint, body, answer.get_data(as_text=True)[:500])
     assert answer.is_json and ("error" in answer.json) == (answer.status_code >= 400)
+
+
+def test_malformed_wallet_id_in_the_path_is_404(
+    client: FlaskClient, admin: dict[str, str], hold_id: str,
+    counts: Callable[[], dict[str, int]],
+) -> None:
+    """Ids in the path are matched by the route: a NUL or a surrogate makes no route match, so
+    it answers like a wallet out of reach (the documented rule for malformed ids)."""
+    before = counts()
+    for path in ("/v1/wallets/kp_a%00", "/v1/wallets/kp_a%00/usage", "/v1/holds/h%00/capture",
+                 "/v1/wallets/kp_%ED%A0%80/top-ups"):
+        method = client.get if path.endswith("%00") else client.post
+        answer = method(path, json={"feature": "api_call", "quantity": 1, "credits": 1},
+                        headers=admin)
+        assert answer.status_code == 404 and answer.json["error"]["code"] == "not_found", path
+    assert counts() == before
+
+
+def test_database_failure_is_a_generic_500_without_sql(
+    client: FlaskClient, admin: dict[str, str], hold_id: str, db_url: str
+) -> None:
+    """An error the database raises (here: a table gone missing) must not reach the client
+    with its SQL or parameters; the generic handler answers, and the log keeps the detail."""
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE idempotency_keys RENAME TO idempotency_keys_gone"))
+        answer = client.post(USAGE, json={"feature": "api_call", "quantity": 1},
+                             headers={**admin, "Idempotency-Key": "secret-key-value"})
+        body = answer.get_data(as_text=True)
+        assert answer.status_code == 500
+        assert answer.json == {"error": {"code": "internal_error", "message":
+                                         "internal error; the request was not applied"}}
+        for leak in ("idempotency_keys", "secret-key-value", "INSERT", "SELECT"):
+            assert leak not in body
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE idempotency_keys_gone RENAME TO idempotency_keys"))
+        engine.dispose()
