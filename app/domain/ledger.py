@@ -131,6 +131,10 @@ class NewEntry:
     quantity: int | None = None
     hold_id: str | None = None
     occurred_at: datetime | None = None
+    # Which blocks this entry took credits from: ((block id, credits), ...). Usage, captures
+    # and expiries draw from blocks; a credit that pays arrears draws from its own new block.
+    # Stored as block draws, so revenue can be recognised exactly for any past period.
+    draws: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -191,26 +195,44 @@ class Wallet:
         )
 
     def expire_blocks(self, now: datetime) -> list[NewEntry]:
-        """Move the remainder of every block past its expiry out with an expiry entry."""
+        """Move the remainder of every block past its expiry out with an expiry entry.
+
+        The entry is dated at the block's expiry, not when the sweep ran: a service that was
+        down across an expiry books it when it happened (and revenue breakage in that period).
+        """
         out: list[NewEntry] = []
-        for block in self.blocks:
-            if block.remaining > 0 and block.expires_at is not None and block.expires_at <= now:
-                amount = block.remaining
-                block.remaining = 0
-                self.touched_blocks[block.id] = block
-                self.balance -= amount
-                out.append(
-                    self._append(
-                        "expiry",
-                        -amount,
-                        reason=block.id,
-                        description=f"-{amount:,} credits expired ({block.reason})",
-                        now=now,
-                    )
+        due = [
+            b for b in self.blocks
+            if b.remaining > 0 and b.expires_at is not None and b.expires_at <= now
+        ]
+        for block in sorted(due, key=Block.consumption_order):
+            assert block.expires_at is not None
+            out.append(
+                self.expire_part(
+                    block,
+                    block.remaining,
+                    description=expiry_description(block, block.remaining),
+                    now=block.expires_at,
                 )
+            )
+        return out
+
+    def expire_part(
+        self, block: Block, amount: int, *, description: str, now: datetime
+    ) -> NewEntry:
+        """Expire `amount` unused credits of one live block (all of it, or a part: a cap)."""
+        _require_positive(amount)
+        if block not in self.blocks or amount > block.remaining:
+            raise InvalidAmount(f"block {block.id} has fewer than {amount:,} credits left")
+        block.remaining -= amount
+        self.touched_blocks[block.id] = block
+        self.balance -= amount
         self.blocks = [b for b in self.blocks if b.remaining > 0]
         self._recompute_next_expiry()
-        return out
+        return self._append(
+            "expiry", -amount, reason=block.id, description=description, now=now,
+            draws=((block.id, amount),),
+        )
 
     def _recompute_next_expiry(self) -> None:
         dates = [b.expires_at for b in self.blocks if b.remaining > 0 and b.expires_at]
@@ -258,7 +280,9 @@ class Wallet:
         # Percent alerts are measured against the balance right after the latest credit.
         self.reference_balance = self.balance
         self._recompute_next_expiry()
-        return self._append(kind, amount, reason=reason, description=description, now=now)
+        # Paying arrears uses the new block's credits at once: a draw like usage.
+        return self._append(kind, amount, reason=reason, description=description, now=now,
+                            draws=((block.id, paid),) if paid else ())
 
     # -- debits ---------------------------------------------------------------------------
 
@@ -291,6 +315,7 @@ class Wallet:
             if amount > spendable:
                 raise InsufficientCredits(amount, self.available + reserved)
         left = amount
+        draws: list[tuple[str, int]] = []
         for block in sorted(self.blocks, key=Block.consumption_order):
             if left == 0:
                 break
@@ -299,6 +324,7 @@ class Wallet:
                 block.remaining -= take
                 left -= take
                 self.touched_blocks[block.id] = block
+                draws.append((block.id, take))
         self.arrears += left
         self.blocks = [b for b in self.blocks if b.remaining > 0]
         self._recompute_next_expiry()
@@ -313,6 +339,7 @@ class Wallet:
             quantity=quantity,
             hold_id=hold_id,
             occurred_at=occurred_at,
+            draws=tuple(draws),
         )
 
     # -- holds ----------------------------------------------------------------------------
@@ -425,6 +452,7 @@ class Wallet:
         quantity: int | None = None,
         hold_id: str | None = None,
         occurred_at: datetime | None = None,
+        draws: tuple[tuple[str, int], ...] = (),
     ) -> NewEntry:
         entry = NewEntry(
             kind=kind,
@@ -437,9 +465,22 @@ class Wallet:
             quantity=quantity,
             hold_id=hold_id,
             occurred_at=occurred_at,
+            draws=draws,
         )
         self.new_entries.append(entry)
         return entry
+
+
+# A block reason "<what> | <when>" (plan allotments, see app.domain.plans) reads as
+# "-700 credits: unused Basic plan credits for Nov 2026 expired at period end".
+REASON_WHEN_SEPARATOR = " | "
+
+
+def expiry_description(block: Block, amount: int) -> str:
+    what, sep, when = block.reason.partition(REASON_WHEN_SEPARATOR)
+    if sep:
+        return f"-{amount:,} credits: unused {what} expired {when}"
+    return f"-{amount:,} credits expired ({block.reason})"
 
 
 def _require_positive(amount: int) -> None:
