@@ -214,6 +214,9 @@ class BillingFields:
     meter_type: MeterType
     period_key: str | None
     occurred_at: datetime | None
+    # The agreement's current billing period, when the event carries it (plan credits).
+    period_start: datetime | None = None
+    period_end: datetime | None = None
 
     @property
     def owner_id(self) -> str | None:
@@ -265,6 +268,14 @@ def extract_billing(event: KindeEvent) -> BillingFields:
         meter_type=meter_type,
         period_key=_period_key(data, occurred_at),
         occurred_at=occurred_at,
+        period_start=parse_timestamp(_first_present(
+            data, "current_period_start", "period_start", "agreement.current_period_start",
+            "billing_period_start",
+        )),
+        period_end=parse_timestamp(_first_present(
+            data, "current_period_end", "period_end", "agreement.current_period_end",
+            "billing_period_end",
+        )),
     )
 
 

@@ -40,6 +40,7 @@ from app.domain.ledger import Wallet
 from app.domain.usage_terms import describe_debit
 from app.services.inbox_ports import InboxEvent, InboxStatus, WebhookUnitOfWork
 from app.services.ledger import LedgerService, request_fingerprint
+from app.services.plans import PlanService, plan_service_for
 from app.services.ports import DuplicateKey
 
 log = logging.getLogger("kinde_credits.webhooks")
@@ -101,6 +102,7 @@ def _parked(
 @dataclass
 class WebhookService:
     ledger: LedgerService
+    plans: PlanService | None = None
     # Per-process position of the worker's scan over parked events (an optimisation only:
     # another instance needs nothing from it).
     _scan_after: tuple[datetime, str] | None = field(default=None, repr=False)
@@ -467,7 +469,13 @@ class WebhookService:
         problem = self._learn(uow, wallet.id, fields, agreement=True)
         if problem:
             return _parked(problem, fields, wallet_id)
-        return _Applied("processed", wallet_id=wallet_id, customer_id=fields.customer_id,
+        note: str | None = None
+        if self.plans is not None:
+            # Plan credits for the agreement's current period, once (app.services.plans).
+            wallet = self.ledger.sweep_locked(uow, wallet, now)
+            note = self.plans.on_agreement_event(uow, wallet, fields, event.timestamp, now)
+            self._save(uow, wallet, now)
+        return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id,
                         mapped_customer=fields.customer_id)
 
     def _history(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
@@ -581,7 +589,7 @@ def service_for(container: Any) -> WebhookService:
     """The container's webhook service, made once per container."""
     service = container.extras.get("webhook_service")
     if service is None:
-        service = WebhookService(container.ledger)
+        service = WebhookService(container.ledger, plans=plan_service_for(container))
         container.extras["webhook_service"] = service
     return cast(WebhookService, service)
 

@@ -112,8 +112,8 @@ def _backfill_draws(conn: sa.Connection) -> None:
             {"w": wallet_id},
         )
         for e in entries:
-            def draw(block_id: str, credits: int, e: Any = e) -> None:
-                draws.append({"entry_id": e.id, "block_id": block_id, "credits": credits,
+            def draw(block_id: str, credits: int, e: Any = e, out: list[Any] = draws) -> None:
+                out.append({"entry_id": e.id, "block_id": block_id, "credits": credits,
                               "kind": e.kind, "created_at": e.created_at})
 
             if e.kind in _CREDIT_KINDS and e.amount > 0:
