@@ -96,7 +96,7 @@ def add_month(moment: datetime) -> datetime:
 
 
 def _plans(uow: UnitOfWork) -> PlanRepository:
-    return uow.plans  # type: ignore[attr-defined, no-any-return]
+    return uow.plans  # type: ignore[attr-defined]
 
 
 def _billing(uow: UnitOfWork) -> Any:
