@@ -33,6 +33,7 @@ REPOSITORY_MODULES: tuple[str, ...] = (
     "adapters.sql.recharges",
     "adapters.sql.inbox",
     "adapters.sql.plans",
+    "adapters.sql.revenue",
 )
 
 
