@@ -20,6 +20,7 @@ from app.domain.catalog import Catalog, load_catalog
 from app.services.ledger import LedgerService, utc_now
 from app.services.notifications import NOTIFY_PREFIX, ChannelHandler, Notifier
 from app.services.outbox import OutboxDispatcher, RetryPolicy
+from app.services.plans import PlanService
 from app.services.ports import Clock
 from app.services.recharge import AutoRecharger, KindeInvoiceGateway
 from app.services.usage_reporting import METER_USAGE, UsageReporter, usage_report_hook
@@ -122,7 +123,10 @@ def build_container(
             )
 
     dispatcher.dead_listeners.append(suspend_on_dead_invoice)
-    return Container(
+    # Plan periods: allotments and period ends (the worker renews, sweeps apply due ends).
+    plans = PlanService(ledger, kinde)
+    ledger.before_sweep.append(plans.apply_due_ends)
+    container = Container(
         settings=settings,
         catalog=catalog,
         store=store,
@@ -135,3 +139,5 @@ def build_container(
         keyring=keyring,
         kinde=kinde,
     )
+    container.extras["plan_service"] = plans
+    return container

@@ -24,6 +24,9 @@ def _container() -> Any:
     return build()
 
 
+PLAN_EVENTS = ("customer.agreement_created", "customer.plan_assigned", "customer.plan_changed")
+
+
 def build_payload(
     event_type: str,
     *,
@@ -38,6 +41,7 @@ def build_payload(
     absolute: bool = False,
     period_start: str | None = None,
     event_id: str | None = None,
+    period_end: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """A payload shaped like Kinde's (type, event_id, source, timestamp, data)."""
@@ -86,6 +90,12 @@ def build_payload(
             data["meter_usage_timestamp"] = now.isoformat().replace("+00:00", "Z")
             if period_start:
                 data["period_start"] = period_start
+        elif event_type in PLAN_EVENTS:
+            # The agreement's current billing period, as plan credits need it.
+            if period_start:
+                data["current_period_start"] = period_start
+            if period_end:
+                data["current_period_end"] = period_end
     return {
         "type": event_type,
         "event_id": event_id or f"event_{uuid.uuid4().hex}",
@@ -106,7 +116,9 @@ def build_payload(
 @click.option("--feature", help="billing feature code (meter usage)")
 @click.option("--value", help="meter value (units)")
 @click.option("--absolute", is_flag=True, help="the value is the period's running total")
-@click.option("--period-start", help="billing period start (absolute values)")
+@click.option("--period-start",
+              help="billing period start (absolute values; agreement and plan events)")
+@click.option("--period-end", help="billing period end (agreement and plan events)")
 @click.option("--event-id", help="reuse an event id (to try a redelivery)")
 @click.option("--url", default=DEFAULT_URL, show_default=True)
 def simulate(
@@ -121,6 +133,7 @@ def simulate(
     value: str | None,
     absolute: bool,
     period_start: str | None,
+    period_end: str | None,
     event_id: str | None,
     url: str,
 ) -> None:
@@ -129,7 +142,8 @@ def simulate(
     \b
     kinde-credits simulate user.created --user kp_x --email x@example.com
     kinde-credits simulate organization.created --org org_x
-    kinde-credits simulate customer.agreement_created --customer c_1 --agreement a_1 --org org_x
+    kinde-credits simulate customer.agreement_created --customer c_1 --agreement a_1 --org org_x \\
+        --plan basic --period-start 2026-11-01T00:00:00Z --period-end 2026-12-01T00:00:00Z
     kinde-credits simulate customer.meter_usage_updated --customer c_1 --feature storage_gb \\
         --value 3 [--absolute]
     """
@@ -152,7 +166,7 @@ def simulate(
     payload = build_payload(
         event_type, user=user, org=org, email=email, customer=customer, agreement=agreement,
         plan=plan, feature=feature, value=value, absolute=absolute, period_start=period_start,
-        event_id=event_id,
+        event_id=event_id, period_end=period_end,
     )
     from adapters.local_keys import LocalKeyring
 

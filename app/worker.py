@@ -23,9 +23,10 @@ def default_steps() -> list[tuple[str, Step]]:
 
     return [
         ("outbox", lambda c: c.dispatcher.run_once()),
+        # Period ends before generic sweeps, so caps apply at each end in order.
+        ("plan_periods", run_plans),
         ("sweep", lambda c: c.ledger.sweep_due()),
         ("kinde_parked", retry_parked),
-        ("plan_periods", run_plans),
     ]
 
 

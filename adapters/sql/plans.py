@@ -57,8 +57,9 @@ class SqlPlanRepository:
             block_id=record.block_id,
             created_at=now,
         )
-        result = self.conn.execute(ins.on_conflict_do_nothing())
-        return bool(result.rowcount)
+        # RETURNING, not rowcount: psycopg's rowcount is not reliable for ON CONFLICT.
+        inserted = self.conn.execute(ins.on_conflict_do_nothing().returning(_a.wallet_id))
+        return inserted.first() is not None
 
     def set_block(self, record: AllotmentRecord, block_id: str) -> None:
         self.conn.execute(

@@ -177,6 +177,13 @@ class PlanService:
         if close:
             repo.close(wallet.id, up_to, self.clock())
 
+    def apply_due_ends(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> None:
+        """Before-sweep hook: period ends that passed are applied (expiries, then the cap)
+        before anything else expires or is drawn, so a write arriving before the worker, or
+        after downtime, sees exactly what the worker would have done at each period end."""
+        if any(b.kind == "allotment" for b in wallet.blocks):
+            self.end_periods_locked(uow, wallet, now, close=False)
+
     # -- events ---------------------------------------------------------------------------
 
     def on_agreement_event(
@@ -217,11 +224,15 @@ class PlanService:
                 self._remember(uow, agreement_id, None, plan.code, period, now)
         if period is None:
             return "billing period not in the event: the worker reads it from Kinde"
-        if now >= period.end:
-            return "the event's billing period has already ended: the worker catches up"
         if now < period.start:
             return "the billing period has not started yet: granted when it starts"
-        granted = self.grant_locked(uow, wallet, agreement_id, plan, period, now)
+        if any(r.agreement_id == agreement_id and r.period_start > period.start
+               for r in _plans(uow).periods(wallet.id)):
+            return f"a later period of {agreement_id} was already granted: nothing to do"
+        # A period that already ended (a late event, or the walkthrough's past dates) is
+        # granted as of its start; the worker then applies its end and what followed.
+        at = now if now < period.end else period.start
+        granted = self.grant_locked(uow, wallet, agreement_id, plan, period, at)
         return None if granted else (
             f"{plan.name} plan credits for {period.label} were already granted"
         )
