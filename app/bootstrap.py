@@ -124,7 +124,7 @@ def build_container(
 
     dispatcher.dead_listeners.append(suspend_on_dead_invoice)
     # Plan periods: allotments and period ends (the worker renews, sweeps apply due ends).
-    plans = PlanService(ledger, kinde)
+    plans = PlanService(ledger, kinde, local_mode=settings.local_mode)
     ledger.before_sweep.append(plans.apply_due_ends)
     container = Container(
         settings=settings,

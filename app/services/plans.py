@@ -107,6 +107,9 @@ def _billing(uow: UnitOfWork) -> Any:
 class PlanService:
     ledger: Any  # LedgerService (typed loosely: it imports nothing from here)
     kinde: AgreementSource | None = None
+    # Local mode (no KINDE_DOMAIN): periods repeat with the same length. With Kinde but
+    # without Management API credentials nothing is guessed: periods come from events only.
+    local_mode: bool = True
     # Per-process back-off for Kinde look-ups (an optimisation: another instance only asks
     # again sooner, and grants stay exactly once through the database key).
     _retry_at: dict[str, tuple[int, datetime]] = field(default_factory=dict, repr=False)
@@ -217,7 +220,7 @@ class PlanService:
                 cached.period_start <= now < cached.period_end
             ):
                 period = Period(cached.period_start, cached.period_end)
-            elif self.kinde is None:
+            elif self.kinde is None and self.local_mode:
                 # Local mode: no Kinde to ask; a calendar month from the event.
                 begin = event_time or now
                 period = Period(begin, add_month(begin))
@@ -276,7 +279,10 @@ class PlanService:
                 done += self.first_allotment(wallet_id)
             except Exception:
                 log.exception("first plan allotment for %s failed", wallet_id)
+        now = self.clock()
         for wallet_id in due:
+            if not self._may_ask(wallet_id, now):
+                continue  # its period end is applied; the next period waits for Kinde
             try:
                 done += self.renew(wallet_id)
             except Exception:
@@ -374,8 +380,12 @@ class PlanService:
             kinde_current = Period(cached.period_start, cached.period_end)
         if kinde_current is not None:
             upcoming = rules.periods_between(last, kinde_current)
-        elif self.kinde is None:
+        elif self.kinde is None and self.local_mode:
             upcoming = [rules.next_local_period(last)]
+        elif self.kinde is None:
+            # No credentials to ask Kinde: the next agreement event will carry the period.
+            self._back_off(wallet_id, now, "no Kinde Management API credentials")
+            return 0
         else:
             if not self._may_ask(wallet_id, now):
                 return 0
