@@ -100,6 +100,14 @@ class SqlPlanRepository:
             .values(closed_at=now)
         )
 
+    def close_agreement(self, wallet_id: str, agreement_id: str, now: datetime) -> None:
+        self.conn.execute(
+            update(t.plan_allotments)
+            .where(_a.wallet_id == wallet_id, _a.agreement_id == agreement_id,
+                   _a.closed_at.is_(None))
+            .values(closed_at=now)
+        )
+
     def due_wallets(self, now: datetime, limit: int) -> list[str]:
         rows = self.conn.execute(
             select(_a.wallet_id)

@@ -38,6 +38,7 @@ log = logging.getLogger("kinde_credits.plans")
 
 RETRY_BASE = timedelta(seconds=30)
 RETRY_MAX = timedelta(minutes=15)
+FIRST_SCAN_EVERY = timedelta(minutes=1)
 MAX_CATCH_UP = 1000  # periods per wallet per pass: a bound, never reached in practice
 
 
@@ -72,6 +73,8 @@ class PlanRepository(Protocol):
     def mark_ended(self, wallet_id: str, up_to: datetime, now: datetime) -> None: ...
 
     def close(self, wallet_id: str, up_to: datetime, now: datetime) -> None: ...
+
+    def close_agreement(self, wallet_id: str, agreement_id: str, now: datetime) -> None: ...
 
     def due_wallets(self, now: datetime, limit: int) -> list[str]: ...
 
@@ -113,6 +116,9 @@ class PlanService:
     # Per-process back-off for Kinde look-ups (an optimisation: another instance only asks
     # again sooner, and grants stay exactly once through the database key).
     _retry_at: dict[str, tuple[int, datetime]] = field(default_factory=dict, repr=False)
+    # When the worker last looked for wallets whose first allotment waits on Kinde: a scan over
+    # wallets, so at most once a minute (their events usually carry the period anyway).
+    _first_scan_at: datetime | None = field(default=None, repr=False)
 
     @property
     def clock(self) -> Clock:
@@ -264,6 +270,18 @@ class PlanService:
             fetched_at=now,
         ))
 
+    def on_agreement_cancelled(self, uow: UnitOfWork, wallet_id: str,
+                               agreement_id: str | None) -> str | None:
+        """A cancelled agreement is not renewed: its open periods are closed now. What was
+        granted keeps its own expiry (an "expire" allotment still expires at period end)."""
+        if agreement_id is None:
+            return None
+        rows = [r for r in _plans(uow).open_periods(wallet_id) if r.agreement_id == agreement_id]
+        if not rows:
+            return None
+        _plans(uow).close_agreement(wallet_id, agreement_id, self.clock())
+        return f"agreement {agreement_id} cancelled: its plan credits are not renewed"
+
     # -- worker ---------------------------------------------------------------------------
 
     def run_due(self, limit: int = 200) -> int:
@@ -271,9 +289,13 @@ class PlanService:
         Returns how much was done (the worker sleeps when 0)."""
         done = 0
         codes = sorted(self.ledger.catalog.plans)
+        now = self.clock()
+        scan = self._first_scan_at is None or now - self._first_scan_at >= FIRST_SCAN_EVERY
         with self.ledger.uow(False) as uow:
-            first = _plans(uow).wallets_without_allotment(codes, limit)
-            due = _plans(uow).due_wallets(self.clock(), limit)
+            first = _plans(uow).wallets_without_allotment(codes, limit) if scan else []
+            due = _plans(uow).due_wallets(now, limit)
+        if scan:
+            self._first_scan_at = now
         for wallet_id in first:
             try:
                 done += self.first_allotment(wallet_id)

@@ -490,6 +490,9 @@ class WebhookService:
         ):
             # Never keep buying on a card that fails: the owner re-enables it after fixing it.
             note = "auto-recharge suspended"
+        if event.type == "customer.agreement_cancelled" and self.plans is not None:
+            uow.wallets.lock_or_create(wallet_id, now)  # the wallet lock orders plan changes
+            note = self.plans.on_agreement_cancelled(uow, wallet_id, fields.agreement_id)
         return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id)
 
     # -- helpers ----------------------------------------------------------------------------

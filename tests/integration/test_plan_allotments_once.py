@@ -101,6 +101,18 @@ def test_plan_change_keeps_what_was_granted(world: PlanWorld) -> None:  # noqa: 
         ("agr_org_up", "basic"), ("agr_new", "max"), ("agr_new", "max")]
 
 
+def test_cancelled_agreement_is_not_renewed(world: PlanWorld) -> None:  # noqa: F811
+    w = world
+    w.event("customer.agreement_created", "org_bye", plan="basic", start=day(0), end=day(30))
+    w.clock.now = day(3)
+    assert w.event("customer.agreement_cancelled", "org_bye") == "processed"
+    w.clock.now = day(31)
+    w.worker()
+    assert w.balance("org_bye") == 0  # the allotment expired at period end; no new one
+    assert allotments(w, "org_bye") == [1000]
+    assert all(r.closed_at is not None for r in w.allotment_rows("org_bye"))
+
+
 # -- the worker against the fake Kinde, over real HTTP ----------------------------------------
 
 
