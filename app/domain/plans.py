@@ -117,21 +117,23 @@ def next_local_period(period: Period) -> Period:
 def periods_between(last: Period, current: Period) -> list[Period]:
     """The periods from the end of `last` up to and including Kinde's `current` one.
 
-    Normally `current` starts where `last` ended and this is [current]. After a long outage
-    Kinde reports only its current period: the missed ones in between are rebuilt with the
-    last period's length, the final one ending where Kinde's current period starts, so each
-    missed period is granted once and nothing is granted twice.
+    Normally `current` starts where `last` ended (give or take less than half a period) and
+    this is [current]. After a long outage Kinde reports only its current period: the missed
+    ones in between are rebuilt with the last period's length, the final one ending where
+    Kinde's current period starts, so each missed period is granted once, none twice, and no
+    sliver of a period gets a whole allotment.
     """
     if current.start <= last.start:
         return []
+    if current.start - last.end < last.length / 2:
+        # Kinde's next period (its boundaries may drift by moments): no period was missed.
+        return [current]
     out: list[Period] = []
     start = last.end
-    while start < current.start:
-        end = min(start + last.length, current.start)
-        if current.start - end < last.length / 2:
-            # A sliver shorter than half a period joins the one before it.
-            end = current.start
-        out.append(Period(start, end))
-        start = end
+    while current.start - start >= last.length * 1.5:
+        out.append(Period(start, start + last.length))
+        start += last.length
+    # What is left (between half and one and a half periods) is one missed period.
+    out.append(Period(start, current.start))
     out.append(current)
     return out

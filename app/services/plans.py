@@ -209,11 +209,12 @@ class PlanService:
         profile = uow.wallets.profile(wallet.id)
         agreement_id = fields.agreement_id or (profile.agreement_id if profile else None)
         plan = self.plan(fields.plan_code or (profile.plan_code if profile else None))
-        if agreement_id is None or plan is None:
-            return None if plan is not None or not (fields.plan_code or profile) else (
-                f"plan {fields.plan_code!r} is not in the credits catalog: no allotment"
-                if fields.plan_code else None
-            )
+        if plan is None:
+            code = fields.plan_code or (profile.plan_code if profile else None)
+            return f"plan {code!r} is not in the credits catalog: no plan credits" if code else (
+                None)
+        if agreement_id is None:
+            return "no agreement id yet: plan credits wait for one"
         period: Period | None = None
         start, end = fields.period_start, fields.period_end
         if start is not None and end is not None and end > start:

@@ -73,6 +73,9 @@ def test_periods() -> None:
                                                             "2027-02-01"]
     assert missed[1].end == feb.start
     assert periods_between(NOV, NOV) == []
+    # Kinde's boundaries drifting by seconds is not a missed period.
+    drift = Period(NOV.end + timedelta(seconds=5), NOV.end + timedelta(days=31))
+    assert periods_between(NOV, drift) == [drift]
     assert add_month(datetime(2026, 1, 31, tzinfo=UTC)) == datetime(2026, 2, 28, tzinfo=UTC)
     with pytest.raises(ValueError):
         Period(NOV.end, NOV.start)
