@@ -172,7 +172,7 @@ class PlanService:
         repo = _plans(uow)
         ends = sorted({r.period_end for r in repo.open_periods(wallet.id)
                        if r.period_end <= up_to and r.ended_at is None})
-        profile = uow.wallets.profile(wallet.id)
+        profile = uow.wallets.profile(wallet.id) if ends else None
         plan = self.plan(profile.plan_code if profile else None)
         for end in ends:
             wallet.expire_blocks(end)
