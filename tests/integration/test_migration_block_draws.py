@@ -3,6 +3,7 @@ with the ledger's rules gives exactly the draws the ledger records live."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -15,6 +16,8 @@ from tests.conftest import FakeClock
 from tests.integration.plan_fixtures import T0, plan_catalog
 from tests.integration.test_revenue_identity import _unrefusable_debit
 
+MIGRATION = (Path(__file__).parents[2] / "adapters" / "sql" / "migrations" / "versions"
+             / "0013_plan_allotments_and_block_draws.py")
 DRAWS = "SELECT entry_id, block_id, credits, kind FROM block_draws ORDER BY entry_id, block_id"
 
 
@@ -50,7 +53,8 @@ def test_backfill_replays_the_ledger_exactly(db_url: str, tmp_path: Path) -> Non
         with engine.begin() as conn:
             conn.execute(text("DROP TABLE block_draws"))
             conn.execute(text("DROP TABLE plan_allotments"))
-            conn.execute(text("UPDATE alembic_version SET version_num = '0005'"))
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"),
+                         {"v": _revision_before_0013()})
         upgrade(url.render_as_string(hide_password=False))
         with engine.connect() as conn:
             backfilled = conn.execute(text(DRAWS)).all()
@@ -58,3 +62,11 @@ def test_backfill_replays_the_ledger_exactly(db_url: str, tmp_path: Path) -> Non
     finally:
         c.close()
     assert backfilled == live
+
+
+def _revision_before_0013() -> str:
+    spec = importlib.util.spec_from_file_location("migration_0013", MIGRATION)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.down_revision)
