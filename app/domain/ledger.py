@@ -73,6 +73,20 @@ class HoldNotOpen(LedgerError):
     code = "hold_not_open"
 
 
+class CaptureExceedsHold(LedgerError):
+    """A capture asks for more than its hold reserved: refused, nothing changes."""
+
+    code = "capture_exceeds_hold"
+
+    def __init__(self, hold_id: str, held: int, asked: int) -> None:
+        super().__init__(
+            f"hold {hold_id} holds {held:,} credits: capture at most {held:,}, not {asked:,} "
+            f"(record the rest as usage, or hold more next time)"
+        )
+        self.held = held
+        self.asked = asked
+
+
 def owner_type_of(wallet_id: str) -> OwnerType:
     """Wallet ids are Kinde owner ids: `kp_...` for users, `org_...` for organizations."""
     if wallet_id.startswith("kp_") and len(wallet_id) > 3:
@@ -194,27 +208,42 @@ class Wallet:
             self.next_hold_expiry_at is not None and self.next_hold_expiry_at <= now
         )
 
-    def expire_blocks(self, now: datetime) -> list[NewEntry]:
+    def expire_blocks(self, now: datetime, *, at_settlement: bool = False) -> list[NewEntry]:
         """Move the remainder of every block past its expiry out with an expiry entry.
+
+        Credits under an open hold do not expire while the hold is open. A hold reserves the
+        credits a capture would draw, the soonest-expiring ones: so of the blocks past their
+        expiry, up to `held` credits (in consumption order) are kept back. A capture draws them
+        first, and whatever is left of them expires as soon as the holds are captured,
+        released or expire (both call this again, `at_settlement`).
 
         The entry is dated at the block's expiry, not when the sweep ran: a service that was
         down across an expiry books it when it happened (and revenue breakage in that period).
+        Credits kept back for a hold expire when it settles, dated then.
         """
+        due = sorted(
+            (b for b in self.blocks
+             if b.remaining > 0 and b.expires_at is not None and b.expires_at <= now),
+            key=Block.consumption_order,
+        )
         out: list[NewEntry] = []
-        due = [
-            b for b in self.blocks
-            if b.remaining > 0 and b.expires_at is not None and b.expires_at <= now
-        ]
-        for block in sorted(due, key=Block.consumption_order):
+        keep = max(self.held, 0)
+        for block in due:
             assert block.expires_at is not None
+            kept = min(block.remaining, keep)
+            keep -= kept
+            amount = block.remaining - kept
+            if amount == 0:
+                continue
             out.append(
                 self.expire_part(
                     block,
-                    block.remaining,
-                    description=expiry_description(block, block.remaining),
-                    now=block.expires_at,
+                    amount,
+                    description=expiry_description(block, amount),
+                    now=now if at_settlement else block.expires_at,
                 )
             )
+        self._recompute_next_expiry(now)
         return out
 
     def expire_part(
@@ -222,20 +251,25 @@ class Wallet:
     ) -> NewEntry:
         """Expire `amount` unused credits of one live block (all of it, or a part: a cap)."""
         _require_positive(amount)
-        if block not in self.blocks or amount > block.remaining:
+        if not any(b is block for b in self.blocks) or amount > block.remaining:
             raise InvalidAmount(f"block {block.id} has fewer than {amount:,} credits left")
         block.remaining -= amount
         self.touched_blocks[block.id] = block
         self.balance -= amount
         self.blocks = [b for b in self.blocks if b.remaining > 0]
-        self._recompute_next_expiry()
+        self._recompute_next_expiry(now)
         return self._append(
             "expiry", -amount, reason=block.id, description=description, now=now,
             draws=((block.id, amount),),
         )
 
-    def _recompute_next_expiry(self) -> None:
-        dates = [b.expires_at for b in self.blocks if b.remaining > 0 and b.expires_at]
+    def _recompute_next_expiry(self, now: datetime) -> None:
+        # Blocks kept back past their expiry for open holds are not "due" for a sweep: they
+        # expire when the holds settle, and the hold expiry already schedules that sweep.
+        dates = [
+            b.expires_at for b in self.blocks
+            if b.remaining > 0 and b.expires_at is not None and b.expires_at > now
+        ]
         self.next_expiry_at = min(dates) if dates else None
 
     # -- credits --------------------------------------------------------------------------
@@ -279,7 +313,7 @@ class Wallet:
         self.balance += amount
         # Percent alerts are measured against the balance right after the latest credit.
         self.reference_balance = self.balance
-        self._recompute_next_expiry()
+        self._recompute_next_expiry(now)
         # Paying arrears uses the new block's credits at once: a draw like usage.
         return self._append(kind, amount, reason=reason, description=description, now=now,
                             draws=((block.id, paid),) if paid else ())
@@ -327,7 +361,7 @@ class Wallet:
                 draws.append((block.id, take))
         self.arrears += left
         self.blocks = [b for b in self.blocks if b.remaining > 0]
-        self._recompute_next_expiry()
+        self._recompute_next_expiry(now)
         self.balance -= amount
         return self._append(
             kind,
@@ -384,9 +418,11 @@ class Wallet:
         now: datetime,
         quantity: int | None = None,
     ) -> NewEntry:
-        """Settle a hold with the real amount; more than was held must be covered by credits."""
+        """Settle a hold with the real amount, at most what it holds; the rest is freed."""
         self._require_open(hold, now)
         _require_positive(amount)
+        if amount > hold.amount:
+            raise CaptureExceedsHold(hold.id, hold.amount, amount)
         entry = self.debit(
             amount,
             kind="capture",
@@ -397,15 +433,17 @@ class Wallet:
             quantity=quantity,
             hold_id=hold.id,
             reserved=hold.amount,
-            # Up to the held amount the credits were promised: capture never fails there, even
-            # if usage Kinde reported meanwhile pushed the wallet into arrears.
-            refusable=amount > hold.amount,
+            # The held credits were promised: capture never fails, even if usage Kinde
+            # reported meanwhile pushed the wallet into arrears.
+            refusable=False,
         )
         self.held -= hold.amount
         hold.status = "captured"
         hold.captured_amount = amount
         hold.settled_at = now
         self.touched_holds[hold.id] = hold
+        # Credits kept past their expiry for this hold and not captured expire now.
+        self.expire_blocks(now, at_settlement=True)
         return entry
 
     def release_hold(
@@ -419,9 +457,12 @@ class Wallet:
         hold.status = "expired" if expired else "released"
         hold.settled_at = now
         self.touched_holds[hold.id] = hold
-        return self._append(
+        entry = self._append(
             "release", 0, reason=hold.id, description=description, now=now, hold_id=hold.id
         )
+        # Credits kept past their expiry for this hold expire now that it no longer needs them.
+        self.expire_blocks(now, at_settlement=True)
+        return entry
 
     def set_hold_expiry(self, open_holds: list[Hold]) -> None:
         dates = [h.expires_at for h in open_holds if h.status == "open"]

@@ -15,6 +15,7 @@ from app.http.api import (
     BEARER_SECURITY,
     IDEMPOTENCY_PARAMETER,
     REPLAYED_HEADER,
+    batch_record_key,
     container,
     doc_errors,
     idempotency_key,
@@ -81,7 +82,8 @@ def record_usage_batch(body: dict[str, Any]) -> Any:
     """Many usage records; each succeeds or fails alone (`status` per record).
 
     A record's own `idempotency_key` wins; otherwise an `Idempotency-Key` header gives record
-    *i* the key `<header>#<i>`, so retrying the whole batch replays what already succeeded.
+    *i* the key `<header>#<i>` (with the header's SHA-256 hex instead of the header when that
+    would exceed 255 characters), so retrying the whole batch replays what already succeeded.
     A record for a wallet out of the caller's reach fails with 404 `not_found`.
     """
     principal = current_principal()
@@ -99,7 +101,7 @@ def record_usage_batch(body: dict[str, Any]) -> Any:
             }
             continue
         if "idempotency_key" not in record and header_key:
-            record = {**record, "idempotency_key": f"{header_key}#{index}"}
+            record = {**record, "idempotency_key": batch_record_key(header_key, index)}
         allowed.append((index, record))
     done = container().ledger.record_usage_batch([record for _, record in allowed])
     for (index, _), result in zip(allowed, done, strict=True):
@@ -119,8 +121,13 @@ def record_usage_batch(body: dict[str, Any]) -> Any:
     responses=doc_errors(401, 403, 404, 409, 503),
 )
 def top_up(body: dict[str, Any], wallet_id: str) -> Any:
-    """Add credits: `{bundle}` sells a catalog pack (credits:write); `{credits, reason}` grants
-    credits that were not sold (credits:admin). The first top-up creates the wallet."""
+    """Add credits: `{bundle}` sells a catalog pack; `{credits, reason}` grants credits that
+    were not sold (credits:admin). The first top-up creates the wallet.
+
+    A sale invoiced through Kinde needs credits:write (a user token with that scope may buy for
+    its own wallet: Kinde invoices that customer). A sale that is not invoiced (local mode,
+    `SALES_PAID_ELSEWHERE=true`) needs credits:admin, like a grant: it gives credits and books
+    revenue on the caller's word that the payment was taken elsewhere."""
     ledger = container().ledger
     key = idempotency_key()
     outcome: Outcome
@@ -135,5 +142,8 @@ def top_up(body: dict[str, Any], wallet_id: str) -> Any:
             idempotency_key=key,
         )
     else:
+        if not ledger.sales_are_invoiced():
+            # Nobody will be charged for this pack: only an admin may record it as sold.
+            require_scope(current_principal(), "admin")
         outcome = ledger.top_up_bundle(wallet_id, body["bundle"], idempotency_key=key)
     return reply(outcome)

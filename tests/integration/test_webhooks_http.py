@@ -125,7 +125,6 @@ def _hs256_with_public_key(env: WebhookEnv) -> str:
     (_alg_none, 401),
     (_hs256_with_public_key, 401),
     (lambda env: env.sign(user_created(), kid=None), 401),  # no kid
-    (lambda env: env.sign({"type": "user.created", "data": {}}), 401),  # no event_id
     (lambda env: env.sign({**user_created(), "iss": "https://evil.example"}), 401),
     (lambda env: env.sign({**user_created(), "exp": 1}), 401),  # expired when it says so
     (lambda env: "this is not a jwt", 400),
@@ -134,7 +133,7 @@ def _hs256_with_public_key(env: WebhookEnv) -> str:
     (lambda env: b"\xff\xfe\x00binary", 400),
     (lambda env: json.dumps({"type": "user.created", "event_id": "e1"}), 400),
     (lambda env: b"x" * (MAX_BODY_BYTES + 1), 413),
-], ids=["tampered", "wrong-key", "unknown-kid", "alg-none", "hs256", "no-kid", "no-event-id",
+], ids=["tampered", "wrong-key", "unknown-kid", "alg-none", "hs256", "no-kid",
         "wrong-iss", "expired", "garbage", "bad-segments", "empty", "binary", "plain-json",
         "oversized"])
 def test_refused_deliveries_write_nothing(
@@ -203,3 +202,83 @@ def test_token_verification_uses_only_the_configured_jwks(
                  jwk=attacker_jwk)
     assert webhook_env.post(token).status_code == 401
     assert webhook_env.counts() == EMPTY
+
+
+# -- hostile content and token confusion (issue 9): JSON 400/401, nothing written ----------
+
+
+def _signed_raw(env: WebhookEnv, payload: bytes | dict[str, Any]) -> str:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return jwt.api_jws.encode(raw, env.key.private, algorithm="RS256",
+                              headers={"kid": env.key.kid})
+
+
+def _deep_header(env: WebhookEnv) -> str:
+    depth = 5000
+    header = '{"alg":"RS256","kid":"' + env.key.kid + '","x":' + "[" * depth + "]" * depth + "}"
+    return f"{b64url(header.encode())}.{b64url(json.dumps(user_created()).encode())}.AAAA"
+
+
+def _non_latin1_alg(env: WebhookEnv) -> str:
+    header = b64url(json.dumps({"alg": "RS256\u2603", "kid": env.key.kid}).encode())
+    return f"{header}.{b64url(json.dumps(user_created()).encode())}.AAAA"
+
+
+def _deep_payload(env: WebhookEnv) -> str:
+    body = json.dumps(user_created())[:-1] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    return _signed_raw(env, body.encode())
+
+
+def _access_token(env: WebhookEnv, **extra: Any) -> dict[str, Any]:
+    import time
+
+    now = int(time.time())
+    return {"iss": env.container.settings.issuer, "aud": ["https://api.acme.test/credits"],
+            "iat": now, "exp": now + 600, "jti": "jti_1", "azp": "client", "sub": "kp_alice",
+            "scp": ["credits:admin"], **extra}
+
+
+@pytest.mark.parametrize("make, status", [
+    (_deep_header, 400),
+    (_non_latin1_alg, 401),
+    (_deep_payload, 401),
+    (lambda env: _signed_raw(env, {**user_created(), "exp": "9999999999"}), 401),
+    (lambda env: _signed_raw(env, {**user_created(), "exp": "never"}), 401),
+    (lambda env: _signed_raw(env, {**user_created(), "iat": "now"}), 401),
+    (lambda env: _signed_raw(env, {**user_created(), "nbf": [1]}), 401),
+    # A (user or M2M) access token signed by the same key is not a webhook...
+    (lambda env: env.sign(_access_token(env)), 401),
+    (lambda env: env.sign({**_access_token(env), "sub": None, "gty": ["client_credentials"]}),
+     401),
+    # ...even when it also carries the webhook fields.
+    (lambda env: env.sign({**_access_token(env), **user_created()}), 401),
+    (lambda env: env.sign({**user_created(), "aud": ["x"]}), 401),
+    (lambda env: env.sign({**user_created(), "sub": "kp_alice"}), 401),
+], ids=["deep-header", "non-latin1-alg", "deep-payload", "string-exp", "word-exp",
+        "string-iat", "list-nbf", "user-access-token", "m2m-access-token",
+        "access-token-with-webhook-fields", "with-aud", "with-sub"])
+def test_hostile_and_confused_deliveries_are_json_and_write_nothing(
+    webhook_env: WebhookEnv, make: Any, status: int
+) -> None:
+    r = webhook_env.post(make(webhook_env), content_type="application/jwt")
+    assert r.status_code == status, r.get_data(as_text=True)[:300]
+    error = r.get_json()["error"]
+    assert error["code"] == {400: "invalid_request", 401: "unauthorized"}[status]
+    assert "\u2603" not in error["message"]
+    assert webhook_env.counts() == EMPTY
+
+
+@pytest.mark.parametrize("payload", [
+    {k: v for k, v in user_created().items() if k != "data"},
+    {**user_created(), "data": "kp_alice"},
+    {**user_created(), "type": 7},
+    {**user_created(), "event_id": None},
+    {**user_created(), "type": ""},
+], ids=["no-data", "string-data", "number-type", "no-event-id", "empty-type"])
+def test_signed_event_without_its_fields_is_parked_not_refused(
+    webhook_env: WebhookEnv, payload: dict[str, Any]
+) -> None:
+    """Kinde signed it, so it is kept and parked (200), never refused into a retry loop."""
+    r = webhook_env.post(webhook_env.sign(payload), content_type="application/jwt")
+    assert r.status_code == 200, r.get_data(as_text=True)[:300]
+    assert r.get_json()["status"] == "parked"

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.cli_webhooks import PLAN_EVENTS, build_payload
+from app.cli_webhooks import AGREEMENT_EVENTS, build_payload
 from app.domain.kinde_events import extract_billing, parse_envelope
 
 
-@pytest.mark.parametrize("event_type", PLAN_EVENTS)
+@pytest.mark.parametrize("event_type", AGREEMENT_EVENTS)
 def test_plan_events_carry_the_period(event_type: str) -> None:
     payload = build_payload(event_type, org="org_x", customer="c_1", agreement="a_1",
                             plan="pro", period_start="2026-11-01T00:00:00Z",

@@ -11,7 +11,7 @@ approximation is left in old data: an expiry entry written before this revision 
 the sweep ran, not at the block's expiry (new expiries are dated at the expiry itself).
 
 Revision ID: 0013
-Revises: 0005
+Revises: 0006
 Create Date: 2026-11-28 09:45:00
 """
 
@@ -25,7 +25,7 @@ from alembic import op
 from adapters.sql.schema import UtcDateTime
 
 revision = "0013"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
