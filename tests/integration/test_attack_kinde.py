@@ -1,0 +1,93 @@
+"""Outside review (attack-kinde): Kinde usage reports and pack invoices under faults."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from adapters.kinde_api import KindeManagementClient
+from tests.conftest import FakeClock
+from tests.fakes.fake_kinde import FakeKinde
+from tests.integration.test_usage_reporting import (  # noqa: F401 - fixtures
+    METER_PATH,
+    assert_kinde_matches_ledger,
+    drain,
+    kinde,
+    make,
+    use,
+)
+
+
+def _wait_for_stale(kinde: FakeKinde, value: int) -> None:
+    deadline = time.monotonic() + 30
+    while not any(m.meter_value == value for m in kinde.meter_calls):
+        assert time.monotonic() < deadline, "the held request never landed"
+        time.sleep(0.05)
+
+
+def test_an_uncertain_last_attempt_of_a_dead_row_is_confirmed_by_the_next_report(
+    db_url: str, kinde: FakeKinde, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The row's last attempt timed out (Kinde may still apply it) and the row died. The
+    next usage makes a new row whose first send is answered: without a confirmation, the
+    stale smaller total that lands afterwards stays Kinde's total."""
+    client = KindeManagementClient(kinde.url, kinde.client_id, kinde.client_secret,
+                                   timeout=2.0)
+    c = make(db_url, kinde, tmp_path, clock, client)
+    try:
+        c.ledger.grant("kp_alice", 1000, "test credits")
+        use(c, "kp_alice", "api_call", 1)
+        c.dispatcher.run_once()  # resolves customer and agreement, reports 1
+        use(c, "kp_alice", "api_call", 1)
+        kinde.fail_next(4, status=500, path_prefix=METER_PATH)
+        for _ in range(4):  # attempts 1-4 of OUTBOX_MAX_ATTEMPTS=5 fail
+            clock.advance(seconds=10)
+            c.dispatcher.run_once()
+        kinde.hold_next(1, path_prefix=METER_PATH)  # attempt 5 ("2") lands whenever we say
+        clock.advance(seconds=10)
+        c.dispatcher.run_once()  # times out: dead-lettered, outcome unknown
+        with c.store(False) as uow:
+            assert uow.outbox.counts()["dead"] == 1
+        use(c, "kp_alice", "api_call", 5)
+        clock.advance(seconds=1)
+        c.dispatcher.run_once()  # "7" is answered
+        kinde.release_held()
+        _wait_for_stale(kinde, 2)  # the stale "2" lands after it
+        drain(c, clock)
+        assert_kinde_matches_ledger(c, kinde)
+    finally:
+        c.close()
+
+
+def test_a_requeued_dead_row_confirms_its_total(
+    db_url: str, kinde: FakeKinde, tmp_path: Path, clock: FakeClock
+) -> None:
+    """Same, when the operator requeues the dead row: its last attempt may still land."""
+    client = KindeManagementClient(kinde.url, kinde.client_id, kinde.client_secret,
+                                   timeout=2.0)
+    c = make(db_url, kinde, tmp_path, clock, client)
+    try:
+        c.ledger.grant("kp_alice", 1000, "test credits")
+        use(c, "kp_alice", "api_call", 1)
+        c.dispatcher.run_once()
+        use(c, "kp_alice", "api_call", 1)
+        kinde.fail_next(4, status=500, path_prefix=METER_PATH)
+        for _ in range(4):
+            clock.advance(seconds=10)
+            c.dispatcher.run_once()
+        kinde.hold_next(1, path_prefix=METER_PATH)
+        clock.advance(seconds=10)
+        c.dispatcher.run_once()  # "2" times out; dead
+        with c.store(True) as uow:
+            assert uow.outbox.requeue_dead(None, clock()) == 1
+            uow.commit()
+        # More usage lands in the requeued row before it goes.
+        use(c, "kp_alice", "api_call", 5)
+        clock.advance(seconds=1)
+        c.dispatcher.run_once()  # "7" answered
+        kinde.release_held()
+        _wait_for_stale(kinde, 2)
+        drain(c, clock)
+        assert_kinde_matches_ledger(c, kinde)
+    finally:
+        c.close()
