@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fake Kinde fixture is imported and then requested by name
 """Outside review (attack-kinde): Kinde usage reports and pack invoices under faults."""
 
 from __future__ import annotations
