@@ -4,13 +4,21 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from adapters.kinde_api import KindeManagementClient
+from app.services.webhooks import service_for
 from tests.conftest import FakeClock
 from tests.fakes.fake_kinde import FakeKinde
 from tests.integration.test_usage_reporting import (  # noqa: F401 - fixtures
+    FEATURES,
     METER_PATH,
+    PERIOD_END,
+    PERIOD_START,
     assert_kinde_matches_ledger,
     drain,
     kinde,
@@ -89,6 +97,46 @@ def test_a_requeued_dead_row_confirms_its_total(
         kinde.release_held()
         _wait_for_stale(kinde, 2)
         drain(c, clock)
+        assert_kinde_matches_ledger(c, kinde)
+    finally:
+        c.close()
+
+
+def _agreement_event(event_id: str, agreement: str, plan: str, when: datetime) -> dict[str, Any]:
+    return {
+        "type": "customer.agreement_created", "event_id": event_id, "source": "api",
+        "timestamp": when.isoformat(),
+        "data": {"customer_id": "customer_0", "agreement_id": agreement, "plan_code": plan,
+                 "user_id": "kp_alice",
+                 "current_period_start": PERIOD_START.isoformat(),
+                 "current_period_end": PERIOD_END.isoformat()},
+    }
+
+
+@pytest.mark.xfail(strict=True, reason="an agreement/plan event always replaces the wallet's "
+                   "agreement, whatever its age: a late retry of a replaced agreement's event "
+                   "maps the wallet back to it (fix needs the mapping's event time stored)")
+def test_a_late_event_of_a_replaced_agreement_does_not_take_the_usage_reports(
+    db_url: str, kinde: FakeKinde, tmp_path: Path, clock: FakeClock
+) -> None:
+    """Kinde retries a failed delivery for up to 36 h and does not keep order. The customer
+    started on `free` (agreement_old), then moved to `pro` (agreement_0, a new agreement; the
+    old one is cancelled). The old agreement_created arrives last: the wallet is mapped back
+    to the cancelled agreement and app usage is reported there, not on the live one."""
+    kinde.add_agreement("customer_0", "agreement_old", "free", FEATURES, PERIOD_START,
+                        PERIOD_END, expires_on=PERIOD_START + timedelta(hours=1))
+    c = make(db_url, kinde, tmp_path, clock)
+    try:
+        hooks = service_for(c)
+        new = _agreement_event("event_new", "agreement_0", "pro", clock())
+        old = _agreement_event("event_old", "agreement_old", "free",
+                               PERIOD_START + timedelta(minutes=5))
+        assert hooks.receive(new, "new").status == "processed"
+        assert hooks.receive(old, "old").status == "processed"  # a late retry
+        c.ledger.grant("kp_alice", 1000, "test credits")
+        use(c, "kp_alice", "api_call", 3)
+        drain(c, clock)
+        assert kinde.usage_total("agreement_old", "api_calls") == 0
         assert_kinde_matches_ledger(c, kinde)
     finally:
         c.close()
