@@ -140,3 +140,48 @@ def test_a_late_event_of_a_replaced_agreement_does_not_take_the_usage_reports(
         assert_kinde_matches_ledger(c, kinde)
     finally:
         c.close()
+
+
+@pytest.mark.xfail(strict=True, reason="_learn_agreements (and the reporter's _agreement) "
+                   "replace a wallet's agreement that Kinde does not list (yet) with the one "
+                   "it lists, without the wallet lock and without telling 'not listed yet' "
+                   "from 'ended'")
+def test_the_worker_keeps_a_new_agreement_kinde_does_not_list_yet(
+    db_url: str, kinde: FakeKinde, tmp_path: Path, clock: FakeClock
+) -> None:
+    """A plan change maps the wallet to a new agreement (webhook). Kinde's agreement list
+    lags it (REFERENCE: "may lag a renewal"). The worker, asking Kinde for a parked absolute
+    meter event's period, must not map the wallet back to the old agreement it still lists:
+    app usage would then be reported on the replaced agreement."""
+    c = make(db_url, kinde, tmp_path, clock)
+    try:
+        hooks = service_for(c)
+        c.ledger.grant("kp_alice", 1000, "test credits")
+        first = _agreement_event("event_a0", "agreement_0", "pro", clock())
+        assert hooks.receive(first, "a0").status == "processed"
+        change = {"type": "customer.plan_changed", "event_id": "event_change",
+                  "source": "api", "timestamp": clock().isoformat(),
+                  "data": {"customer_id": "customer_0", "agreement_id": "agreement_new",
+                           "plan_code": "pro", "user_id": "kp_alice"}}
+        assert hooks.receive(change, "change").status == "processed"
+        usage = {"type": "customer.meter_usage_updated", "event_id": "event_abs",
+                 "source": "api", "timestamp": clock().isoformat(),
+                 "data": {"customer_id": "customer_0", "agreement_id": "agreement_new",
+                          "feature_code": "storage_gb", "meter_value": "2",
+                          "meter_type_code": "absolute"}}
+        assert hooks.receive(usage, "abs").status == "parked"  # period unknown
+        clock.advance(seconds=60)
+        hooks.retry_parked()  # asks Kinde, which lists only agreement_0 so far
+        with c.store(False) as uow:
+            profile = uow.wallets.profile("kp_alice")
+        assert profile is not None and profile.agreement_id == "agreement_new"
+        # Kinde catches up: the new agreement is listed, the old one cancelled.
+        kinde.add_agreement("customer_0", "agreement_new", "pro", FEATURES, PERIOD_START,
+                            PERIOD_END)
+        kinde._agreements["agreement_0"].expires_on = clock() - timedelta(minutes=1)  # noqa: SLF001
+        use(c, "kp_alice", "api_call", 3)
+        drain(c, clock)
+        assert kinde.usage_total("agreement_new", "api_calls") == 3
+        assert kinde.usage_total("agreement_0", "api_calls") == 0
+    finally:
+        c.close()
