@@ -185,3 +185,28 @@ def test_the_worker_keeps_a_new_agreement_kinde_does_not_list_yet(
         assert kinde.usage_total("agreement_0", "api_calls") == 0
     finally:
         c.close()
+
+
+@pytest.mark.xfail(strict=True, reason="the reporter takes an agreement listed without period "
+                   "dates (nullable in Kinde's API) as one endless period: after Kinde's "
+                   "renewal the absolute pack count re-invoices earlier periods' packs")
+def test_a_pack_is_not_invoiced_again_when_kinde_lists_no_period_dates(
+    db_url: str, kinde: FakeKinde, tmp_path: Path, clock: FakeClock
+) -> None:
+    kinde._listed_period["agreement_0"] = (None, None)  # noqa: SLF001 - dates are nullable
+    c = make(db_url, kinde, tmp_path, clock)
+    try:
+        c.ledger.top_up_bundle("kp_alice", "starter")
+        drain(c, clock)
+        assert kinde.usage_total("agreement_0", "credit_pack_starter") == 1
+        # Kinde renews the agreement; its list still shows no dates.
+        clock.advance(days=31)
+        kinde.roll_period("agreement_0", PERIOD_END, PERIOD_END + timedelta(days=30))
+        kinde._listed_period["agreement_0"] = (None, None)  # noqa: SLF001
+        c.ledger.top_up_bundle("kp_alice", "starter")  # one pack bought in the new period
+        drain(c, clock)
+        assert kinde.usage_total("agreement_0", "credit_pack_starter", PERIOD_START) == 1
+        # The first pack must not be invoiced a second time in the new period.
+        assert kinde.usage_total("agreement_0", "credit_pack_starter") <= 1
+    finally:
+        c.close()
