@@ -326,7 +326,16 @@ class Wallet:
             if amount > spendable:
                 raise InsufficientCredits(amount, self.available + reserved)
         left = amount
-        for block in sorted(self.blocks, key=Block.consumption_order):
+        # Credits past their expiry are still here only because open holds reserve them
+        # (expire_blocks): a capture draws them first, any other debit last, or spending
+        # during a hold and then releasing it would keep expired credits for good.
+        capture = hold_id is not None
+
+        def order(block: Block) -> tuple[bool, tuple[bool, datetime, datetime, str]]:
+            kept = block.expires_at is not None and block.expires_at <= now
+            return (kept and not capture, block.consumption_order())
+
+        for block in sorted(self.blocks, key=order):
             if left == 0:
                 break
             take = min(block.remaining, left)

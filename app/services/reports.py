@@ -57,6 +57,10 @@ def build_revenue_report(
     return revenue_report(blocks, granted, since, until)
 
 
+def cents(value: Decimal) -> Decimal:
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
 def revenue_report(
     blocks: list[PurchasedBlock], granted_credits: int, since: datetime, until: datetime
 ) -> dict[str, Any]:
@@ -77,6 +81,15 @@ def revenue_report(
         if since <= b.created_at < until:
             row["sales_in_period"] += b.cost
             c["sold_in_period"] += b.original
+    for row in per.values():
+        # Rounded one by one, the shares of a fractional-cent unit price need not add up to
+        # what was sold. Rounding the running sums instead keeps every share >= 0 and makes
+        # recognised + breakage + deferred == sold_total to the cent.
+        used = cents(row["recognised"])
+        gone = cents(row["recognised"] + row["breakage"])
+        sold = cents(row["sold_total"])
+        row["recognised"], row["breakage"], row["deferred"], row["sold_total"] = (
+            used, gone - used, sold - gone, sold)
     return {
         "since": since.isoformat(),
         "until": until.isoformat(),

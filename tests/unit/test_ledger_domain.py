@@ -208,3 +208,18 @@ def test_release_and_expired_hold() -> None:
     w.release_hold(h2, description="expired", now=later, expired=True)
     assert (w.held, h2.status, w.balance) == (0, "expired", 100)
     assert all(e.amount == 0 for e in w.new_entries if e.kind in ("hold", "release"))
+
+
+def test_usage_during_a_hold_does_not_spend_the_credits_kept_back_for_it() -> None:
+    """Credits past their expiry are kept only for the open hold: other usage must not spend
+    them, or placing a hold, spending, then releasing it keeps expired credits for good."""
+    w = wallet_with((100, 1), (100, None))
+    hold = w.place_hold(100, expires_at=NOW + timedelta(days=3), description="h", now=NOW)
+    later = NOW + timedelta(days=2)
+    w.debit(100, reason="r", description="d", now=later)  # the unreserved 100
+    w.release_hold(hold, description="r", now=later)
+    # The 100 past their expiry were kept for the hold; released, they expire.
+    assert (w.balance, w.held, w.arrears) == (0, 0, 0)
+    assert [(e.kind, e.amount) for e in w.new_entries[-3:]] == [
+        ("usage", -100), ("release", 0), ("expiry", -100)]
+    invariant(w)
