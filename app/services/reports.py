@@ -85,11 +85,11 @@ def revenue_report(
         # Rounded one by one, the shares of a fractional-cent unit price need not add up to
         # what was sold. Rounding the running sums instead keeps every share >= 0 and makes
         # recognised + breakage + deferred == sold_total to the cent.
-        used = cents(row["recognised"])
+        earned = cents(row["recognised"])
         gone = cents(row["recognised"] + row["breakage"])
         sold = cents(row["sold_total"])
         row["recognised"], row["breakage"], row["deferred"], row["sold_total"] = (
-            used, gone - used, sold - gone, sold)
+            earned, gone - earned, sold - gone, sold)
     return {
         "since": since.isoformat(),
         "until": until.isoformat(),
