@@ -22,6 +22,7 @@ from app.services.dashboard import DashboardService, policy_for
 from app.services.ledger import LedgerService, utc_now
 from app.services.notifications import NOTIFY_PREFIX, ChannelHandler, Notifier
 from app.services.outbox import OutboxDispatcher, RetryPolicy
+from app.services.plans import PlanService
 from app.services.ports import Clock
 from app.services.recharge import AutoRecharger, DeadInvoiceHandler, KindeInvoiceGateway
 from app.services.usage_reporting import METER_USAGE, UsageReporter, usage_report_hook
@@ -35,7 +36,8 @@ REPOSITORY_MODULES: tuple[str, ...] = (
     "adapters.sql.recharges",
     "adapters.sql.inbox",
     "adapters.sql.dashboard",
-    "adapters.sql.reports",
+    "adapters.sql.plans",
+    "adapters.sql.revenue",
 )
 
 
@@ -121,8 +123,10 @@ def build_container(
     dispatcher.dead_listeners.append(
         DeadInvoiceHandler(store, ledger.suspend_auto_recharge_in, clock)
     )
-    extras: dict[str, Any] = {"dashboard": build_dashboard(settings, ledger, clock)}
-    return Container(
+    # Plan periods: allotments and period ends (the worker renews, sweeps apply due ends).
+    plans = PlanService(ledger, kinde, local_mode=settings.local_mode)
+    ledger.before_sweep.append(plans.apply_due_ends)
+    container = Container(
         settings=settings,
         catalog=catalog,
         store=store,
@@ -134,8 +138,10 @@ def build_container(
         dispatcher=dispatcher,
         keyring=keyring,
         kinde=kinde,
-        extras=extras,
     )
+    container.extras["plan_service"] = plans
+    container.extras["dashboard"] = build_dashboard(settings, ledger, clock)
+    return container
 
 
 def build_dashboard(settings: Settings, ledger: LedgerService, clock: Clock) -> DashboardService:
