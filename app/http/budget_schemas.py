@@ -107,8 +107,10 @@ class CheckResultSchema(ma.Schema):
                                  "credits and overdraft, capped by the member's budget"})
     wallet_available = fields.Integer(required=True)
     member = fields.String()
-    available_to_member = fields.Integer(
-        allow_none=True, metadata={"description": "left of the member's caps; null: no cap"})
+    member_remaining = fields.Integer(
+        allow_none=True,
+        metadata={"description": "left of the member's caps (spend and open holds counted); "
+                                 "null: no cap"})
     reason = fields.String(metadata={"description": "why not, for humans (when refused)"})
     code = fields.String(metadata={
         "description": "insufficient_credits or member_budget_exceeded (when refused)"})

@@ -198,7 +198,7 @@ class BudgetService:
                                 "wallet_available": max(spendable, 0)}
         if member is not None:
             body["member"] = member
-            body["available_to_member"] = left
+            body["member_remaining"] = left
         refusal: LedgerError | None = None
         if member is not None and left is not None and credits > left:
             refusal = MemberBudgetExceeded(member, credits, min(left, max(spendable, 0)),
