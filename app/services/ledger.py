@@ -475,8 +475,8 @@ class LedgerService:
             wallet = self.sweep_locked(uow, wallet, now)
             current = uow.wallets.get_hold(hold_id)
             assert current is not None
-            member = member_budgets.hold_member(uow, hold_id)
             if op == "capture":
+                member = member_budgets.hold_member(uow, hold_id)
                 amount = current.amount if credits is None else credits
                 feature = self.catalog.features.get(current.feature or "")
                 if member is not None and current.status == "open" and current.expires_at > now:
