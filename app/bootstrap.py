@@ -32,7 +32,6 @@ REPOSITORY_MODULES: tuple[str, ...] = (
     "adapters.sql.outbox",
     "adapters.sql.recharges",
     "adapters.sql.inbox",
-    "adapters.sql.budgets",
 )
 
 

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-import adapters.sql.budgets  # noqa: F401  (registers uow.budgets, as app.bootstrap does)
 from adapters.sql.store import SqlStore, make_engine
 from app.domain.budgets import MemberBudgetExceeded
 from app.domain.catalog import load_catalog
@@ -113,7 +112,6 @@ def test_threads_never_overrun_a_member_cap(sql_store: SqlStore, with_holds: boo
 
 
 def _process_worker(url: str, tag: str, queue: Any) -> None:
-    # The spawned child imports this module, so adapters.sql.budgets is registered there too.
     store = SqlStore(make_engine(url, pool_size=2))
     ledger = LedgerService(store, load_catalog(DEFAULT_CATALOG))
     try:

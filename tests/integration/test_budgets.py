@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-import adapters.sql.budgets  # noqa: F401  (registers uow.budgets, as app.bootstrap does)
 from adapters.sql.store import SqlStore
 from app.domain.budgets import InvalidMember, MemberBudgetExceeded
 from app.domain.ledger import HoldNotOpen, InsufficientCredits, LedgerError
