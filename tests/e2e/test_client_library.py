@@ -168,8 +168,9 @@ def test_a_dropped_connection_is_retried_with_the_same_key_and_charged_once(
 def test_a_timeout_is_retried_and_charged_once(
     live_server: LiveServer, tokens: Tokens, admin: CreditsClient, org: str
 ) -> None:
-    with FlakyProxy(live_server.port, delay=1.5) as proxy:
-        client = CreditsClient(proxy.url, tokens.m2m("credits:admin"), timeout=0.5,
+    # Generous margins: the retry itself must not time out on a busy machine.
+    with FlakyProxy(live_server.port, delay=6.0) as proxy:
+        client = CreditsClient(proxy.url, tokens.m2m("credits:admin"), timeout=3.0,
                                backoff=0.01)
         proxy.faults = ["slow"]
         used = client.record_usage(org, "file_conversion", 3)
