@@ -10,7 +10,14 @@ Both kinds are RS256 JWTs signed with the keys in the Kinde business's JWKS
 * Access tokens must carry ``exp`` and ``iss`` (and ``aud`` when an audience is configured).
   Webhooks carry none of ``iss``/``aud``/``exp``/``iat``, so they are not required there, but are
   honoured when present.
-* Tokens are never logged nor put into error messages: they are bearer credentials.
+* The two kinds never stand in for each other: Kinde signs both with the same key, so an access
+  token carrying a webhook field (``type``/``event_id``/``data``) and a webhook carrying an
+  access-token claim (``aud``/``azp``/``gty``/``scp``/``scope``/``sub``) are refused.
+* Claims are checked for their type, not coerced: a present claim of the wrong type (a string
+  ``exp``, a number ``aud``, an empty ``org_code``) refuses the token; it is never read as
+  absent (fail closed).
+* Tokens are never logged nor put into error messages, and error messages never echo token
+  content (not even the ``alg``): they end up in ``WWW-Authenticate`` headers.
 
 `KeySourceUnavailable` is deliberately NOT a `TokenError`: it means *we* could not get keys, so
 the HTTP layer should answer 503 (Kinde then retries a webhook) rather than 400/401.
@@ -22,6 +29,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -57,6 +65,10 @@ class TokenError(Exception):
     default_code: ClassVar[str] = "invalid_token"
 
     def __init__(self, message: str, code: str | None = None) -> None:
+        # The HTTP layer copies the message into a WWW-Authenticate header, which servers
+        # encode as Latin-1 and which must not hold control characters: keep it printable
+        # ASCII whatever a future caller passes in (messages are fixed text today).
+        message = "".join(ch if " " <= ch <= "~" else "?" for ch in message)
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
@@ -279,6 +291,19 @@ class JwksKeySource:
 # --------------------------------------------------------------------------------------------
 
 
+# Claims only an access (or ID) token carries: a webhook holding any of them is a token that
+# was minted for a person or an app, replayed at the webhook endpoint. Kinde signs both kinds
+# with the same key, so the signature alone cannot tell them apart.
+ACCESS_TOKEN_CLAIMS: tuple[str, ...] = ("aud", "azp", "gty", "scp", "scope", "sub")
+# Claims only a webhook carries (REFERENCE.md: type, event_id, data): an access token holding
+# any of them is refused, so a webhook body can never be presented as a bearer token.
+WEBHOOK_CLAIMS: tuple[str, ...] = ("type", "event_id", "data")
+
+# RFC 7519 NumericDate claims; they must be JSON numbers. PyJWT would `int()` a string, so a
+# string `exp` used to pass its check and then crash our cache arithmetic.
+_NUMERIC_DATE_CLAIMS: tuple[str, ...] = ("exp", "nbf", "iat")
+
+
 def _b64url_json(segment: str) -> Any:
     padded = segment + "=" * (-len(segment) % 4)
     return json.loads(base64.urlsafe_b64decode(padded))
@@ -286,7 +311,12 @@ def _b64url_json(segment: str) -> Any:
 
 def _checked_header(token: str) -> dict[str, Any]:
     """Structure check and header parse; raises `MalformedToken` / `AlgorithmNotAllowed`
-    / `UnknownKey` / `InvalidSignature` without touching any key."""
+    / `UnknownKey` / `InvalidSignature` without touching any key.
+
+    Messages are fixed text: nothing from the token is echoed, because the HTTP layer puts the
+    message into a ``WWW-Authenticate`` header, which must stay printable ASCII (a non-Latin-1
+    ``alg`` echoed there made gunicorn answer its own HTML 500).
+    """
     parts = token.split(".")
     if len(parts) != 3 or not parts[0] or not parts[1]:
         raise MalformedToken("not a compact JWT (expected three base64url segments)")
@@ -296,15 +326,14 @@ def _checked_header(token: str) -> dict[str, Any]:
             raise MalformedToken("not a compact JWT (segment is not base64url)")
     try:
         header = _b64url_json(parts[0])
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
+        # RecursionError: a header nested thousands deep, sent by anyone before any key check.
         raise MalformedToken("JWT header is not base64url-encoded JSON") from None
     if not isinstance(header, dict):
         raise MalformedToken("JWT header is not a JSON object")
 
-    alg = header.get("alg")
-    if alg != ALGORITHM:
-        shown = alg if isinstance(alg, str) and len(alg) <= 20 else "?"
-        raise AlgorithmNotAllowed(f"algorithm {shown!r} is not allowed; only RS256 is accepted")
+    if header.get("alg") != ALGORITHM:
+        raise AlgorithmNotAllowed("the token's algorithm is not allowed; only RS256 is accepted")
     if "crit" in header or "b64" in header:
         # JWS extensions (e.g. RFC 7797 unencoded payloads) are never used by Kinde; refusing
         # them keeps the signed bytes exactly what we parse.
@@ -315,89 +344,169 @@ def _checked_header(token: str) -> dict[str, Any]:
     return header
 
 
+def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+    """The NumericDate claim ``name``, None when absent; anything but a finite JSON number
+    (a string, a bool, null, NaN, Infinity) is refused."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ClaimsInvalid(f"claim {name!r} must be a number (seconds since the epoch)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ClaimsInvalid(f"claim {name!r} must be a finite number")
+    return value
+
+
+def _audiences(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    raise ClaimsInvalid("claim 'aud' must be a string or a list of strings")
+
+
 def _decode(
     token: str,
     key_source: KeySource,
     *,
-    issuer: str | None,
-    audience: str | None,
-    require: list[str],
+    require: tuple[str, ...],
+    now: float,
     leeway: float,
 ) -> dict[str, Any]:
+    """Verify the signature, then parse and check the registered claims ourselves.
+
+    Only the signature check is PyJWT's: its claim checks coerce types (``int("9999999999")``
+    passes as an ``exp``), so the payload is parsed here and every registered claim that is
+    present must have its RFC 7519 type, whoever signed it.
+    """
     header = _checked_header(token)
     # Only the kid is read from the header; jku/x5u/jwk are ignored by design.
     key = key_source.get_key(header["kid"])
     try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=[ALGORITHM],
-            issuer=issuer,
-            audience=audience,
-            leeway=leeway,
-            options={"require": require, "verify_aud": audience is not None},
-        )
+        decoded = jwt.api_jws.decode_complete(token, key, algorithms=[ALGORITHM])
     except jwt.InvalidSignatureError:
         raise InvalidSignature("signature does not verify") from None
     except jwt.InvalidAlgorithmError:
         raise AlgorithmNotAllowed("only RS256 is accepted") from None
-    except jwt.ExpiredSignatureError:
-        raise ClaimsInvalid("token has expired", code="token_expired") from None
-    except jwt.MissingRequiredClaimError as exc:
-        raise ClaimsInvalid(f"required claim {exc.claim!r} is missing") from None
-    except jwt.InvalidIssuerError:
-        raise ClaimsInvalid("token issuer does not match") from None
-    except jwt.InvalidAudienceError:
-        raise ClaimsInvalid("token audience does not match") from None
-    except jwt.ImmatureSignatureError:
-        raise ClaimsInvalid("token is not valid yet") from None
-    except jwt.DecodeError:
-        # Reached only after the signature verified (PyJWT parses the payload JSON last), so a
-        # well-signed but non-JSON payload is a claims problem, not "not a JWT".
-        raise ClaimsInvalid("token payload is not a JSON object") from None
-    except jwt.InvalidTokenError as exc:
-        # iat/sub/jti type errors and anything PyJWT adds later.
-        raise ClaimsInvalid(f"invalid claims ({type(exc).__name__})") from None
+    except jwt.InvalidTokenError:
+        # Structure problems PyJWT finds that _checked_header let through.
+        raise MalformedToken("the JWT could not be decoded") from None
+    try:
+        claims = json.loads(decoded["payload"])
+    except (ValueError, RecursionError):
+        # Reached only after the signature verified, so this is a claims problem, not "not a
+        # JWT". RecursionError: a signed payload nested thousands deep.
+        raise ClaimsInvalid("token payload is not valid JSON") from None
     if not isinstance(claims, dict):
         raise ClaimsInvalid("token payload is not a JSON object")
+
+    for name in require:
+        if claims.get(name) is None:
+            raise ClaimsInvalid(f"required claim {name!r} is missing")
+    exp = _numeric_date(claims, "exp")
+    nbf = _numeric_date(claims, "nbf")
+    iat = _numeric_date(claims, "iat")
+    if exp is not None and exp <= now - leeway:
+        raise ClaimsInvalid("token has expired", code="token_expired")
+    if nbf is not None and nbf > now + leeway:
+        raise ClaimsInvalid("token is not valid yet (nbf)")
+    if iat is not None and iat > now + leeway:
+        raise ClaimsInvalid("token is not valid yet (iat is in the future)")
+    for name in ("iss", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            raise ClaimsInvalid(f"claim {name!r} must be a string")
+    if "aud" in claims:
+        _audiences(claims["aud"])
     return claims
 
 
-def _as_str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _refuse_claims(claims: Mapping[str, Any], names: tuple[str, ...], why: str) -> None:
+    for name in names:
+        if name in claims:
+            raise ClaimsInvalid(f"claim {name!r} is not allowed here: {why}")
+
+
+def _optional_str(claims: Mapping[str, Any], name: str, *, allow_empty: bool = False) -> str | None:
+    """The string claim ``name`` or None when absent; present with another type (or empty,
+    unless allowed) is refused, never read as "absent"."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if not isinstance(value, str) or (not value and not allow_empty):
+        raise ClaimsInvalid(f"claim {name!r} must be a non-empty string")
+    return value
+
+
+def _optional_str_list(claims: Mapping[str, Any], name: str) -> list[str]:
+    if name not in claims:
+        return []
+    value = claims[name]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ClaimsInvalid(f"claim {name!r} must be a list of strings")
+    return value
 
 
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
-    """Build a `Principal` from verified access-token claims (Kinde shapes)."""
+    """Build a `Principal` from verified access-token claims (Kinde shapes), failing closed.
+
+    A claim that is present must be well formed, or the token is refused (`ClaimsInvalid`,
+    401) with a message naming the claim; it is never read as absent, because an absent
+    ``org_code`` on a machine token means "every wallet". In detail:
+
+    * machine (M2M) only when ``gty`` holds ``client_credentials``; any other token must have a
+      ``kp_...`` ``sub`` (a user) or it is refused;
+    * ``org_code``, when present, must be an ``org_...`` code (not ``""``, not ``kp_bob``);
+    * ``sub``/``azp`` non-empty strings, ``scp``/``permissions`` lists of strings, ``scope`` a
+      string, ``gty`` a string or a list of strings.
+    """
     # Imported here, not at module level: importing `app.domain` runs `app/__init__`, which
     # wires the composition root, which imports this module; a top-level import would make
     # that a circular import whichever side is imported first.
-    from app.domain.principal import USER_SUBJECT_PREFIX, Principal
+    from app.domain.principal import Principal, is_org_code, is_user_id
 
-    scopes: set[str] = set()
-    scp = claims.get("scp")
-    if isinstance(scp, list):
-        scopes.update(s for s in scp if isinstance(s, str) and s)
-    scope = claims.get("scope")
-    if isinstance(scope, str):
+    scopes = {s for s in _optional_str_list(claims, "scp") if s}
+    scope = _optional_str(claims, "scope", allow_empty=True)
+    if scope is not None:
         scopes.update(scope.split())
+    # Not used for decisions today, but a malformed one means a malformed token.
+    _optional_str_list(claims, "permissions")
+
     gty = claims.get("gty")
-    grants = [gty] if isinstance(gty, str) else gty if isinstance(gty, list) else []
-    subject = _as_str(claims.get("sub"))
-    is_machine = "client_credentials" in grants or not (
-        subject is not None and subject.startswith(USER_SUBJECT_PREFIX)
-    )
+    if "gty" not in claims:
+        grants: list[str] = []
+    elif isinstance(gty, str):
+        grants = [gty]
+    else:
+        grants = _optional_str_list(claims, "gty")
+    is_machine = "client_credentials" in grants
+
+    subject = _optional_str(claims, "sub")
+    if not is_machine and not is_user_id(subject):
+        raise ClaimsInvalid(
+            "claim 'sub' is not a Kinde user id (kp_...) and the token is not a "
+            "client-credentials (M2M) token"
+        )
+    org_code: str | None = None
+    if "org_code" in claims:
+        if not is_org_code(claims["org_code"]):
+            raise ClaimsInvalid("claim 'org_code' is not a Kinde organization code (org_...)")
+        org_code = claims["org_code"]
     return Principal(
         subject=subject,
-        org_code=_as_str(claims.get("org_code")),
+        org_code=org_code,
         scopes=frozenset(scopes),
         is_machine=is_machine,
-        client_id=_as_str(claims.get("azp")),
+        client_id=_optional_str(claims, "azp"),
     )
 
 
 class AccessTokenVerifier:
-    """Verifies ``Authorization: Bearer`` Kinde access tokens and yields a `Principal`."""
+    """Verifies ``Authorization: Bearer`` Kinde access tokens and yields a `Principal`.
+
+    An access token must carry ``iss`` (equal to the configured issuer), ``exp`` and, when an
+    audience is configured, an ``aud`` containing it; and it must carry none of the webhook
+    fields (`WEBHOOK_CLAIMS`), so a webhook body is never accepted as a bearer token.
+    """
 
     def __init__(
         self,
@@ -405,6 +514,7 @@ class AccessTokenVerifier:
         issuer: str,
         audience: str | None,
         leeway: float = 30,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not issuer:
             raise ValueError("issuer is required for access tokens")
@@ -413,6 +523,7 @@ class AccessTokenVerifier:
         self.audience = audience or None
         self.leeway = leeway
         self._key_source = key_source
+        self._clock = clock
         self._cache: dict[str, tuple[Principal, float, float]] = {}
 
     # A product's backend sends the same token on every call until it expires; checking its
@@ -426,29 +537,26 @@ class AccessTokenVerifier:
         if not isinstance(token, str):
             raise MalformedToken("token must be a string")
         token = token.strip()
-        now = time.time()
+        now = self._clock()
         cached = self._cache.get(token)
         if cached is not None:
             principal, exp, good_until = cached
             if now <= exp + self.leeway and now < good_until:
                 return principal
             self._cache.pop(token, None)
-        require = ["exp", "iss"] + (["aud"] if self.audience else [])
-        claims = _decode(
-            token,
-            self._key_source,
-            issuer=self.issuer,
-            audience=self.audience,
-            require=require,
-            leeway=self.leeway,
-        )
+        require = ("exp", "iss") + (("aud",) if self.audience else ())
+        claims = _decode(token, self._key_source, require=require, now=now, leeway=self.leeway)
+        _refuse_claims(claims, WEBHOOK_CLAIMS, "a webhook payload is not an access token")
+        if claims["iss"] != self.issuer:
+            raise ClaimsInvalid("token issuer does not match")
+        if self.audience is not None and self.audience not in _audiences(claims["aud"]):
+            raise ClaimsInvalid("token audience does not match")
         principal = principal_from_claims(claims)
         if len(self._cache) >= self.CACHE_SIZE:
             self._cache.clear()  # simple bound; a refill costs one signature check each
-        # exp was checked as a number by PyJWT; an absurdly large one is simply "far away".
-        exp = claims["exp"]
-        expires = float(exp) if abs(exp) < 1e15 else 1e15
-        self._cache[token] = (principal, expires, now + self.CACHE_SECONDS)
+        # _decode checked exp is a finite number; an absurdly large one is "far away".
+        exp = float(min(claims["exp"], 1e15))
+        self._cache[token] = (principal, exp, now + self.CACHE_SECONDS)
         return principal
 
 
@@ -456,28 +564,38 @@ class WebhookVerifier:
     """Verifies a Kinde webhook body (a compact JWT) and returns its claims.
 
     Kinde omits ``iss``/``aud``/``exp``/``iat``, so none is required; ``iss`` must match when
-    both it and the configured issuer are present, and ``exp`` is honoured when present. An
-    ``aud`` claim is not checked (we have no webhook audience to compare with).
+    both it and the configured issuer are present, and ``exp``/``nbf``/``iat`` are honoured when
+    present. The payload must carry a string ``type`` and ``event_id`` and a ``data`` object,
+    and none of the access-token claims (`ACCESS_TOKEN_CLAIMS`), so an access token signed by
+    the same Kinde key is never accepted as an event.
     """
 
-    def __init__(self, key_source: KeySource, issuer: str | None, leeway: float = 30) -> None:
+    def __init__(
+        self,
+        key_source: KeySource,
+        issuer: str | None,
+        leeway: float = 30,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.issuer = issuer.rstrip("/") if issuer else None
         self.leeway = leeway
         self._key_source = key_source
+        self._clock = clock
 
     def verify(self, body: bytes | str) -> dict[str, Any]:
         token = self._extract(body)
-        # issuer=None here: PyJWT would otherwise demand the claim, which Kinde never sends.
         claims = _decode(
-            token, self._key_source, issuer=None, audience=None, require=[], leeway=self.leeway
+            token, self._key_source, require=(), now=self._clock(), leeway=self.leeway
         )
-        if self.issuer is not None and "iss" in claims:
-            iss = claims["iss"]
-            if not isinstance(iss, str) or iss.rstrip("/") != self.issuer:
-                raise ClaimsInvalid("webhook issuer does not match")
+        _refuse_claims(claims, ACCESS_TOKEN_CLAIMS, "an access token is not a webhook")
+        # _decode checked that a present iss is a string.
+        if self.issuer is not None and claims.get("iss", self.issuer).rstrip("/") != self.issuer:
+            raise ClaimsInvalid("webhook issuer does not match")
         for field in ("type", "event_id"):
             if not isinstance(claims.get(field), str) or not claims[field]:
                 raise ClaimsInvalid(f"webhook payload has no string {field!r}")
+        if not isinstance(claims.get("data"), dict):
+            raise ClaimsInvalid("webhook payload has no 'data' object")
         return claims
 
     @staticmethod
@@ -498,7 +616,7 @@ class WebhookVerifier:
             # Older application/json deliveries wrapped the JWT in a JSON string literal.
             try:
                 unwrapped = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise MalformedToken("webhook body is not a JWT") from None
             if not isinstance(unwrapped, str):
                 raise MalformedToken("webhook body is not a JWT")

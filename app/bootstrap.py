@@ -32,6 +32,7 @@ REPOSITORY_MODULES: tuple[str, ...] = (
     "adapters.sql.outbox",
     "adapters.sql.recharges",
     "adapters.sql.inbox",
+    "adapters.sql.reports",
 )
 
 

@@ -223,8 +223,7 @@ def report_revenue(since: Any, until: Any, as_json: bool) -> None:
     """Sales in a period; recognised, breakage and deferred revenue to date, per currency."""
     from datetime import UTC
 
-    from adapters.sql.reports import granted_credits, purchased_blocks
-    from app.services.reports import revenue_report
+    from app.services.reports import build_revenue_report
 
     container = _container()
     now = container.clock()
@@ -233,8 +232,7 @@ def report_revenue(since: Any, until: Any, as_json: bool) -> None:
     end = until.replace(tzinfo=UTC) if until else now
     if end <= start:
         raise click.BadParameter("--until must be after --since")
-    with container.store.engine.connect() as conn:
-        data = revenue_report(purchased_blocks(conn), granted_credits(conn), start, end)
+    data = build_revenue_report(container.store, start, end)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

@@ -1,4 +1,8 @@
-"""SQL reads behind `kinde-credits report revenue` (see app.services.reports)."""
+"""SQL reads behind `kinde-credits report revenue` (see app.services.reports).
+
+Registered as the `reports` repository of a unit of work, so the report's queries run in one
+read transaction: one snapshot (REPEATABLE READ on PostgreSQL, one transaction on SQLite).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, func, select
 
 from adapters.sql import schema as t
+from adapters.sql.store import register_repository
 from app.services.reports import PurchasedBlock
 
 
@@ -42,3 +47,19 @@ def granted_credits(conn: Connection) -> int:
             select(func.coalesce(func.sum(b.original), 0)).where(b.cost_amount.is_(None))
         ).scalar_one()
     )
+
+
+class SqlRevenueReadings:
+    """The report's reads on one unit of work's connection (and so on one snapshot)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def purchased_blocks(self) -> list[PurchasedBlock]:
+        return purchased_blocks(self.conn)
+
+    def granted_credits(self) -> int:
+        return granted_credits(self.conn)
+
+
+register_repository("reports", SqlRevenueReadings)

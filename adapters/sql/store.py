@@ -426,9 +426,18 @@ class SqlWalletRepository:
         return [_entry_from_row(r) for r in rows]
 
     def wallets_due_for_sweep(self, now: datetime, limit: int) -> list[str]:
+        w = t.wallets.c
+        # Longest overdue first (then by id), so the order is stable and nothing starves.
+        due_at = case(
+            (w.next_expiry_at.is_(None), w.next_hold_expiry_at),
+            (w.next_hold_expiry_at.is_(None), w.next_expiry_at),
+            (w.next_hold_expiry_at < w.next_expiry_at, w.next_hold_expiry_at),
+            else_=w.next_expiry_at,
+        )
         rows = self.conn.execute(
-            select(t.wallets.c.id)
-            .where((t.wallets.c.next_expiry_at <= now) | (t.wallets.c.next_hold_expiry_at <= now))
+            select(w.id)
+            .where((w.next_expiry_at <= now) | (w.next_hold_expiry_at <= now))
+            .order_by(due_at, w.id)
             .limit(limit)
         )
         return [r.id for r in rows]

@@ -109,3 +109,22 @@ def on_credit(
         t.key for t in settings.thresholds(reference_balance) if balance <= t.credits
     }
     return frozenset(k for k in fired if k in still_crossed)
+
+
+def final_alert(
+    alerts: list[Alert], fired: frozenset[str], balance: int, reference_balance: int
+) -> list[Alert]:
+    """What one write sends, given the alerts its debits raised in order: nothing if a later
+    credit of the same write re-armed them all, else one alert for the most severe threshold
+    still crossed, describing the balance the write ends at (not a passing balance)."""
+    latest = {a.threshold.key: a for a in alerts}  # a re-armed key may fire again later
+    still = [a for a in latest.values()
+             if a.threshold.key in fired and balance <= a.threshold.credits]
+    if not still:
+        return []
+    worst = min(still, key=lambda a: (a.threshold.credits, a.threshold.key != "zero"))
+    kind = (
+        "credits.depleted" if worst.threshold.key == "zero" or balance <= 0
+        else "credits.balance_low"
+    )
+    return [Alert(kind, balance, reference_balance, worst.threshold)]

@@ -73,6 +73,20 @@ class HoldNotOpen(LedgerError):
     code = "hold_not_open"
 
 
+class CaptureExceedsHold(LedgerError):
+    """A capture asks for more than its hold reserved: refused, nothing changes."""
+
+    code = "capture_exceeds_hold"
+
+    def __init__(self, hold_id: str, held: int, asked: int) -> None:
+        super().__init__(
+            f"hold {hold_id} holds {held:,} credits: capture at most {held:,}, not {asked:,} "
+            f"(record the rest as usage, or hold more next time)"
+        )
+        self.held = held
+        self.asked = asked
+
+
 def owner_type_of(wallet_id: str) -> OwnerType:
     """Wallet ids are Kinde owner ids: `kp_...` for users, `org_...` for organizations."""
     if wallet_id.startswith("kp_") and len(wallet_id) > 3:
@@ -191,29 +205,50 @@ class Wallet:
         )
 
     def expire_blocks(self, now: datetime) -> list[NewEntry]:
-        """Move the remainder of every block past its expiry out with an expiry entry."""
+        """Move the remainder of every block past its expiry out with an expiry entry.
+
+        Credits under an open hold do not expire while the hold is open. A hold reserves the
+        credits a capture would draw, the soonest-expiring ones: so of the blocks past their
+        expiry, up to `held` credits (in consumption order) are kept back. A capture draws them
+        first, and whatever is left of them expires as soon as the holds are captured,
+        released or expire (both call this again).
+        """
+        due = sorted(
+            (b for b in self.blocks
+             if b.remaining > 0 and b.expires_at is not None and b.expires_at <= now),
+            key=Block.consumption_order,
+        )
         out: list[NewEntry] = []
-        for block in self.blocks:
-            if block.remaining > 0 and block.expires_at is not None and block.expires_at <= now:
-                amount = block.remaining
-                block.remaining = 0
-                self.touched_blocks[block.id] = block
-                self.balance -= amount
-                out.append(
-                    self._append(
-                        "expiry",
-                        -amount,
-                        reason=block.id,
-                        description=f"-{amount:,} credits expired ({block.reason})",
-                        now=now,
-                    )
+        keep = max(self.held, 0)
+        for block in due:
+            kept = min(block.remaining, keep)
+            keep -= kept
+            amount = block.remaining - kept
+            if amount == 0:
+                continue
+            block.remaining = kept
+            self.touched_blocks[block.id] = block
+            self.balance -= amount
+            out.append(
+                self._append(
+                    "expiry",
+                    -amount,
+                    reason=block.id,
+                    description=f"-{amount:,} credits expired ({block.reason})",
+                    now=now,
                 )
+            )
         self.blocks = [b for b in self.blocks if b.remaining > 0]
-        self._recompute_next_expiry()
+        self._recompute_next_expiry(now)
         return out
 
-    def _recompute_next_expiry(self) -> None:
-        dates = [b.expires_at for b in self.blocks if b.remaining > 0 and b.expires_at]
+    def _recompute_next_expiry(self, now: datetime) -> None:
+        # Blocks kept back past their expiry for open holds are not "due" for a sweep: they
+        # expire when the holds settle, and the hold expiry already schedules that sweep.
+        dates = [
+            b.expires_at for b in self.blocks
+            if b.remaining > 0 and b.expires_at is not None and b.expires_at > now
+        ]
         self.next_expiry_at = min(dates) if dates else None
 
     # -- credits --------------------------------------------------------------------------
@@ -257,7 +292,7 @@ class Wallet:
         self.balance += amount
         # Percent alerts are measured against the balance right after the latest credit.
         self.reference_balance = self.balance
-        self._recompute_next_expiry()
+        self._recompute_next_expiry(now)
         return self._append(kind, amount, reason=reason, description=description, now=now)
 
     # -- debits ---------------------------------------------------------------------------
@@ -301,7 +336,7 @@ class Wallet:
                 self.touched_blocks[block.id] = block
         self.arrears += left
         self.blocks = [b for b in self.blocks if b.remaining > 0]
-        self._recompute_next_expiry()
+        self._recompute_next_expiry(now)
         self.balance -= amount
         return self._append(
             kind,
@@ -357,9 +392,11 @@ class Wallet:
         now: datetime,
         quantity: int | None = None,
     ) -> NewEntry:
-        """Settle a hold with the real amount; more than was held must be covered by credits."""
+        """Settle a hold with the real amount, at most what it holds; the rest is freed."""
         self._require_open(hold, now)
         _require_positive(amount)
+        if amount > hold.amount:
+            raise CaptureExceedsHold(hold.id, hold.amount, amount)
         entry = self.debit(
             amount,
             kind="capture",
@@ -370,15 +407,17 @@ class Wallet:
             quantity=quantity,
             hold_id=hold.id,
             reserved=hold.amount,
-            # Up to the held amount the credits were promised: capture never fails there, even
-            # if usage Kinde reported meanwhile pushed the wallet into arrears.
-            refusable=amount > hold.amount,
+            # The held credits were promised: capture never fails, even if usage Kinde
+            # reported meanwhile pushed the wallet into arrears.
+            refusable=False,
         )
         self.held -= hold.amount
         hold.status = "captured"
         hold.captured_amount = amount
         hold.settled_at = now
         self.touched_holds[hold.id] = hold
+        # Credits kept past their expiry for this hold and not captured expire now.
+        self.expire_blocks(now)
         return entry
 
     def release_hold(
@@ -392,9 +431,12 @@ class Wallet:
         hold.status = "expired" if expired else "released"
         hold.settled_at = now
         self.touched_holds[hold.id] = hold
-        return self._append(
+        entry = self._append(
             "release", 0, reason=hold.id, description=description, now=now, hold_id=hold.id
         )
+        # Credits kept past their expiry for this hold expire now that it no longer needs them.
+        self.expire_blocks(now)
+        return entry
 
     def set_hold_expiry(self, open_holds: list[Hold]) -> None:
         dates = [h.expires_at for h in open_holds if h.status == "open"]

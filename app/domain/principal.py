@@ -12,6 +12,11 @@ Rules (DESIGN.md, "HTTP API"):
   (wallet id == subject) or its organization's wallet (wallet id == ``org_code``).
 * A *machine* (M2M, client-credentials) principal with an ``org_code`` reaches only that org's
   wallet; a machine principal without ``org_code`` reaches every wallet.
+* Fail closed on malformed identities: a subject or ``org_code`` that is not a well-formed Kinde
+  id (`is_user_id`, `is_org_code`) reaches nothing through it. In particular a machine whose
+  ``org_code`` is present but malformed (``""``, ``"kp_bob"``) reaches NO wallet, never all of
+  them, and a user's ``org_code`` of ``"kp_bob"`` never reaches Bob's wallet. The token verifier
+  already refuses such tokens (401); these rules are the second line.
 * End users may READ the wallets they reach without any scope: a signed-in front end shows the
   user's balance with a plain Kinde login token. Writes (usage, holds) normally come from the
   product's backend with an M2M token carrying ``credits:write``; a user token may write only
@@ -23,8 +28,9 @@ Callers must check BOTH reach and scope; `Principal.may` does that in one call.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Action = Literal["read", "write", "admin"]
 
@@ -42,6 +48,22 @@ ACTION_SCOPES: dict[str, str] = {
 }
 
 USER_SUBJECT_PREFIX = "kp_"
+ORG_CODE_PREFIX = "org_"
+
+# The same shapes as wallet ids in URLs (app/http/schemas.py WALLET_ID_PATTERN): whatever a
+# principal can reach must be something a wallet id can be.
+_USER_ID = re.compile(r"kp_[A-Za-z0-9_-]{1,61}")
+_ORG_CODE = re.compile(r"org_[A-Za-z0-9_-]{1,60}")
+
+
+def is_user_id(value: Any) -> bool:
+    """A well-formed Kinde user id (``kp_...``)."""
+    return isinstance(value, str) and _USER_ID.fullmatch(value) is not None
+
+
+def is_org_code(value: Any) -> bool:
+    """A well-formed Kinde organization code (``org_...``)."""
+    return isinstance(value, str) and _ORG_CODE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +72,8 @@ class Principal:
 
     ``subject`` is the token's ``sub`` (``kp_...`` for users), ``org_code`` the token's
     ``org_code`` claim, ``scopes`` the union of ``scp`` and ``scope``, ``is_machine`` true for
-    client-credentials tokens (or any token without a user subject), ``client_id`` the ``azp``.
+    client-credentials tokens only (``gty`` holds ``client_credentials``), ``client_id`` the
+    ``azp``.
     """
 
     subject: str | None
@@ -66,11 +89,7 @@ class Principal:
         A non-machine principal without a ``kp_`` subject is neither user nor machine and
         reaches nothing (fail closed); the verifier never builds one.
         """
-        return (
-            not self.is_machine
-            and self.subject is not None
-            and self.subject.startswith(USER_SUBJECT_PREFIX)
-        )
+        return not self.is_machine and is_user_id(self.subject)
 
     def has_scope(self, required: str) -> bool:
         """True when the principal holds ``required`` or a higher credits level.
@@ -91,12 +110,15 @@ class Principal:
             return False
         if self.is_machine:
             # An org-scoped M2M app is confined to its org; an unscoped one is the product's
-            # own backend and serves every customer.
-            return self.org_code is None or wallet_id == self.org_code
+            # own backend and serves every customer. "Unscoped" means org_code is absent
+            # (None): a present but malformed org_code confines the app to nothing.
+            if self.org_code is None:
+                return True
+            return is_org_code(self.org_code) and wallet_id == self.org_code
         if not self.is_user:
             return False
         return wallet_id == self.subject or (
-            self.org_code is not None and wallet_id == self.org_code
+            is_org_code(self.org_code) and wallet_id == self.org_code
         )
 
     def required_scope_met(self, action: Action) -> bool:

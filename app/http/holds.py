@@ -59,10 +59,11 @@ def _reachable(wallet_id: str) -> bool:
 @bp.arguments(schemas.CaptureRequestSchema, required=False)
 @bp.response(200, schemas.SettledHoldSchema)
 @bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
-        responses=doc_errors(401, 403, 404, 409, 503))
+        responses=doc_errors(401, 403, 404, 409, 422, 503))
 def capture_hold(body: dict[str, Any], hold_id: str) -> Any:
     """Debit the hold: `credits` (at most the held amount) or, by default, all of it; the rest
-    is freed. 409 `hold_not_open` if it was already captured, released or expired."""
+    is freed. 409 `hold_not_open` if it was already captured, released or expired; 422
+    `capture_exceeds_hold` (nothing changes, the hold stays open) for more than it holds."""
     outcome = container().ledger.capture_hold(
         hold_id,
         body.get("credits"),

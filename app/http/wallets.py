@@ -129,8 +129,13 @@ def record_usage_batch(body: dict[str, Any]) -> Any:
     responses=doc_errors(401, 403, 404, 409, 503),
 )
 def top_up(body: dict[str, Any], wallet_id: str) -> Any:
-    """Add credits: `{bundle}` sells a catalog pack (credits:write); `{credits, reason}` grants
-    credits that were not sold (credits:admin). The first top-up creates the wallet."""
+    """Add credits: `{bundle}` sells a catalog pack; `{credits, reason}` grants credits that
+    were not sold (credits:admin). The first top-up creates the wallet.
+
+    A sale invoiced through Kinde needs credits:write (a user token with that scope may buy for
+    its own wallet: Kinde invoices that customer). A sale that is not invoiced (local mode,
+    `SALES_PAID_ELSEWHERE=true`) needs credits:admin, like a grant: it gives credits and books
+    revenue on the caller's word that the payment was taken elsewhere."""
     ledger = container().ledger
     key = idempotency_key()
     outcome: Outcome
@@ -145,5 +150,8 @@ def top_up(body: dict[str, Any], wallet_id: str) -> Any:
             idempotency_key=key,
         )
     else:
+        if not ledger.sales_are_invoiced():
+            # Nobody will be charged for this pack: only an admin may record it as sold.
+            require_scope(current_principal(), "admin")
         outcome = ledger.top_up_bundle(wallet_id, body["bundle"], idempotency_key=key)
     return reply(outcome)

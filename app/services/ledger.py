@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,9 @@ from app.domain.usage_terms import describe_debit, describe_units_left
 from app.services import budgets as member_budgets
 from app.services import views
 from app.services.ports import Clock, DuplicateKey, UnitOfWork, UnitOfWorkFactory
-from app.services.recharge import AutoRecharger, suspended_notice
+from app.services.recharge import AutoRecharger, PaymentGateway, suspended_notice
+
+log = logging.getLogger("kinde_credits.ledger")
 
 MAX_QUANTITY = 10**9
 MAX_CREDITS = 10**12
@@ -172,7 +175,12 @@ class LedgerService:
         return saved
 
     def _evaluate_alerts(self, wallet: Wallet, recharged: bool) -> None:
-        """Walk this write's entries in order: debits may cross thresholds, credits re-arm."""
+        """Walk this write's entries in order: debits may cross thresholds, credits re-arm.
+
+        The customer sees only the state the write ends in: an alert whose threshold a later
+        credit of the same write re-armed (e.g. expiry applied before a grant) is dropped, and
+        the one that stays (the most severe) describes the final balance.
+        """
         settings = wallet.alert_settings or self.alert_defaults
         reference, fired = wallet.reference_at_load, wallet.alerts_fired
         alerts: list[Alert] = []
@@ -190,7 +198,7 @@ class LedgerService:
             # Auto-recharge already topped the wallet up in this very transaction: a
             # "balance low" message now would be wrong. The recharge notice says what happened.
             alerts = []
-        wallet.new_alerts[:0] = alerts
+        wallet.new_alerts[:0] = alert_rules.final_alert(alerts, fired, wallet.balance, reference)
 
     def _require_wallet(self, uow: UnitOfWork, wallet_id: str) -> Wallet:
         owner_type_of(wallet_id)
@@ -290,6 +298,21 @@ class LedgerService:
 
     # -- credits --------------------------------------------------------------------------
 
+    def _sale_gateway(self) -> PaymentGateway | None:
+        # When the product collects payment itself, invoicing through Kinde too would charge
+        # the customer twice: the sale is recorded with its price, nothing more.
+        if self.recharger is not None and not self.unbilled_sales_allowed:
+            return self.recharger.gateway
+        return None
+
+    def sales_are_invoiced(self) -> bool:
+        """Whether a bundle sale is charged through a payment gateway (Kinde).
+
+        When it is not (local mode, SALES_PAID_ELSEWHERE), recording a sale hands out credits
+        and books revenue on the caller's word alone: the API lets only admins do that.
+        """
+        return self._sale_gateway() is not None
+
     def top_up_bundle(
         self, wallet_id: str, bundle_key: str, *, idempotency_key: str | None = None,
         discount_percent: Any = None,
@@ -300,13 +323,7 @@ class LedgerService:
         if bundle is None:
             known = ", ".join(sorted(self.catalog.bundles)) or "none configured"
             raise UnknownBundle(f"unknown bundle {bundle_key[:64]!r}; known bundles: {known}")
-        # When the product collects payment itself, invoicing through Kinde too would charge
-        # the customer twice: the sale is recorded with its price, nothing more.
-        gateway = (
-            self.recharger.gateway
-            if self.recharger and not self.unbilled_sales_allowed
-            else None
-        )
+        gateway = self._sale_gateway()
         if gateway is None and not self.unbilled_sales_allowed:
             raise InvalidAmount(
                 "selling a bundle needs a way to charge for it: connect Kinde billing "
@@ -628,7 +645,7 @@ class LedgerService:
 
     def sweep_locked(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> Wallet:
         """Expire due blocks and holds of a locked wallet (inside the caller's transaction)."""
-        wallet.expire_blocks(now)
+        # Holds first: credits an expired hold no longer reserves may then expire too.
         if wallet.next_hold_expiry_at is not None and wallet.next_hold_expiry_at <= now:
             open_holds: list[Hold] = uow.wallets.open_holds(wallet.id)
             for hold in open_holds:
@@ -640,6 +657,7 @@ class LedgerService:
                         expired=True,
                     )
             wallet.set_hold_expiry(open_holds)
+        wallet.expire_blocks(now)
         return wallet
 
     def sweep_wallet(self, wallet_id: str) -> None:
@@ -654,11 +672,18 @@ class LedgerService:
                 uow.commit()
 
     def sweep_due(self, limit: int = 500) -> int:
-        """Expire blocks and holds across wallets; run by the worker on a timer."""
+        """Expire blocks and holds across wallets; run by the worker on a timer.
+
+        Wallets come longest-overdue first. One that fails to sweep is logged and skipped, so
+        it cannot hold up the others (it stays due and is tried again on the next pass).
+        """
         with self.uow(False) as uow:
             due = uow.wallets.wallets_due_for_sweep(self.clock(), limit)
         for wallet_id in due:
-            self.sweep_wallet(wallet_id)
+            try:
+                self.sweep_wallet(wallet_id)
+            except Exception:
+                log.exception("expiry sweep of wallet %s failed; the others go on", wallet_id)
         return len(due)
 
     # -- reads ----------------------------------------------------------------------------

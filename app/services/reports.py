@@ -16,7 +16,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Protocol
+
+from app.services.ports import UnitOfWorkFactory
 
 CENT = Decimal("0.01")
 
@@ -29,6 +31,30 @@ class PurchasedBlock:
     remaining: int
     expired: int
     created_at: datetime
+
+
+class RevenueReadings(Protocol):
+    """What the report reads; a unit of work offers it as `uow.reports`."""
+
+    def purchased_blocks(self) -> list[PurchasedBlock]: ...
+
+    def granted_credits(self) -> int: ...
+
+
+def build_revenue_report(
+    uow_factory: UnitOfWorkFactory, since: datetime, until: datetime
+) -> dict[str, Any]:
+    """Read everything the report needs in ONE read transaction, then compute it.
+
+    The reads are several queries (blocks, expiries, grants); a sweep or a sale committing
+    between two of them would mix two states (e.g. a block already emptied by expiry but its
+    expiry not yet counted shows as used). One snapshot keeps the figures reconciling.
+    """
+    with uow_factory(False) as uow:
+        readings: RevenueReadings = uow.reports  # type: ignore[attr-defined]
+        blocks = readings.purchased_blocks()
+        granted = readings.granted_credits()
+    return revenue_report(blocks, granted, since, until)
 
 
 def revenue_report(

@@ -110,7 +110,12 @@ class MemoryWallets:
         return sorted(rows, key=lambda e: -e.id)[:limit]
 
     def wallets_due_for_sweep(self, now: datetime, limit: int) -> list[str]:
-        return [w.id for w in self.s.wallets.values() if w.needs_sweep(now)][:limit]
+        due = [w for w in self.s.wallets.values() if w.needs_sweep(now)]
+
+        def due_at(w: Wallet) -> datetime:
+            return min(d for d in (w.next_expiry_at, w.next_hold_expiry_at) if d is not None)
+
+        return [w.id for w in sorted(due, key=lambda w: (due_at(w), w.id))][:limit]
 
     def wallet_ids(self, after: str | None, limit: int) -> list[str]:
         return sorted(i for i in self.s.wallets if after is None or i > after)[:limit]

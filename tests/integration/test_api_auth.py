@@ -144,7 +144,8 @@ def test_user_without_write_scope_cannot_record_usage(
     [
         ((), 403, 403, 403, 403),
         (("credits:read",), 200, 403, 403, 403),
-        (("credits:write",), 200, 201, 201, 403),
+        # Local/SALES_PAID_ELSEWHERE sale (not invoiced through Kinde): admin only.
+        (("credits:write",), 200, 201, 403, 403),
         (("credits:admin",), 200, 201, 201, 201),
         (("credits:admin", "openid"), 200, 201, 201, 201),
     ],
@@ -163,7 +164,7 @@ def test_m2m_scope_levels(
     response = client.post("/v1/wallets/kp_carol/top-ups", json={"credits": 1, "reason": "r"},
                            headers=bearer(token))
     assert response.status_code == grant
-    if grant == 403 and bundle == 201:  # write held: the grant itself needs admin
+    if grant == 403 and usage == 201:  # write held: the grant itself needs admin
         assert "credits:admin" in response.json["error"]["message"]
 
 
@@ -220,3 +221,155 @@ def test_rotated_key_is_picked_up(
         assert response.status_code == 200, response.json
     finally:
         jwks_server.set_jwks(original)
+
+
+# -- hostile token content (issue 9): always a JSON 401, never a 500 ----------------------
+
+
+def _seg(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _raw_signed(tokens: Tokens, payload: bytes | dict[str, object]) -> str:
+    """RS256 over exactly these payload bytes (PyJWT's encoder refuses some bad claims)."""
+    import json
+
+    import jwt
+
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return jwt.api_jws.encode(raw, tokens.key, algorithm="RS256", headers={"kid": tokens.kid})
+
+
+def deep_header(tokens: Tokens, depth: int = 5000) -> str:
+    import json
+
+    header = '{"alg":"RS256","kid":"' + tokens.kid + '","x":' + "[" * depth + "]" * depth + "}"
+    return f"{_seg(header.encode())}.{_seg(json.dumps(tokens.claims('kp_alice')).encode())}.AAAA"
+
+
+def non_latin1_alg(tokens: Tokens) -> str:
+    import json
+
+    header = json.dumps({"alg": "RS256\u2603", "kid": tokens.kid}).encode()
+    return f"{_seg(header)}.{_seg(json.dumps(tokens.claims('kp_alice')).encode())}.AAAA"
+
+
+def string_exp(tokens: Tokens) -> str:
+    claims = tokens.claims("kp_alice")
+    return _raw_signed(tokens, {**claims, "exp": str(claims["exp"])})
+
+
+HOSTILE_TOKENS: dict[str, Callable[[Tokens], str]] = {
+    "deep_header": deep_header,
+    "non_latin1_alg": non_latin1_alg,
+    "string_exp": string_exp,
+    "word_exp": lambda t: _raw_signed(t, {**t.claims("kp_alice"), "exp": "tomorrow"}),
+    "string_iat": lambda t: _raw_signed(t, {**t.claims("kp_alice"), "iat": "now"}),
+    "string_nbf": lambda t: _raw_signed(t, {**t.claims("kp_alice"), "nbf": "now"}),
+    "bool_exp": lambda t: _raw_signed(t, {**t.claims("kp_alice"), "exp": True}),
+    "number_aud": lambda t: _raw_signed(t, {**t.claims("kp_alice"), "aud": 42}),
+    "number_iss": lambda t: _raw_signed(t, {**t.claims("kp_alice"), "iss": 42}),
+    "list_jti": lambda t: _raw_signed(t, {**t.claims("kp_alice"), "jti": [1]}),
+    "deep_payload": lambda t: _raw_signed(
+        t, b'{"sub": "kp_alice", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_TOKENS))
+def test_hostile_tokens_are_json_401_without_echo(
+    client: FlaskClient, tokens: Tokens, db_url: str, kind: str
+) -> None:
+    token = HOSTILE_TOKENS[kind](tokens)
+    before = table_counts(db_url)
+    for method, path, body in [
+        ("get", "/v1/wallets/kp_alice", None),
+        ("post", "/v1/wallets/kp_alice/top-ups", {"credits": 5, "reason": "x"}),
+    ]:
+        response = getattr(client, method)(path, json=body, headers=bearer(token))
+        assert response.status_code == 401, (kind, response.get_data(as_text=True)[:300])
+        assert response.json["error"]["code"] == "unauthorized"
+        challenge = response.headers["WWW-Authenticate"]
+        assert challenge.startswith("Bearer")
+        # Header values must be encodable by any server: printable ASCII only.
+        assert challenge.isascii() and challenge.isprintable()
+        assert "\u2603" not in response.get_data(as_text=True)
+    assert table_counts(db_url) == before
+
+
+# -- present-but-malformed principal claims reach nothing (issue 9) -----------------------
+
+# (kind, claim, value, wallet the token would have reached before the fix)
+MALFORMED_CLAIMS: list[tuple[str, str, object, str]] = [
+    ("m2m", "org_code", "", "kp_carol"),
+    ("m2m", "org_code", 42, "kp_carol"),
+    ("m2m", "org_code", None, "kp_carol"),
+    ("m2m", "org_code", ["org_acme"], "kp_carol"),
+    ("m2m", "org_code", "kp_carol", "kp_carol"),
+    ("m2m", "org_code", "acme", "kp_carol"),
+    ("user", "org_code", "kp_carol", "kp_carol"),
+    ("user", "org_code", "", "kp_alice"),
+    ("user", "sub", "client_abc", "kp_carol"),
+    ("user", "sub", 42, "kp_carol"),
+    ("m2m", "gty", 1, "kp_carol"),
+    ("m2m", "scp", "credits:admin", "kp_carol"),
+    ("m2m", "scope", ["credits:admin"], "kp_carol"),
+    ("user", "permissions", "credits:admin", "kp_alice"),
+    ("m2m", "azp", 5, "kp_carol"),
+]
+
+
+@pytest.mark.parametrize(("kind", "claim", "value", "wallet"), MALFORMED_CLAIMS)
+def test_malformed_principal_claims_are_401_naming_the_claim(
+    client: FlaskClient, tokens: Tokens, db_url: str,
+    kind: str, claim: str, value: object, wallet: str,
+) -> None:
+    _grant(client, tokens, "kp_carol", 100)
+    if kind == "m2m":
+        base = tokens.claims(None, scopes=("credits:admin",), m2m=True)
+    else:
+        base = tokens.claims("kp_alice", org="org_acme", scopes=("credits:admin",))
+    token = _raw_signed(tokens, {**base, claim: value})
+    before = table_counts(db_url)
+    read = client.get(f"/v1/wallets/{wallet}", headers=bearer(token))
+    grant = client.post(f"/v1/wallets/{wallet}/top-ups", json={"credits": 5, "reason": "x"},
+                        headers=bearer(token))
+    for response in (read, grant):
+        assert response.status_code == 401, (claim, value, response.json)
+        assert response.json["error"]["code"] == "unauthorized"
+        assert f"'{claim}'" in response.json["error"]["message"]
+    assert table_counts(db_url) == before
+
+
+def test_user_token_with_another_users_id_as_org_code_cannot_read_it(
+    client: FlaskClient, tokens: Tokens
+) -> None:
+    _grant(client, tokens, "kp_bob", 100)
+    token = tokens.user("kp_alice", org="kp_bob")
+    response = client.get("/v1/wallets/kp_bob", headers=bearer(token))
+    assert response.status_code == 401
+    assert "balance" not in response.get_data(as_text=True)
+
+
+# -- webhooks are not access tokens (issue 9) ----------------------------------------------
+
+
+def test_webhook_jwt_is_not_an_access_token(
+    client: FlaskClient, tokens: Tokens, db_url: str
+) -> None:
+    hook = {"type": "user.created", "event_id": "event_1", "source": "api",
+            "data": {"user": {"id": "kp_alice"}}}
+    # Bare (as Kinde sends it) and dressed up with access-token claims: both refused.
+    dressed = {**tokens.claims(None, scopes=("credits:admin",), m2m=True), **hook}
+    before = table_counts(db_url)
+    for claims in (hook, dressed):
+        token = tokens.sign(claims)
+        for path in ("/v1/wallets/kp_alice", "/v1/catalog"):
+            response = client.get(path, headers=bearer(token))
+            assert response.status_code == 401, response.json
+        response = client.post("/v1/wallets/kp_alice/top-ups",
+                               json={"credits": 5, "reason": "x"}, headers=bearer(token))
+        assert response.status_code == 401
+    assert table_counts(db_url) == before

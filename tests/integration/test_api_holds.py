@@ -158,3 +158,87 @@ def test_hold_idempotency(
     cap2 = client.post(path, json={"credits": 10}, headers={**admin, "Idempotency-Key": "cap-1"})
     assert cap.status_code == cap2.status_code == 200
     assert cap2.headers["Idempotent-Replayed"] == "true" and cap2.json == cap.json
+
+
+def test_capture_after_the_credits_expired_over_http(
+    client: FlaskClient, admin: dict[str, str], api_app: Flask, db_url: str
+) -> None:
+    """The hold keeps its credits past their expiry: capturing them never leaves the wallet
+    below zero, and `verify` stays clean."""
+    from app.services.ledger import verify_ledger
+    from tests.conftest import FakeClock
+
+    clock = FakeClock()
+    container = api_app.extensions["kinde_credits"]
+    container.ledger.clock = clock
+    grant = client.post("/v1/wallets/kp_alice/top-ups",
+                        json={"credits": 500, "reason": "trial", "expires_after_days": 1},
+                        headers=admin)
+    assert grant.status_code == 201
+    hold = place(client, admin, {"credits": 500, "expires_in_seconds": 3 * 24 * 3600}).json
+    clock.advance(days=2)
+    wallet = client.get("/v1/wallets/kp_alice", headers=admin).json
+    assert (wallet["balance"], wallet["held"], wallet["available"]) == (500, 500, 0)
+    capture = client.post(f"/v1/holds/{hold['hold_id']}/capture", json={"credits": 400},
+                          headers=admin)
+    assert capture.status_code == 200, capture.json
+    assert (capture.json["balance"], capture.json["available"]) == (0, 0)
+    wallet = client.get("/v1/wallets/kp_alice", headers=admin).json
+    assert (wallet["balance"], wallet["held"], wallet["arrears"]) == (0, 0, 0)
+    kinds = [e["kind"] for e in client.get("/v1/wallets/kp_alice/ledger",
+                                           headers=admin).json["entries"]]
+    assert kinds[:2] == ["expiry", "capture"]  # the 100 not captured expired right after
+    assert verify_ledger(container.store) == {}
+
+
+def test_hold_expiry_after_the_credits_expired_over_http(
+    client: FlaskClient, admin: dict[str, str], api_app: Flask
+) -> None:
+    """Credits kept for an open hold expire once the hold itself expires unused."""
+    from app.services.ledger import verify_ledger
+    from tests.conftest import FakeClock
+
+    clock = FakeClock()
+    container = api_app.extensions["kinde_credits"]
+    container.ledger.clock = clock
+    client.post("/v1/wallets/kp_alice/top-ups",
+                json={"credits": 500, "reason": "trial", "expires_after_days": 1}, headers=admin)
+    hold = place(client, admin, {"credits": 300, "expires_in_seconds": 2 * 24 * 3600}).json
+    clock.advance(days=1, hours=1)  # the credits are past their expiry, the hold is open
+    wallet = client.get("/v1/wallets/kp_alice", headers=admin).json
+    assert (wallet["balance"], wallet["held"], wallet["available"]) == (300, 300, 0)
+    clock.advance(days=1)  # now the hold has expired as well
+    wallet = client.get("/v1/wallets/kp_alice", headers=admin).json
+    assert (wallet["balance"], wallet["held"], wallet["holds"]) == (0, 0, [])
+    late = client.post(f"/v1/holds/{hold['hold_id']}/capture", headers=admin)
+    assert late.status_code == 409 and late.json["error"]["code"] == "hold_not_open"
+    kinds = [(e["kind"], e["amount"]) for e in client.get(
+        "/v1/wallets/kp_alice/ledger", headers=admin).json["entries"]]
+    assert kinds[:3] == [("expiry", -300), ("release", 0), ("expiry", -200)]
+    assert verify_ledger(container.store) == {}
+
+
+def test_capture_more_than_held_is_refused_and_nothing_changes(
+    client: FlaskClient, admin: dict[str, str], funded: str, db_url: str
+) -> None:
+    hold = place(client, admin, {"credits": 100}).json
+    before = table_counts(db_url)
+    response = client.post(f"/v1/holds/{hold['hold_id']}/capture", json={"credits": 700},
+                           headers={**admin, "Idempotency-Key": "cap-too-much"})
+    assert response.status_code == 422, response.json
+    assert response.json["error"]["code"] == "capture_exceeds_hold"
+    assert "at most 100" in response.json["error"]["message"]
+    assert table_counts(db_url) == before
+    wallet = client.get("/v1/wallets/kp_alice", headers=admin).json
+    assert (wallet["balance"], wallet["held"]) == (1000, 100)
+    # The key stayed free, and the hold is still open for what it holds.
+    ok = client.post(f"/v1/holds/{hold['hold_id']}/capture", json={"credits": 100},
+                     headers={**admin, "Idempotency-Key": "cap-too-much"})
+    assert ok.status_code == 200 and ok.json["balance"] == 900
+
+
+def test_capture_documents_the_refusal(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").json
+    capture = spec["paths"]["/v1/holds/{hold_id}/capture"]["post"]
+    assert "422" in capture["responses"]
+    assert "capture_exceeds_hold" in capture["summary"] + capture.get("description", "")

@@ -320,16 +320,16 @@ def test_batch_needs_write_scope(client: FlaskClient, tokens: Tokens) -> None:
 
 
 def test_bundle_top_up_creates_wallet(
-    client: FlaskClient, writer: dict[str, str], db_url: str
+    client: FlaskClient, admin: dict[str, str], db_url: str
 ) -> None:
     response = client.post("/v1/wallets/org_acme/top-ups", json={"bundle": "starter"},
-                           headers={**writer, "Idempotency-Key": "buy-1"})
+                           headers={**admin, "Idempotency-Key": "buy-1"})
     assert response.status_code == 201, response.json
     assert response.json["balance"] == 5000
     assert response.json["entry"]["kind"] == "purchase"
     assert response.json["entry"]["description"].startswith("+5,000 credits: Starter pack")
     replay = client.post("/v1/wallets/org_acme/top-ups", json={"bundle": "starter"},
-                         headers={**writer, "Idempotency-Key": "buy-1"})
+                         headers={**admin, "Idempotency-Key": "buy-1"})
     assert replay.headers["Idempotent-Replayed"] == "true" and replay.json == response.json
     assert count_rows(db_url, "blocks") == 1
 
@@ -366,6 +366,51 @@ def test_top_up_422_and_nothing_written(
     assert response.status_code == 422, response.json
     assert response.json["error"]["code"] == code
     assert table_counts(db_url) == before
+
+
+def test_sale_not_invoiced_needs_admin(
+    client: FlaskClient, tokens: Tokens, writer: dict[str, str], admin: dict[str, str],
+    db_url: str,
+) -> None:
+    """SALES_PAID_ELSEWHERE (these tests' setting): nothing invoices the pack, so a write token
+    (an M2M app, or a user's own token) would get it for free and book revenue never received."""
+    user_writer = bearer(tokens.user("kp_alice", scopes=("credits:write",)))
+    before = table_counts(db_url)
+    for wallet, headers in (("kp_alice", writer), ("kp_alice", user_writer)):
+        response = client.post(f"/v1/wallets/{wallet}/top-ups", json={"bundle": "starter"},
+                               headers={**headers, "Idempotency-Key": "free-pack"})
+        assert response.status_code == 403, response.json
+        assert response.json["error"]["code"] == "forbidden"
+        assert "credits:admin" in response.json["error"]["message"]
+    assert table_counts(db_url) == before
+    # An admin records the sale the product was paid for elsewhere; the key stayed free.
+    ok = client.post("/v1/wallets/kp_alice/top-ups", json={"bundle": "starter"},
+                     headers={**admin, "Idempotency-Key": "free-pack"})
+    assert ok.status_code == 201 and ok.json["balance"] == 5000
+
+
+def test_sale_invoiced_through_kinde_needs_write(
+    client: FlaskClient, tokens: Tokens, writer: dict[str, str], api_app: Any, db_url: str
+) -> None:
+    """When Kinde invoices the pack, the write scope may buy it, and so may a user with the
+    write scope for their own wallet (Kinde invoices that user's billing customer)."""
+    from app.services.recharge import AutoRecharger, KindeInvoiceGateway
+
+    ledger = api_app.extensions["kinde_credits"].ledger
+    ledger.recharger = AutoRecharger(ledger.catalog, KindeInvoiceGateway())
+    ledger.unbilled_sales_allowed = False
+    own = bearer(tokens.user("kp_alice", scopes=("credits:write",)))
+    assert client.post("/v1/wallets/kp_alice/top-ups", json={"bundle": "starter"},
+                       headers=own).status_code == 201
+    assert client.post("/v1/wallets/org_acme/top-ups", json={"bundle": "starter"},
+                       headers=writer).status_code == 201
+    # Not for someone else's wallet, and not without the write scope.
+    assert client.post("/v1/wallets/kp_bob/top-ups", json={"bundle": "starter"},
+                       headers=own).status_code == 404
+    reader = bearer(tokens.user("kp_alice"))
+    assert client.post("/v1/wallets/kp_alice/top-ups", json={"bundle": "starter"},
+                       headers=reader).status_code == 403
+    assert count_rows(db_url, "recharges") == 2  # both sales are invoiced
 
 
 # -- catalog -------------------------------------------------------------------------------

@@ -203,3 +203,70 @@ def test_token_verification_uses_only_the_configured_jwks(
                  jwk=attacker_jwk)
     assert webhook_env.post(token).status_code == 401
     assert webhook_env.counts() == EMPTY
+
+
+# -- hostile content and token confusion (issue 9): JSON 400/401, nothing written ----------
+
+
+def _signed_raw(env: WebhookEnv, payload: bytes | dict[str, Any]) -> str:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return jwt.api_jws.encode(raw, env.key.private, algorithm="RS256",
+                              headers={"kid": env.key.kid})
+
+
+def _deep_header(env: WebhookEnv) -> str:
+    depth = 5000
+    header = '{"alg":"RS256","kid":"' + env.key.kid + '","x":' + "[" * depth + "]" * depth + "}"
+    return f"{b64url(header.encode())}.{b64url(json.dumps(user_created()).encode())}.AAAA"
+
+
+def _non_latin1_alg(env: WebhookEnv) -> str:
+    header = b64url(json.dumps({"alg": "RS256\u2603", "kid": env.key.kid}).encode())
+    return f"{header}.{b64url(json.dumps(user_created()).encode())}.AAAA"
+
+
+def _deep_payload(env: WebhookEnv) -> str:
+    body = json.dumps(user_created())[:-1] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    return _signed_raw(env, body.encode())
+
+
+def _access_token(env: WebhookEnv, **extra: Any) -> dict[str, Any]:
+    import time
+
+    now = int(time.time())
+    return {"iss": env.container.settings.issuer, "aud": ["https://api.acme.test/credits"],
+            "iat": now, "exp": now + 600, "jti": "jti_1", "azp": "client", "sub": "kp_alice",
+            "scp": ["credits:admin"], **extra}
+
+
+@pytest.mark.parametrize("make, status", [
+    (_deep_header, 400),
+    (_non_latin1_alg, 401),
+    (_deep_payload, 401),
+    (lambda env: _signed_raw(env, {**user_created(), "exp": "9999999999"}), 401),
+    (lambda env: _signed_raw(env, {**user_created(), "exp": "never"}), 401),
+    (lambda env: _signed_raw(env, {**user_created(), "iat": "now"}), 401),
+    (lambda env: _signed_raw(env, {**user_created(), "nbf": [1]}), 401),
+    # A (user or M2M) access token signed by the same key is not a webhook...
+    (lambda env: env.sign(_access_token(env)), 401),
+    (lambda env: env.sign({**_access_token(env), "sub": None, "gty": ["client_credentials"]}),
+     401),
+    # ...even when it also carries the webhook fields.
+    (lambda env: env.sign({**_access_token(env), **user_created()}), 401),
+    (lambda env: env.sign({**user_created(), "aud": ["x"]}), 401),
+    (lambda env: env.sign({**user_created(), "sub": "kp_alice"}), 401),
+    # And a webhook needs its data object.
+    (lambda env: env.sign({k: v for k, v in user_created().items() if k != "data"}), 401),
+    (lambda env: env.sign({**user_created(), "data": "kp_alice"}), 401),
+], ids=["deep-header", "non-latin1-alg", "deep-payload", "string-exp", "word-exp",
+        "string-iat", "list-nbf", "user-access-token", "m2m-access-token",
+        "access-token-with-webhook-fields", "with-aud", "with-sub", "no-data", "string-data"])
+def test_hostile_and_confused_deliveries_are_json_and_write_nothing(
+    webhook_env: WebhookEnv, make: Any, status: int
+) -> None:
+    r = webhook_env.post(make(webhook_env), content_type="application/jwt")
+    assert r.status_code == status, r.get_data(as_text=True)[:300]
+    error = r.get_json()["error"]
+    assert error["code"] == {400: "invalid_request", 401: "unauthorized"}[status]
+    assert "\u2603" not in error["message"]
+    assert webhook_env.counts() == EMPTY

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.domain.ledger import (
+    CaptureExceedsHold,
     HoldNotOpen,
     InsufficientCredits,
     InvalidAmount,
@@ -154,14 +155,45 @@ def test_capture_within_hold_succeeds_even_after_arrears() -> None:
     invariant(w)
 
 
-def test_capture_more_than_held_needs_available_credits() -> None:
-    w = wallet_with((100, None))
-    hold = w.place_hold(60, expires_at=NOW + timedelta(minutes=5), description="h", now=NOW)
-    with pytest.raises(InsufficientCredits):
-        w.capture_hold(hold, 101, description="c", now=NOW)
-    assert hold.status == "open" and w.held == 60
+def test_capture_more_than_held_is_refused() -> None:
+    w = wallet_with((1000, None))
+    hold = w.place_hold(100, expires_at=NOW + timedelta(minutes=5), description="h", now=NOW)
+    entries = len(w.new_entries)
+    with pytest.raises(CaptureExceedsHold) as refused:
+        w.capture_hold(hold, 700, description="c", now=NOW)
+    assert refused.value.code == "capture_exceeds_hold"
+    assert hold.status == "open" and (w.balance, w.held) == (1000, 100)
+    assert len(w.new_entries) == entries and not w.touched_blocks
     w.capture_hold(hold, 100, description="c", now=NOW)
-    assert w.balance == 0
+    assert w.balance == 900
+
+
+def test_held_credits_do_not_expire_while_the_hold_is_open() -> None:
+    w = wallet_with((100, 1), (30, None))
+    hold = w.place_hold(120, expires_at=NOW + timedelta(days=3), description="h", now=NOW)
+    later = NOW + timedelta(days=2)
+    # The hold reserves the soonest-expiring credits: the 100 past their expiry stay.
+    assert w.expire_blocks(later) == []
+    assert (w.balance, w.held, w.available) == (130, 120, 10)
+    assert w.next_expiry_at is None and not w.needs_sweep(later)  # no sweep until settled
+    w.capture_hold(hold, 50, description="c", now=later)
+    # The capture drew the kept-back credits first; the 50 left of them expire with it.
+    assert [(e.kind, e.amount) for e in w.new_entries[-2:]] == [("capture", -50),
+                                                                ("expiry", -50)]
+    assert (w.balance, w.held, w.arrears) == (30, 0, 0)
+    invariant(w)
+
+
+def test_released_hold_lets_kept_credits_expire() -> None:
+    w = wallet_with((100, 1))
+    hold = w.place_hold(100, expires_at=NOW + timedelta(days=3), description="h", now=NOW)
+    later = NOW + timedelta(days=2)
+    assert w.expire_blocks(later) == []
+    w.release_hold(hold, description="r", now=later)
+    assert [(e.kind, e.amount) for e in w.new_entries[-2:]] == [("release", 0),
+                                                                ("expiry", -100)]
+    assert (w.balance, w.held) == (0, 0)
+    invariant(w)
 
 
 def test_release_and_expired_hold() -> None:

@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from adapters.sql.migrate import upgrade
 from adapters.sql.store import SqlStore, make_engine
 from app.domain.catalog import load_catalog
-from app.domain.ledger import HoldNotOpen, InsufficientCredits
+from app.domain.ledger import CaptureExceedsHold, HoldNotOpen, InsufficientCredits
 from app.services.ledger import IdempotencyConflict, LedgerService, verify_ledger
 from app.settings import DEFAULT_CATALOG
 from tests.conftest import FakeClock
@@ -63,8 +63,17 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _expire_model(self) -> None:
         now = self.clock()
-        self.blocks = [b for b in self.blocks if b[1] is None or b[1] > now]
+        # Holds past their expiry first, then blocks; open holds keep up to the held amount of
+        # the soonest-expiring credits past their expiry (they do not expire under a hold).
         self.holds = {k: v for k, v in self.holds.items() if v[1] > now}
+        keep = sum(a for a, _ in self.holds.values())
+        due = sorted((i for i, b in enumerate(self.blocks) if b[1] is not None and b[1] <= now),
+                     key=lambda i: (self.blocks[i][1], i))
+        for i in due:
+            kept = min(self.blocks[i][0], keep)
+            keep -= kept
+            self.blocks[i][0] = kept
+        self.blocks = [b for b in self.blocks if b[0] > 0]
 
     def model_balance(self) -> int:
         self._expire_model()
@@ -80,8 +89,9 @@ class LedgerMachine(RuleBasedStateMachine):
         if amount - paid:
             self.blocks.append([amount - paid, expiry])
 
-    def _debit_model(self, amount: int) -> None:
-        self._expire_model()
+    def _debit_model(self, amount: int, *, expire: bool = True) -> None:
+        if expire:
+            self._expire_model()
         now = self.clock()
         # Soonest expiry first, never-expiring last (ties don't change any balance).
         order = sorted(range(len(self.blocks)),
@@ -154,24 +164,31 @@ class LedgerMachine(RuleBasedStateMachine):
         self.holds[out.body["hold_id"]] = (credits, self.clock() + timedelta(seconds=seconds))
 
     @precondition(lambda self: bool(self.holds))
-    @rule(data=st.data(), capture=st.booleans())
-    def settle(self, data: st.DataObject, capture: bool) -> None:
+    @rule(data=st.data(), capture=st.booleans(), percent=st.integers(1, 100))
+    def settle(self, data: st.DataObject, capture: bool, percent: int) -> None:
         hold_id = data.draw(st.sampled_from(sorted(self.holds)))
         self._expire_model()
         if hold_id not in self.holds:
             with pytest.raises(HoldNotOpen):
                 self.ledger.release_hold(hold_id)
             return
-        amount, _ = self.holds.pop(hold_id)
+        amount, _ = self.holds[hold_id]
         if capture:
-            self.ledger.capture_hold(hold_id, amount)
-            self._debit_model(amount)
+            with pytest.raises(CaptureExceedsHold):
+                self.ledger.capture_hold(hold_id, amount + 1)
+            part = max(1, amount * percent // 100)
+            self.ledger.capture_hold(hold_id, part)
+            # Drawn while the hold still reserves its credits, then the rest may expire.
+            self._debit_model(part, expire=False)
         else:
             self.ledger.release_hold(hold_id)
+        del self.holds[hold_id]
+        self._expire_model()
 
-    @rule(hours=st.integers(1, 72))
-    def time_passes(self, hours: int) -> None:
-        self.clock.advance(hours=hours)
+    # Minutes too, so that credits fall due while a hold (at most an hour here) is open.
+    @rule(minutes=st.one_of(st.integers(1, 120), st.integers(60, 72 * 60)))
+    def time_passes(self, minutes: int) -> None:
+        self.clock.advance(minutes=minutes)
 
     # -- invariants ---------------------------------------------------------------------
 

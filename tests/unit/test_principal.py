@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from app.domain.principal import Principal
+from app.domain.principal import Principal, is_org_code, is_user_id
 
 
 def user(sub: str = "kp_alice", org: str | None = None, *scopes: str) -> Principal:
@@ -38,6 +38,22 @@ REACH = [
     (machine(None), "org_2", True),
     (machine(None), "kp_anyone", True),
     (machine(None), "", False),
+    # A present but malformed org_code confines a machine to nothing (issue 9), never to
+    # everything, and never reaches a user wallet whose id it happens to spell.
+    (machine(""), "kp_anyone", False),
+    (machine(""), "org_1", False),
+    (machine("kp_bob"), "kp_bob", False),
+    (machine("acme"), "acme", False),
+    (machine("org_"), "org_", False),
+    (machine("org_1 "), "org_1 ", False),
+    (user("kp_alice", "kp_bob"), "kp_bob", False),
+    (user("kp_alice", "kp_bob"), "kp_alice", True),
+    (user("kp_alice", ""), "kp_alice", True),
+    (user("kp_alice", "acme"), "acme", False),
+    # A malformed user subject reaches nothing, not even the wallet it spells.
+    (user("kp_"), "kp_", False),
+    (user("kp_a b"), "kp_a b", False),
+    (user("kp_a", "org_1"), "org_1", True),
     # Not a machine and not a kp_ subject: fail closed.
     (Principal("client_abc", None, frozenset(), False, None), "client_abc", False),
     (Principal(None, "org_1", frozenset(), False, None), "org_1", False),
@@ -128,3 +144,27 @@ def test_principal_is_frozen_and_hashable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.subject = "kp_other"  # type: ignore[misc]
     assert hash(p) == hash(user())
+
+
+@pytest.mark.parametrize(
+    ("value", "user_id", "org_code"),
+    [
+        ("kp_65b2aa", True, False),
+        ("org_590d7f1a86a", False, True),
+        ("kp_a-B_9", True, False),
+        ("kp_", False, False),
+        ("org_", False, False),
+        ("", False, False),
+        (None, False, False),
+        (42, False, False),
+        ("KP_a", False, False),
+        ("kp_a/b", False, False),
+        ("kp_" + "a" * 61, True, False),
+        ("kp_" + "a" * 62, False, False),
+        ("org_" + "a" * 61, False, False),
+        ("kp_a\n", False, False),
+    ],
+)
+def test_kinde_id_shapes(value: object, user_id: bool, org_code: bool) -> None:
+    assert is_user_id(value) is user_id
+    assert is_org_code(value) is org_code

@@ -229,12 +229,16 @@ def test_scp_and_scope_are_united(verifier: AccessTokenVerifier, key_a: rsa.RSAP
     assert verifier.verify(token).scopes == frozenset({"credits:read", "credits:write", "extra"})
 
 
-def test_non_kp_subject_without_gty_is_machine(
+def test_non_kp_subject_without_gty_is_refused_not_a_machine(
     verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey
 ) -> None:
-    p = verifier.verify(sign(key_a, m2m_claims(gty=None, sub="client_xyz")))
-    assert p.is_machine is True
-    assert p.subject == "client_xyz"
+    # Only a client-credentials grant makes a machine; a token that is neither a user (kp_)
+    # nor an M2M token used to be treated as an unrestricted machine.
+    with pytest.raises(ClaimsInvalid) as info:
+        claims = m2m_claims(sub="client_xyz")
+        del claims["gty"]
+        verifier.verify(sign(key_a, claims))
+    assert "'sub'" in info.value.message
 
 
 def test_audience_none_skips_aud_check(source: JwksKeySource, key_a: rsa.RSAPrivateKey) -> None:
@@ -693,3 +697,267 @@ def test_tokens_never_appear_in_errors_or_logs(
             assert token not in str(info.value)
             assert token.split(".")[1] not in info.value.message
     assert all(t.split(".")[1] not in caplog.text for t in bad)
+
+
+# --------------------------------------------------------------------------------------------
+# hostile token content: nesting, non-Latin-1 headers, wrong-typed claims (issue 9, item 13)
+# --------------------------------------------------------------------------------------------
+
+
+def sign_raw(key: rsa.RSAPrivateKey, payload: bytes | dict[str, Any], kid: str = KID_A) -> str:
+    """RS256 over exactly these payload bytes: PyJWT's own encoder refuses some bad claims."""
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return jwt.api_jws.encode(raw, key, algorithm="RS256", headers={"kid": kid})
+
+
+def deep_header_token(depth: int = 5000) -> str:
+    header = '{"alg":"RS256","kid":"' + KID_A + '","x":' + "[" * depth + "]" * depth + "}"
+    return f"{b64url(header.encode())}.{b64json(user_claims())}.{b64url(b'sig')}"
+
+
+def test_deeply_nested_header_is_malformed_not_recursion(
+    verifier: AccessTokenVerifier, webhooks: WebhookVerifier, server: JwksServer
+) -> None:
+    token = deep_header_token()
+    with pytest.raises(MalformedToken):
+        verifier.verify(token)
+    with pytest.raises(MalformedToken):
+        webhooks.verify(token.encode())
+    assert server.fetch_count == 0
+
+
+def test_deeply_nested_signed_payload_is_refused(
+    verifier: AccessTokenVerifier, webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    # Validly signed (a key holder's mistake, or a hostile field inside Kinde's data): still a
+    # clean refusal, never a RecursionError.
+    depth = 5000
+    payload = (
+        json.dumps(event())[:-1] + ', "deep": ' + "[" * depth + "]" * depth + "}"
+    ).encode()
+    token = sign_raw(key_a, payload)
+    with pytest.raises(ClaimsInvalid):
+        webhooks.verify(token)
+    with pytest.raises(ClaimsInvalid):
+        verifier.verify(token)
+
+
+@pytest.mark.parametrize("alg", ["RS256\u2603", "\u00e9\u00e9", "\u4e2d", "x" * 10, "HS256"])
+def test_refused_alg_is_never_echoed(verifier: AccessTokenVerifier, alg: str) -> None:
+    token = f"{b64json({'alg': alg, 'kid': KID_A})}.{b64json(user_claims())}.{b64url(b'x')}"
+    with pytest.raises(AlgorithmNotAllowed) as info:
+        verifier.verify(token)
+    # Header values go into WWW-Authenticate: token content must never reach them.
+    assert alg not in info.value.message
+    assert info.value.message.isascii()
+
+
+def _numeric_date_cases() -> list[tuple[str, Any]]:
+    # Fixed values (not time-based): pytest-xdist workers must collect identical test ids.
+    future = 4102444800  # 2100-01-01
+    return [
+        ("exp", str(future)),  # PyJWT would int() this and let it through
+        ("exp", "soon"),
+        ("exp", True),
+        ("exp", [future]),
+        ("exp", {"v": future}),
+        ("iat", "yesterday"),
+        ("iat", "1700000000"),
+        ("iat", False),
+        ("nbf", "now"),
+        ("nbf", [1]),
+    ]
+
+
+WRONG_TYPED_ACCESS_CLAIMS: list[tuple[str, Any]] = [
+    *_numeric_date_cases(),
+    ("exp", None),
+    ("aud", 42),
+    ("aud", [42]),
+    ("aud", {"a": AUDIENCE}),
+    ("aud", [AUDIENCE, 7]),
+    ("iss", 42),
+    ("iss", [ISSUER]),
+    ("jti", 42),
+    ("jti", ["x"]),
+]
+
+
+@pytest.mark.parametrize(("claim", "value"), WRONG_TYPED_ACCESS_CLAIMS)
+def test_wrong_typed_registered_claims_refused(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey, claim: str, value: Any
+) -> None:
+    token = sign_raw(key_a, {**user_claims(), claim: value})
+    with pytest.raises(ClaimsInvalid) as info:
+        verifier.verify(token)
+    assert f"'{claim}'" in info.value.message
+    assert info.value.message.isascii()
+
+
+@pytest.mark.parametrize(("claim", "value"), _numeric_date_cases())
+def test_wrong_typed_time_claims_refused_on_webhooks(
+    webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey, claim: str, value: Any
+) -> None:
+    with pytest.raises(ClaimsInvalid) as info:
+        webhooks.verify(sign_raw(key_a, {**event(), claim: value}))
+    assert f"'{claim}'" in info.value.message
+
+
+@pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN", "1e400"])
+def test_non_finite_exp_refused(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey, literal: str
+) -> None:
+    claims = user_claims()
+    del claims["exp"]
+    payload = (json.dumps(claims)[:-1] + f', "exp": {literal}}}').encode()
+    with pytest.raises(ClaimsInvalid):
+        verifier.verify(sign_raw(key_a, payload))
+
+
+# --------------------------------------------------------------------------------------------
+# principal claims: present but malformed reaches nothing (issue 9, item 14)
+# --------------------------------------------------------------------------------------------
+
+# (token kind, claim, bad value): every one must be refused with a message naming the claim.
+MALFORMED_PRINCIPAL_CLAIMS: list[tuple[str, str, Any]] = [
+    ("m2m", "org_code", ""),
+    ("m2m", "org_code", 42),
+    ("m2m", "org_code", None),
+    ("m2m", "org_code", ["org_1"]),
+    ("m2m", "org_code", "kp_bob"),
+    ("m2m", "org_code", "acme"),
+    ("m2m", "org_code", "org_"),
+    ("m2m", "org_code", "org_a b"),
+    ("user", "org_code", "kp_bob"),
+    ("user", "org_code", ""),
+    ("user", "org_code", 7),
+    ("user", "org_code", None),
+    ("user", "sub", "client_xyz"),
+    ("user", "sub", ""),
+    ("user", "sub", "kp_"),
+    ("user", "sub", 42),
+    ("user", "sub", None),
+    ("user", "sub", ["kp_a"]),
+    ("user", "sub", "kp_a/../b"),
+    ("m2m", "sub", 42),
+    ("m2m", "sub", ""),
+    ("m2m", "gty", 1),
+    ("m2m", "gty", {"client_credentials": True}),
+    ("m2m", "gty", ["client_credentials", 3]),
+    ("user", "gty", True),
+    ("m2m", "scp", "credits:admin"),
+    ("m2m", "scp", [1, 2]),
+    ("m2m", "scp", {"credits:admin": 1}),
+    ("user", "scp", None),
+    ("m2m", "scope", ["credits:admin"]),
+    ("m2m", "scope", 1),
+    ("user", "permissions", "credits:admin"),
+    ("user", "permissions", [1]),
+    ("m2m", "azp", 5),
+    ("m2m", "azp", ""),
+]
+
+
+@pytest.mark.parametrize(("kind", "claim", "value"), MALFORMED_PRINCIPAL_CLAIMS)
+def test_malformed_principal_claims_are_refused(
+    verifier: AccessTokenVerifier,
+    key_a: rsa.RSAPrivateKey,
+    kind: str,
+    claim: str,
+    value: Any,
+) -> None:
+    base = m2m_claims(scp=["credits:admin"]) if kind == "m2m" else user_claims()
+    token = sign_raw(key_a, {**base, claim: value})
+    with pytest.raises(ClaimsInvalid) as info:
+        verifier.verify(token)
+    assert f"'{claim}'" in info.value.message
+    assert info.value.message.isascii()
+
+
+def test_well_formed_principal_claims_still_work(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    p = verifier.verify(sign(key_a, m2m_claims(gty="client_credentials", org_code="org_a-1_B")))
+    assert p.is_machine and p.org_code == "org_a-1_B"
+    p = verifier.verify(sign(key_a, m2m_claims(sub="client_abc", scp=[], scope="")))
+    assert p.is_machine and p.org_code is None
+    p = verifier.verify(sign(key_a, user_claims(permissions=["read:x"], scope="openid")))
+    assert p.is_user and p.subject == "kp_65b2aa"
+
+
+# --------------------------------------------------------------------------------------------
+# access tokens and webhooks never stand in for each other (issue 9, item 15)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"type": "user.created", "event_id": "event_1", "data": {"user": {"id": "kp_65b2aa"}}},
+        {"type": "user.created", "event_id": "event_1"},
+        {"event_id": "event_1"},
+        {"type": "user.created"},
+        {"data": {}},
+    ],
+)
+def test_access_verifier_refuses_tokens_carrying_webhook_fields(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey, over: dict[str, Any]
+) -> None:
+    for base in (user_claims(), m2m_claims(scp=["credits:admin"])):
+        with pytest.raises(ClaimsInvalid):
+            verifier.verify(sign(key_a, {**base, **over}))
+
+
+def test_access_verifier_refuses_a_real_webhook(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey
+) -> None:
+    hook = event()
+    with pytest.raises(ClaimsInvalid):
+        verifier.verify(sign(key_a, hook))
+    # Even one that happens to carry iss/aud/exp like an access token.
+    now = int(time.time())
+    with pytest.raises(ClaimsInvalid):
+        verifier.verify(sign(key_a, {**hook, "iss": ISSUER, "aud": [AUDIENCE], "exp": now + 60}))
+
+
+@pytest.mark.parametrize("kind", ["user", "m2m"])
+def test_webhook_verifier_refuses_access_tokens(
+    webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey, kind: str
+) -> None:
+    base = user_claims() if kind == "user" else m2m_claims(scp=["credits:admin"])
+    with pytest.raises(ClaimsInvalid):
+        webhooks.verify(sign(key_a, base))
+    # An access token that also carries webhook fields is still an access token.
+    shaped = {**base, "type": "user.created", "event_id": "event_x", "data": {}}
+    with pytest.raises(ClaimsInvalid):
+        webhooks.verify(sign(key_a, shaped))
+
+
+@pytest.mark.parametrize("claim", ["aud", "azp", "gty", "scp", "scope", "sub"])
+def test_webhook_with_any_access_token_claim_is_refused(
+    webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey, claim: str
+) -> None:
+    value: Any = ["x"] if claim in ("aud", "gty", "scp") else "x"
+    with pytest.raises(ClaimsInvalid) as info:
+        webhooks.verify(sign(key_a, event(**{claim: value})))
+    assert f"'{claim}'" in info.value.message
+
+
+@pytest.mark.parametrize("data", [None, "text", [1], 3])
+def test_webhook_needs_a_data_object(
+    webhooks: WebhookVerifier, key_a: rsa.RSAPrivateKey, data: Any
+) -> None:
+    payload = event()
+    if data is None:
+        del payload["data"]
+    else:
+        payload["data"] = data
+    with pytest.raises(ClaimsInvalid) as info:
+        webhooks.verify(sign(key_a, payload))
+    assert "'data'" in info.value.message
+
+
+def test_token_error_messages_are_always_header_safe() -> None:
+    error = ClaimsInvalid("bad \u2603 value\r\nSet-Cookie: x=1")
+    assert error.message == "bad ? value??Set-Cookie: x=1"
+    assert error.message.isascii() and error.message.isprintable()
