@@ -9,8 +9,8 @@ the balance.
 Rules:
 - What counts against a cap in a window is what the member spent in that window (usage and
   captured holds, dated by when the ledger wrote them) plus the member's open holds: a hold
-  reserves budget, a capture turns the captured amount into spend and frees the rest, a
-  release (or expiry) gives it all back.
+  reserves budget, a capture (at most the hold) turns the captured amount into spend and
+  frees the rest, a release (or expiry) gives it all back.
 - Open holds count against the current day and month whatever day they were placed: the
   credits they reserve will be spent (if at all) in the window where they are captured.
 - Windows are UTC calendar days and months: spend on 23:59:59 counts for that day, and at
@@ -178,20 +178,20 @@ def remaining(caps: Caps, usage: MemberUsage) -> tuple[int | None, str | None]:
 
 
 def admit(
-    member: str, caps: Caps, usage: MemberUsage, amount: int, *, released: int = 0,
+    member: str, caps: Caps, usage: MemberUsage, amount: int, *,
     wallet_spendable: int | None = None,
 ) -> None:
     """Refuse `amount` more if it would take the member past a cap.
 
-    `released` is reservation this same operation frees first (the hold being captured), so a
-    capture within its hold always fits. `wallet_spendable` bounds `available_to_member` in the
-    error, since a member can never spend more than the org wallet has either.
+    `wallet_spendable` bounds `available_to_member` in the error, since a member can never
+    spend more than the org wallet has either. (A capture needs no admission: it is at most
+    its hold, whose reservation it replaces.)
     """
     left, window = remaining(caps, usage)
     if left is None:
         return
-    if amount > left + released:
-        shown = left + released
+    if amount > left:
+        shown = left
         if wallet_spendable is not None:
             shown = min(shown, max(wallet_spendable, 0))
         raise MemberBudgetExceeded(member, amount, shown, window or "")

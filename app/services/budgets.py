@@ -93,15 +93,15 @@ def member_for(wallet_id: str, member: Any) -> str | None:
 # -- inside the ledger's unit of work (the wallet is locked) ----------------------------------
 
 
-def admit_debit(uow: UnitOfWork, wallet: Wallet, member: str, amount: int, now: datetime,
-                *, released: int = 0) -> None:
+def admit_debit(uow: UnitOfWork, wallet: Wallet, member: str, amount: int,
+                now: datetime) -> None:
     """Refuse with MemberBudgetExceeded if `amount` would take `member` past a cap."""
     repo = budgets_of(uow)
     caps = repo.caps(wallet.id, member)
     if not caps.any:
         return
-    admit(member, caps, repo.usage(wallet.id, member, now), amount, released=released,
-          wallet_spendable=wallet.available + released + wallet.overdraft_limit)
+    admit(member, caps, repo.usage(wallet.id, member, now), amount,
+          wallet_spendable=wallet.available + wallet.overdraft_limit)
 
 
 def record_spend(uow: UnitOfWork, wallet_id: str, member: str, feature: str | None,

@@ -496,11 +496,6 @@ class LedgerService:
                 member = member_budgets.hold_member(uow, hold_id)
                 amount = current.amount if credits is None else credits
                 feature = self.catalog.features.get(current.feature or "")
-                if member is not None and current.status == "open" and current.expires_at > now:
-                    # The hold's own reservation is freed by the capture: only more than
-                    # was held needs room in the member's budget.
-                    member_budgets.admit_debit(uow, wallet, member, amount, now,
-                                               released=current.amount)
                 entry = wallet.capture_hold(
                     current,
                     amount,
@@ -510,6 +505,8 @@ class LedgerService:
                     quantity=-(-amount // feature.credits_per_unit) if feature else None,
                 )
                 if member is not None:
+                    # A capture is at most the hold, whose reservation it replaces: it always
+                    # fits the member's budget, and the captured amount becomes spend.
                     member_budgets.record_spend(uow, wallet_id, member, current.feature,
                                                 amount, entry.quantity, now)
             else:

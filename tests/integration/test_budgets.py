@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from adapters.sql.store import SqlStore
 from app.domain.budgets import InvalidMember, MemberBudgetExceeded
-from app.domain.ledger import HoldNotOpen, InsufficientCredits, LedgerError
+from app.domain.ledger import CaptureExceedsHold, HoldNotOpen, InsufficientCredits, LedgerError
 from app.services.budgets import BudgetService
 from app.services.ledger import LedgerService, verify_ledger
 from tests.conftest import FakeClock
@@ -101,8 +101,8 @@ def test_holds_reserve_budget_release_gives_it_back_capture_counts_the_captured(
                                   member=ALICE).body
     with pytest.raises(MemberBudgetExceeded):
         sql_ledger.place_hold(ORG, credits=1, member=ALICE)
-    # More than was held must fit in the budget; within the hold it always does.
-    with pytest.raises(MemberBudgetExceeded):
+    # A capture is at most the hold (so it always fits the budget the hold reserved).
+    with pytest.raises(CaptureExceedsHold):
         sql_ledger.capture_hold(hold2["hold_id"], 101)
     sql_ledger.capture_hold(hold2["hold_id"], 60)
     row = member_row(budgets, ALICE)
@@ -251,7 +251,7 @@ def test_refused_capture_and_spend_keep_the_ledger_consistent(
     hold = sql_ledger.place_hold(ORG, credits=30, member=ALICE,
                                  expires_in_seconds=2 * 24 * 3600).body
     before = counts(sql_store)
-    with pytest.raises(MemberBudgetExceeded):
+    with pytest.raises(CaptureExceedsHold):
         sql_ledger.capture_hold(hold["hold_id"], 31)
     assert counts(sql_store) == before  # still open, nothing spent
     clock.advance(days=1)  # an open hold still reserves on the next day

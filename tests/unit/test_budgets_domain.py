@@ -89,7 +89,7 @@ def test_admit_refuses_past_a_cap_with_what_is_left() -> None:
     with pytest.raises(MemberBudgetExceeded) as short:
         admit("kp_a", Caps(100, None), MemberUsage(60, 60, 0), 41, wallet_spendable=7)
     assert short.value.available_to_member == 7
-    # Capturing a hold frees its own reservation first.
-    admit("kp_a", Caps(100, None), MemberUsage(0, 0, 100), 100, released=100)
+    # Open holds count: 70 held leaves 30 of a 100 cap.
+    admit("kp_a", Caps(100, None), MemberUsage(0, 0, 70), 30)
     with pytest.raises(MemberBudgetExceeded):
-        admit("kp_a", Caps(100, None), MemberUsage(0, 0, 100), 101, released=100)
+        admit("kp_a", Caps(100, None), MemberUsage(0, 0, 70), 31)
