@@ -21,7 +21,7 @@ from app.services.ledger import LedgerService, utc_now
 from app.services.notifications import NOTIFY_PREFIX, ChannelHandler, Notifier
 from app.services.outbox import OutboxDispatcher, RetryPolicy
 from app.services.ports import Clock
-from app.services.recharge import AutoRecharger, KindeInvoiceGateway
+from app.services.recharge import AutoRecharger, DeadInvoiceHandler, KindeInvoiceGateway
 from app.services.usage_reporting import METER_USAGE, UsageReporter, usage_report_hook
 from app.settings import Settings
 
@@ -114,13 +114,10 @@ def build_container(
         ),
     )
 
-    def suspend_on_dead_invoice(message: Any, error: Any) -> None:
-        if message.kind == METER_USAGE and "bundle" in message.payload:
-            ledger.suspend_auto_recharge(
-                message.payload["wallet_id"], f"the auto-recharge charge failed ({error.message})"
-            )
-
-    dispatcher.dead_listeners.append(suspend_on_dead_invoice)
+    # A dead pack invoice fails its purchases and suspends auto-recharge.
+    dispatcher.dead_listeners.append(
+        DeadInvoiceHandler(store, ledger.suspend_auto_recharge_in, clock)
+    )
     return Container(
         settings=settings,
         catalog=catalog,

@@ -9,12 +9,18 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 
 DEFAULT_URL = "http://127.0.0.1:8000/webhooks/kinde"
+AGREEMENT_EVENTS = ("customer.agreement_created", "customer.plan_assigned",
+                    "customer.plan_changed")
+
+
+def _iso_z(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _container() -> Any:
@@ -37,10 +43,16 @@ def build_payload(
     value: str | None = None,
     absolute: bool = False,
     period_start: str | None = None,
+    period_end: str | None = None,
     event_id: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """A payload shaped like Kinde's (type, event_id, source, timestamp, data)."""
+    """A payload shaped like Kinde's (type, event_id, source, timestamp, data).
+
+    Agreement and plan events state the agreement's current period (by default the calendar
+    month of `now`: a simulated agreement needs one), so that absolute meter values without a
+    period of their own can be applied, as with Kinde.
+    """
     now = now or datetime.now(UTC)
     data: dict[str, Any]
     if event_type == "user.created":
@@ -77,6 +89,11 @@ def build_payload(
             data["user_id"] = user
         if org:
             data["org_code"] = org
+        if event_type in AGREEMENT_EVENTS:
+            month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            following = (month + timedelta(days=32)).replace(day=1)
+            data["current_period_start"] = period_start or _iso_z(month)
+            data["current_period_end"] = period_end or _iso_z(following)
         if event_type == "customer.meter_usage_updated":
             if not feature or value is None:
                 raise click.UsageError("customer.meter_usage_updated needs --feature and --value")
@@ -106,7 +123,11 @@ def build_payload(
 @click.option("--feature", help="billing feature code (meter usage)")
 @click.option("--value", help="meter value (units)")
 @click.option("--absolute", is_flag=True, help="the value is the period's running total")
-@click.option("--period-start", help="billing period start (absolute values)")
+@click.option("--period-start",
+              help="billing period start (absolute values; agreement events: default the "
+              "start of this month)")
+@click.option("--period-end", help="billing period end (agreement events; default the start "
+              "of next month)")
 @click.option("--event-id", help="reuse an event id (to try a redelivery)")
 @click.option("--url", default=DEFAULT_URL, show_default=True)
 def simulate(
@@ -121,6 +142,7 @@ def simulate(
     value: str | None,
     absolute: bool,
     period_start: str | None,
+    period_end: str | None,
     event_id: str | None,
     url: str,
 ) -> None:
@@ -152,7 +174,7 @@ def simulate(
     payload = build_payload(
         event_type, user=user, org=org, email=email, customer=customer, agreement=agreement,
         plan=plan, feature=feature, value=value, absolute=absolute, period_start=period_start,
-        event_id=event_id,
+        period_end=period_end, event_id=event_id,
     )
     from adapters.local_keys import LocalKeyring
 

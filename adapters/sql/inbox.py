@@ -43,7 +43,7 @@ _EVENT_COLUMNS = (
 def _event_from_row(row: Any) -> InboxEvent:
     try:
         payload = json.loads(row.payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # never let one odd row stop the worker or the CLI
         payload = {}
     return InboxEvent(
         event_id=row.event_id,
@@ -179,6 +179,18 @@ class SqlMeterReadingRepository:
                 _M.period_key == period_key,
             )
         ).scalar_one_or_none()
+
+    def reading(
+        self, customer_key: str, feature_code: str, period_key: str
+    ) -> tuple[int, datetime] | None:
+        row = self.conn.execute(
+            select(_M.last_value, _M.updated_at).where(
+                _M.customer_id == customer_key,
+                _M.feature_code == feature_code,
+                _M.period_key == period_key,
+            )
+        ).first()
+        return (int(row.last_value), row.updated_at) if row else None
 
     def record(
         self, customer_key: str, feature_code: str, period_key: str, value: int, now: datetime

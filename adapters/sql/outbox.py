@@ -1,7 +1,9 @@
 """SQL outbox: rows written with the ledger change they follow, claimed and delivered by workers.
 
 One pending row per topic (a partial unique index): enqueueing onto a pending topic bumps the
-row's `version` instead of adding a row. A worker claims a row by setting a lease
+row's `version` instead of adding a row, and makes it due now unless it is backing off after a
+failed or rate-limited attempt (`failed_version` set): new work never cancels a backoff or a
+`RateLimit-Reset`. A worker claims a row by setting a lease
 (`claimed_until`), on PostgreSQL after `SELECT ... FOR UPDATE SKIP LOCKED` so concurrent
 workers pass over each other's rows; on SQLite the claim runs under `BEGIN IMMEDIATE`. A row is
 marked sent only if its version did not move while it was being delivered; otherwise it stays
@@ -18,8 +20,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, text, update
+from sqlalchemy import Connection, and_, case, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from adapters.sql import schema as t
 from adapters.sql.store import register_repository
@@ -45,6 +48,7 @@ def _message(row: Any) -> OutboxMessage:
         created_at=row.created_at,
         status=row.status,
         last_error=row.last_error,
+        failed_version=row.failed_version,
     )
 
 
@@ -76,10 +80,18 @@ class SqlOutboxRepository:
                 # The payload stays: it may carry a pending confirmation (see UsageReporter).
                 set_={
                     "version": _o.version + 1,
-                    # New work is due now, unless the row is backing off after a failure.
-                    "next_attempt_at": func.min(_o.next_attempt_at, now)
-                    if self.dialect == "sqlite"
-                    else func.least(_o.next_attempt_at, now),
+                    # New work is due now, unless the row is backing off after a failure or a
+                    # 429: then it keeps its next attempt, or steady traffic would retry a
+                    # failing Kinde on every debit and dead-letter the row within seconds.
+                    "next_attempt_at": case(
+                        (
+                            _o.failed_version.is_(None),
+                            func.min(_o.next_attempt_at, now)
+                            if self.dialect == "sqlite"
+                            else func.least(_o.next_attempt_at, now),
+                        ),
+                        else_=_o.next_attempt_at,
+                    ),
                 },
             )
         )
@@ -135,7 +147,7 @@ class SqlOutboxRepository:
         self.conn.execute(
             update(t.outbox)
             .where(self._mine(message))
-            .values(claimed_until=None, attempts=0, next_attempt_at=now)
+            .values(claimed_until=None, attempts=0, next_attempt_at=now, failed_version=None)
         )
         return False
 
@@ -153,6 +165,8 @@ class SqlOutboxRepository:
                 attempts=0,
                 payload=payload,
                 last_error="confirming: an earlier attempt may still land at Kinde",
+                # Not backing off: new usage meanwhile is sent at once (and confirmed later).
+                failed_version=None,
             )
         )
 
@@ -160,7 +174,8 @@ class SqlOutboxRepository:
         self.conn.execute(
             update(t.outbox)
             .where(self._mine(message))
-            .values(claimed_until=None, next_attempt_at=when, last_error=error[:2000])
+            .values(claimed_until=None, next_attempt_at=when, last_error=error[:2000],
+                    failed_version=message.version)
         )
 
     def release(self, message: OutboxMessage, when: datetime, error: str) -> None:
@@ -173,15 +188,19 @@ class SqlOutboxRepository:
                 next_attempt_at=when,
                 attempts=_o.attempts - 1,
                 last_error=error[:2000],
+                failed_version=message.version,
             )
         )
 
-    def dead(self, message: OutboxMessage, error: str, now: datetime) -> None:
-        self.conn.execute(
+    def dead(self, message: OutboxMessage, error: str, now: datetime) -> bool:
+        """Dead-letter the row, unless new work arrived while this attempt was in flight
+        (its version moved): that work was never tried, so it must not die. False then, and
+        the row stays claimed for the caller to schedule again."""
+        return bool(self.conn.execute(
             update(t.outbox)
-            .where(self._mine(message))
+            .where(self._mine(message), _o.version == message.version)
             .values(status="dead", claimed_until=None, last_error=error[:2000], sent_at=None)
-        )
+        ).rowcount)
 
     def counts(self) -> dict[str, int]:
         rows = self.conn.execute(select(_o.status, func.count()).group_by(_o.status))
@@ -202,7 +221,12 @@ class SqlOutboxRepository:
         return [_message(r) for r in self.conn.execute(stmt)]
 
     def requeue_dead(self, ids: Iterable[int] | None, now: datetime) -> int:
-        """Send dead rows again; a topic that already has a pending row keeps just that one."""
+        """Send dead rows again; a topic that already has a pending row keeps just that one.
+
+        On PostgreSQL an enqueue may insert a pending row for the topic after our check (READ
+        COMMITTED): the partial unique index then refuses our update. That is the same case
+        as a pending row found by the check, so each row is requeued under a savepoint and a
+        conflict counts as superseded instead of failing the whole requeue."""
         stmt = select(_o.id, _o.topic).where(_o.status == "dead")
         if ids is not None:
             stmt = stmt.where(_o.id.in_(list(ids)))
@@ -211,19 +235,27 @@ class SqlOutboxRepository:
             pending = self.conn.execute(
                 select(_o.id).where(_o.topic == topic, _o.status == "pending")
             ).first()
-            if pending:
-                self.conn.execute(
-                    update(t.outbox).where(_o.id == row_id).values(
-                        status="sent", last_error="superseded by a newer pending row"
+            if pending is None:
+                savepoint = self.conn.begin_nested()
+                try:
+                    self.conn.execute(
+                        update(t.outbox)
+                        .where(_o.id == row_id)
+                        .values(status="pending", attempts=0, next_attempt_at=now,
+                                claimed_until=None, failed_version=None)
                     )
-                )
-                continue
+                    savepoint.commit()
+                    count += 1
+                    continue
+                except IntegrityError:
+                    savepoint.rollback()  # a pending row appeared meanwhile
+            # Only meter topics can repeat (notification topics are unique per message), and
+            # a pending meter row reports the newest absolute total, this row's work included.
             self.conn.execute(
-                update(t.outbox)
-                .where(_o.id == row_id)
-                .values(status="pending", attempts=0, next_attempt_at=now, claimed_until=None)
+                update(t.outbox).where(_o.id == row_id).values(
+                    status="sent", last_error="superseded by a newer pending row"
+                )
             )
-            count += 1
         return count
 
 

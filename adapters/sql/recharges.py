@@ -1,7 +1,8 @@
-"""SQL repository for auto-recharge purchases (see app.services.recharge)."""
+"""SQL repository for bundle purchases: auto-recharges and sales (see app.services.recharge)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Connection, func, insert, select, update
@@ -17,14 +18,18 @@ class SqlRechargeRepository:
         self.conn = conn
 
     def add(self, recharge_id: str, wallet_id: str, bundle: str, credits: int, price: str,
-            currency: str, day: str, now: datetime, *, auto: bool = True) -> None:
+            currency: str, day: str, now: datetime, *, auto: bool = True,
+            meter: str | None = None) -> None:
+        """Record a purchase; `meter` is the usage-report key that invoices it (default: the
+        pack's sale code, "bundle:<key>")."""
         self.conn.execute(insert(t.recharges).values(
             id=recharge_id, wallet_id=wallet_id, bundle=bundle, auto=auto, credits=credits,
             price=price, currency=currency, status="pending", day=day, created_at=now,
+            meter=meter or f"bundle:{bundle}",
         ))
 
     def in_flight(self, wallet_id: str) -> bool:
-        """An auto-recharge whose invoice Kinde has not confirmed yet."""
+        """An auto-recharge whose invoice Kinde has not confirmed yet (nor given up on)."""
         return self.conn.execute(
             select(_r.id).where(_r.wallet_id == wallet_id, _r.status == "pending",
                                 _r.auto.is_(True)).limit(1)
@@ -37,19 +42,63 @@ class SqlRechargeRepository:
                                        _r.auto.is_(True))
         ).scalar_one())
 
-    def billable_count(self, wallet_id: str, bundle: str) -> int:
-        """Purchases of a bundle to invoice: every one, since its credits were granted."""
-        return int(self.conn.execute(
-            select(func.count()).where(_r.wallet_id == wallet_id, _r.bundle == bundle)
-        ).scalar_one())
+    def billable(self, wallet_id: str, meter: str) -> tuple[int, list[str]]:
+        """Purchases invoiced on one meter: how many there are (every one, since its credits
+        were granted, failed invoices included) and the ids not yet invoiced. One statement,
+        so the ids are exactly those behind the count."""
+        rows = self.conn.execute(
+            select(_r.id, _r.status).where(_r.wallet_id == wallet_id, _r.meter == meter)
+        ).all()
+        return len(rows), [r.id for r in rows if r.status != "invoiced"]
 
-    def mark_invoiced(self, wallet_id: str, bundle: str, before: datetime, now: datetime) -> int:
+    def mark_invoiced(self, ids: Sequence[str], now: datetime) -> int:
+        """Kinde has a count that includes these purchases."""
+        if not ids:
+            return 0
         return self.conn.execute(
             update(t.recharges)
-            .where(_r.wallet_id == wallet_id, _r.bundle == bundle, _r.status == "pending",
-                   _r.created_at <= before)
-            .values(status="invoiced", settled_at=now)
+            .where(_r.id.in_(list(ids)), _r.status != "invoiced")
+            .values(status="invoiced", settled_at=now, failure_reason=None)
         ).rowcount
+
+    def mark_failed(self, wallet_id: str, meter: str, reason: str, now: datetime) -> list[str]:
+        """The invoice for a meter was dead-lettered: its purchases not yet invoiced have
+        failed (they stay billable: a requeued or later report still counts them). Returns
+        the ids marked, so the caller knows whether an auto-recharge was among them."""
+        ids = [r.id for r in self.conn.execute(
+            select(_r.id).where(_r.wallet_id == wallet_id, _r.meter == meter,
+                                _r.status == "pending")
+        )]
+        if ids:
+            self.conn.execute(
+                update(t.recharges).where(_r.id.in_(ids))
+                .values(status="failed", failure_reason=reason[:2000], settled_at=now)
+            )
+        return ids
+
+    def any_auto(self, ids: Sequence[str]) -> bool:
+        if not ids:
+            return False
+        return self.conn.execute(
+            select(_r.id).where(_r.id.in_(list(ids)), _r.auto.is_(True)).limit(1)
+        ).first() is not None
+
+    def latest_auto(self, wallet_id: str) -> dict[str, object] | None:
+        """The wallet's most recent auto-recharge purchase, for the wallet view."""
+        row = self.conn.execute(
+            select(t.recharges)
+            .where(_r.wallet_id == wallet_id, _r.auto.is_(True))
+            .order_by(_r.created_at.desc(), _r.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        return {
+            "id": row.id, "bundle": row.bundle, "credits": row.credits, "price": row.price,
+            "currency": row.currency, "status": row.status,
+            "failure_reason": row.failure_reason, "created_at": row.created_at,
+            "settled_at": row.settled_at,
+        }
 
 
 register_repository("recharges", SqlRechargeRepository)

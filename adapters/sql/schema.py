@@ -267,6 +267,10 @@ class OutboxRow(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The version the row had when its last attempt failed (NULL: not backing off). New work
+    # on a backing-off row keeps its next attempt; work newer than the failure is never
+    # dead-lettered with it (see app.services.outbox).
+    failed_version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
@@ -313,6 +317,7 @@ class RechargeRow(Base):
         CheckConstraint("status IN ('pending','invoiced','failed')", name="status"),
         Index("ix_recharges_wallet_id_day", "wallet_id", "day"),
         Index("ix_recharges_wallet_id_status", "wallet_id", "status"),
+        Index("ix_recharges_wallet_id_meter", "wallet_id", "meter"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -321,6 +326,9 @@ class RechargeRow(Base):
     # True for auto-recharge purchases (they count against max_per_day), False for sales
     # made through POST /top-ups {bundle}.
     auto: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    # The usage-report key whose absolute count invoices this purchase: "bundle:<key>" (the
+    # pack's kinde_feature_code) or "bundle-auto:<key>" (its auto_recharge_kinde_feature_code).
+    meter: Mapped[str] = mapped_column(String(80))
     credits: Mapped[int] = mapped_column(BigInteger)
     price: Mapped[str] = mapped_column(String(32))
     currency: Mapped[str] = mapped_column(String(3))

@@ -5,7 +5,13 @@ Concurrency model:
   transaction starts with `BEGIN IMMEDIATE`, which takes the single writer lock up front, so
   read-then-update inside a unit of work is race-free across threads and processes.
 - PostgreSQL: READ COMMITTED with `SELECT ... FOR UPDATE` on the wallet row; all changes to a
-  wallet happen under that lock.
+  wallet happen under that lock. The level is pinned on the engine (and REPEATABLE READ on
+  read-only units of work), never left to the server's `default_transaction_isolation`: under
+  SERIALIZABLE or REPEATABLE READ, writers racing for one wallet would fail with serialization
+  errors instead of waiting for the lock and seeing the committed row.
+- Idempotency keys are claimed first (an insert that waits for a concurrent holder of the same
+  key), so racing requests with one key are serialised on the key and the losers read the
+  winner's stored answer, on both databases.
 The hot path (lock, load live blocks, update, append entry) is plain SQLAlchemy Core on cached
 compiled statements: no ORM identity map or unit-of-work flush per row.
 """
@@ -46,6 +52,11 @@ from app.services.ports import DuplicateKey, RecordedEntry, StoredResponse, Wall
 
 _IMMEDIATE = "kc_begin_immediate"
 
+# PostgreSQL levels the code is written for (see the module docstring); pinned, because a server
+# or database may set another default.
+WRITE_ISOLATION = "READ COMMITTED"
+READ_ISOLATION = "REPEATABLE READ"
+
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """Create the engine with the settings the ledger's correctness depends on."""
@@ -64,7 +75,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         if parsed.drivername == "postgresql":
             url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(False))
         return create_engine(
-            url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+            pool_pre_ping=True,
+            isolation_level=WRITE_ISOLATION,
         )
     raise ValueError(f"DATABASE_URL must be sqlite:// or postgresql://, got {parsed.drivername}")
 
@@ -80,7 +95,10 @@ def make_single_use_engine(url: str) -> Engine:
     """An engine without pooling, for CLI commands and child processes."""
     if make_url(url).get_backend_name() == "sqlite":
         _make_sqlite_dir(url)
-    engine = create_engine(url, poolclass=NullPool)
+    postgres = make_url(url).get_backend_name() == "postgresql"
+    engine = create_engine(
+        url, poolclass=NullPool, **({"isolation_level": WRITE_ISOLATION} if postgres else {})
+    )
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     return engine
@@ -593,6 +611,9 @@ def audit_wallets(conn: Connection, after: str | None, limit: int) -> list[Walle
 class SqlIdempotencyRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.dialect = conn.dialect.name
+        # Keys this transaction claimed: their row exists (as a placeholder) and `put` fills it.
+        self._claimed: set[tuple[str, str]] = set()
 
     def get(self, scope: str, key: str) -> StoredResponse | None:
         row = self.conn.execute(
@@ -606,6 +627,38 @@ class SqlIdempotencyRepository:
             return None
         return StoredResponse(row.request_hash, row.status_code, json.loads(row.response))
 
+    def claim(
+        self, scope: str, key: str, request_hash: str, now: datetime
+    ) -> StoredResponse | None:
+        """Take the key for this transaction, or return the answer stored with it.
+
+        The insert waits while another open transaction holds the same key (PostgreSQL's
+        unique index; SQLite has one writer anyway). If that one commits, the key is taken and
+        the stored answer is read with a fresh statement, which under READ COMMITTED sees it;
+        if it rolls back (a refused request stores nothing), the key is ours. The placeholder
+        row is never visible to others: `put` fills it before the transaction commits.
+        """
+        inserted = self.conn.execute(
+            _insert_ignore(self.dialect, t.idempotency_keys)
+            .values(
+                scope=scope,
+                key=key,
+                request_hash=request_hash,
+                status_code=0,
+                response="null",
+                created_at=now,
+            )
+            # RETURNING, not rowcount: SQLAlchemy does not report a row count for an INSERT.
+            .returning(t.idempotency_keys.c.scope)
+        ).first()
+        if inserted is not None:
+            self._claimed.add((scope, key))
+            return None
+        stored = self.get(scope, key)
+        if stored is None:  # keys are kept for good, so this is a race we cannot explain
+            raise DuplicateKey(f"idempotency key {scope}/{key}")
+        return stored
+
     def put(
         self,
         scope: str,
@@ -615,6 +668,15 @@ class SqlIdempotencyRepository:
         body: dict[str, Any],
         now: datetime,
     ) -> None:
+        response = json.dumps(body, separators=(",", ":"))
+        if (scope, key) in self._claimed:
+            self._claimed.discard((scope, key))
+            self.conn.execute(
+                update(t.idempotency_keys)
+                .where(t.idempotency_keys.c.scope == scope, t.idempotency_keys.c.key == key)
+                .values(request_hash=request_hash, status_code=status_code, response=response)
+            )
+            return
         # A plain INSERT: the primary key turns a racing duplicate into an error and a rollback.
         try:
             self.conn.execute(
@@ -623,7 +685,7 @@ class SqlIdempotencyRepository:
                     key=key,
                     request_hash=request_hash,
                     status_code=status_code,
-                    response=json.dumps(body, separators=(",", ":")),
+                    response=response,
                     created_at=now,
                 )
             )
@@ -659,7 +721,7 @@ class SqlUnitOfWork:
         elif not self.write and self.engine.dialect.name == "postgresql":
             # Reads see one snapshot (wallet, blocks and holds agree); read-only REPEATABLE
             # READ transactions never fail with serialization errors.
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            conn = conn.execution_options(isolation_level=READ_ISOLATION)
         conn.begin()
         self.conn = conn
         self.wallets = SqlWalletRepository(conn)

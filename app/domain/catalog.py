@@ -52,6 +52,29 @@ class Bundle:
     description: str
     expires_after_days: int | None
     kinde_feature_code: str | None
+    # A second Kinde feature, priced at the discounted pack price: auto-recharge purchases are
+    # invoiced on it, so the customer pays what the auto-recharge notice told them.
+    auto_recharge_kinde_feature_code: str | None = None
+
+    def invoice_meter(self, auto: bool) -> str:
+        """The usage-report key that counts this pack's purchases on one Kinde code.
+
+        Each Kinde code carries its own absolute count, so purchases invoiced on the
+        auto-recharge code are counted apart from sales on `kinde_feature_code`.
+        """
+        if auto and self.auto_recharge_kinde_feature_code:
+            return f"{AUTO_METER_PREFIX}{self.key}"
+        return f"{SALE_METER_PREFIX}{self.key}"
+
+    def invoice_code(self, auto: bool) -> str | None:
+        """The Kinde feature a purchase is invoiced on (None: it cannot be invoiced)."""
+        if auto and self.auto_recharge_kinde_feature_code:
+            return self.auto_recharge_kinde_feature_code
+        return self.kinde_feature_code
+
+
+SALE_METER_PREFIX = "bundle:"
+AUTO_METER_PREFIX = "bundle-auto:"
 
 
 @dataclass(frozen=True)
@@ -95,6 +118,13 @@ class Catalog:
         for feature in self.features.values():
             if feature.kinde_feature_code == code:
                 return feature
+        return None
+
+    def bundle_by_kinde_code(self, code: str) -> Bundle | None:
+        """The pack invoiced on this Kinde code (its sale or its auto-recharge code)."""
+        for bundle in self.bundles.values():
+            if code in (bundle.kinde_feature_code, bundle.auto_recharge_kinde_feature_code):
+                return bundle
         return None
 
 
@@ -203,6 +233,11 @@ def parse_catalog(data: Mapping[str, Any], path: str = "<memory>") -> Catalog:
         features[key] = feature
 
     bundles: dict[str, Bundle] = {}
+    # Every Kinde code names one thing: a feature, a pack's sales or a pack's auto-recharges.
+    # Two users of one code would overwrite each other's absolute totals at Kinde.
+    code_owner: dict[str, str] = {
+        code: f"features.{key}.kinde_feature_code" for code, key in kinde_codes.items()
+    }
     for key, table in (root.get("bundles", {}) or {}).items():
         _check_key(path, "bundles", key)
         r = _Reader(path, f"bundles.{key}", table)
@@ -217,10 +252,24 @@ def parse_catalog(data: Mapping[str, Any], path: str = "<memory>") -> Catalog:
             description=r.text("description", f"{key} credit pack"),
             expires_after_days=r.integer("expires_after_days", None, minimum=1),
             kinde_feature_code=r.text("kinde_feature_code", None),
+            auto_recharge_kinde_feature_code=r.text("auto_recharge_kinde_feature_code", None),
         )
         r.finish()
-        if bundle.kinde_feature_code and bundle.kinde_feature_code in kinde_codes:
-            raise r.fail("kinde_feature_code", "is also a feature's code: invoices would mix")
+        if bundle.auto_recharge_kinde_feature_code and not bundle.kinde_feature_code:
+            raise r.fail("auto_recharge_kinde_feature_code",
+                         "needs kinde_feature_code too: a pack is sold and auto-recharged "
+                         "only when it can be invoiced through Kinde")
+        for name in ("kinde_feature_code", "auto_recharge_kinde_feature_code"):
+            code = getattr(bundle, name)
+            if not code:
+                continue
+            owner = code_owner.get(code)
+            if owner is not None:
+                raise r.fail(name, f"{code!r} is already used by [{owner}]: bundles.{key} "
+                                   f"and [{owner}] cannot share one Kinde code, because each "
+                                   f"code carries one absolute total and they would "
+                                   f"overwrite each other")
+            code_owner[code] = f"bundles.{key}.{name}"
         bundles[key] = bundle
 
     plans: dict[str, Plan] = {}
@@ -261,6 +310,18 @@ def parse_catalog(data: Mapping[str, Any], path: str = "<memory>") -> Catalog:
     auto = AutoRechargeDefaults(discount, r.integer("max_per_day", 3, minimum=1))
     r.finish()
     root.finish()
+    if discount > 0:
+        for key, bundle in bundles.items():
+            # Auto-recharge can buy any pack that can be invoiced: at a discount, invoicing it on
+            # the full-price sale code would charge more than the customer was told.
+            if bundle.kinde_feature_code and not bundle.auto_recharge_kinde_feature_code:
+                raise CatalogError(
+                    path, f"bundles.{key}.auto_recharge_kinde_feature_code",
+                    f"is required because [auto_recharge] discount_percent is {discount}: "
+                    f"auto-recharge purchases are invoiced on a separate Kinde feature priced "
+                    f"at the discounted pack price (the sale code "
+                    f"{bundle.kinde_feature_code!r} is priced at {bundle.price})",
+                )
 
     return Catalog(features, bundles, plans, signup, alerts, auto, path)
 

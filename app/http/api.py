@@ -7,6 +7,8 @@ for the write outcomes that services return.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -96,22 +98,48 @@ class JsonErrorParser(FlaskParser):
             data = super()._raw_load_json(req)
         except RecursionError:
             abort(422, messages={"json": ["request body is nested too deeply"]})
-        if not _is_unicode_text(data):
-            abort(422, messages={"json": ["request body holds text that is not valid Unicode"]})
+        except ValueError as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                raise  # webargs answers it through _handle_invalid_json_error
+            # Python refuses to convert integers of more than 4,300 digits (a ValueError
+            # that is not a JSONDecodeError); no field takes a number anywhere near that long.
+            abort(422, messages={"json": ["request body holds a number too long to use"]})
+        if not _is_storable_text(data):
+            abort(422, messages={"json": [UNSTORABLE_TEXT]})
         return data
 
+    def load_querystring(self, req: Any, schema: Any) -> Any:
+        if not all(_is_storable_text(v) for v in req.args.values()):
+            abort(422, messages={"query": [UNSTORABLE_TEXT]})
+        return super().load_querystring(req, schema)
 
-def _is_unicode_text(value: Any) -> bool:
-    """JSON can carry strings that are not Unicode text (a lone "\\ud800"); the database
-    driver would fail on them with a 500, so they are refused while parsing instead. Walked
-    with an explicit stack: a deeply nested body must not exhaust the call stack."""
+
+UNSTORABLE_TEXT = ("request holds text that cannot be stored: a NUL character (\\u0000) or "
+                   "an unpaired surrogate (not valid Unicode)")
+
+
+def is_storable(text: str) -> bool:
+    """Text PostgreSQL can store (and SQLite keeps as sent): valid Unicode without NUL."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_storable_text(value: Any) -> bool:
+    """JSON can carry strings that are not Unicode text (a lone "\\ud800") or hold NUL
+    ("\\u0000"), which PostgreSQL's text columns refuse: the driver would fail with a 500,
+    maybe part-way through a batch, so they are refused while parsing instead, on every
+    database alike. Walked with an explicit stack: a deeply nested body must not exhaust
+    the call stack."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
+            if not is_storable(item):
                 return False
         elif isinstance(item, dict):
             stack.extend(item.keys())
@@ -146,7 +174,26 @@ def idempotency_key() -> str | None:
             422, "invalid_request",
             f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
         )
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key) or not is_storable(key):
+        raise ApiError(
+            422, "invalid_request",
+            f"{IDEMPOTENCY_HEADER} must not hold control characters (such as NUL)",
+        )
     return key
+
+
+def batch_record_key(header_key: str, index: int) -> str:
+    """Record `index`'s key in a batch sent with `Idempotency-Key: header_key`.
+
+    `<header>#<index>` while that fits the key column; a longer header is replaced by its
+    SHA-256 (64 hex digits), so a 252-255 character header cannot overflow the column part-way
+    through a batch, and two long headers still give different keys. Deterministic, so
+    retrying the batch with the same header replays what succeeded.
+    """
+    derived = f"{header_key}#{index}"
+    if len(derived) <= MAX_IDEMPOTENCY_KEY:
+        return derived
+    return f"{hashlib.sha256(header_key.encode()).hexdigest()}#{index}"
 
 
 def reply(outcome: Outcome) -> tuple[dict[str, Any], int, Mapping[str, str]]:

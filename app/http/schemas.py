@@ -193,6 +193,20 @@ class AutoRechargeRequestSchema(ma.Schema):
                            metadata={"description": "catalog bundle to buy"})
 
 
+class RechargePurchaseSchema(ma.Schema):
+    id = fields.String(required=True)
+    bundle = fields.String(required=True)
+    credits = fields.Integer(required=True)
+    price = fields.String(required=True)
+    currency = fields.String(required=True)
+    status = fields.String(
+        required=True, validate=validate.OneOf(["pending", "invoiced", "failed"]),
+        metadata={"description": "failed: the invoice could not be delivered to Kinde"})
+    failure_reason = fields.String(allow_none=True)
+    created_at = fields.String(required=True)
+    settled_at = fields.String(allow_none=True)
+
+
 class AutoRechargeSchema(ma.Schema):
     enabled = fields.Boolean(required=True)
     threshold_credits = fields.Integer(allow_none=True)
@@ -200,6 +214,9 @@ class AutoRechargeSchema(ma.Schema):
     suspended = fields.Boolean(required=True)
     suspended_reason = fields.String(
         allow_none=True, metadata={"description": "why it stopped (a failed charge)"})
+    last_purchase = fields.Nested(
+        RechargePurchaseSchema, allow_none=True,
+        metadata={"description": "the latest auto-recharge purchase and its invoice status"})
 
 
 class AutoRechargeResultSchema(ma.Schema):

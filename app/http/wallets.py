@@ -15,6 +15,7 @@ from app.http.api import (
     BEARER_SECURITY,
     IDEMPOTENCY_PARAMETER,
     REPLAYED_HEADER,
+    batch_record_key,
     container,
     doc_errors,
     idempotency_key,
@@ -84,7 +85,8 @@ def record_usage_batch(body: dict[str, Any]) -> Any:
     """Many usage records; each succeeds or fails alone (`status` per record).
 
     A record's own `idempotency_key` wins; otherwise an `Idempotency-Key` header gives record
-    *i* the key `<header>#<i>`, so retrying the whole batch replays what already succeeded.
+    *i* the key `<header>#<i>` (with the header's SHA-256 hex instead of the header when that
+    would exceed 255 characters), so retrying the whole batch replays what already succeeded.
     A record for a wallet out of the caller's reach fails with 404 `not_found`.
     """
     principal = current_principal()
@@ -102,7 +104,7 @@ def record_usage_batch(body: dict[str, Any]) -> Any:
             }
             continue
         if "idempotency_key" not in record and header_key:
-            record = {**record, "idempotency_key": f"{header_key}#{index}"}
+            record = {**record, "idempotency_key": batch_record_key(header_key, index)}
         try:
             member = spending_member(record["wallet_id"], record.get("member"))
         except ApiError as exc:

@@ -4,8 +4,9 @@ Thin on purpose: bound the body, verify the signature, hand the claims to the we
 render its answer. Status codes and bodies are a contract (DESIGN.md):
 200 `{"status": "processed"|"duplicate"|"ignored"|"parked", ...}`; 400 not a JWT; 401 signature,
 algorithm or key refused; 413 over 1 MiB; 503 when keys or the database are unavailable (so
-Kinde retries). Nothing is written for a refused delivery: verification happens before the
-service is called.
+Kinde retries), and for nothing else: a verified event with malformed contents is stored as
+`parked` (200). No error body carries SQL or exception text. Nothing is written for a refused
+delivery: verification happens before the service is called.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from adapters.tokens import KeySourceUnavailable, MalformedToken, TokenError
-from app.services.webhooks import InvalidEvent, service_for
+from app.services.webhooks import service_for
 
 log = logging.getLogger("kinde_credits.webhooks")
 
@@ -68,14 +69,14 @@ def kinde_webhook() -> ResponseReturnValue:
         return _error(503, "unavailable", "signing keys are unavailable; retry later")
 
     try:
+        # The verifier read the body as UTF-8 already; "replace" only guards that promise.
         receipt = service_for(container).receive(
-            claims, body.decode("utf-8").strip(), request.headers.get("webhook-id")
+            claims, body.decode("utf-8", "replace").strip(), request.headers.get("webhook-id")
         )
-    except InvalidEvent as exc:
-        return _error(400, "invalid_request", str(exc))
     except Exception:
-        # Only infrastructure failures get here (handler failures are parked by the service):
-        # answer non-200 so Kinde delivers again later.
+        # Only infrastructure failures get here (the database is unreachable): whatever a
+        # verified event contains, the service stores it (parked when malformed). Answer
+        # non-200 so Kinde delivers again later; the details go to the log, never the body.
         log.exception("could not store webhook")
         return _error(503, "unavailable", "the event could not be stored; retry later")
     return jsonify(receipt.body()), 200

@@ -1,9 +1,9 @@
 """Ports for the webhook inbox and the meter readings, and the unit of work that offers them.
 
 The SQL adapter (`adapters/sql/inbox.py`) registers these as `uow.inbox` and `uow.meters` on
-the store's unit of work; unit tests use `tests/fakes/memory_inbox.py`. Both live in the same
-transaction as the wallet changes, which is what lets an event's effects and its inbox row
-commit together or not at all.
+the store's unit of work (`uow.billing`, the agreement cache, comes from adapters/sql/outbox.py);
+unit tests use `tests/fakes/memory_inbox.py`. All live in the same transaction as the wallet
+changes, which is what lets an event's effects and its inbox row commit together or not at all.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from app.services.outbox_ports import BillingRepository
 from app.services.ports import UnitOfWork
 
 InboxStatus = Literal["received", "processed", "ignored", "parked"]
@@ -83,12 +84,27 @@ class InboxRepository(Protocol):
 class MeterReadingRepository(Protocol):
     def last_value(self, customer_key: str, feature_code: str, period_key: str) -> int | None: ...
 
+    def reading(
+        self, customer_key: str, feature_code: str, period_key: str
+    ) -> tuple[int, datetime] | None:
+        """The stored total and when it was last raised."""
+
     def record(
         self, customer_key: str, feature_code: str, period_key: str, value: int, now: datetime
     ) -> None:
         """Store `value` as the period's running total (callers only ever raise it)."""
 
 
+class AgreementDirectory(Protocol):
+    """What the webhook service asks Kinde (adapters.kinde_api.KindeManagementClient): a
+    billing customer's agreements, each with `id`, `plan_code`, `current_period_start`,
+    `current_period_end`, `expires_on` and `feature_codes`."""
+
+    def list_agreements(self, customer_id: str) -> list[Any]: ...
+
+
 class WebhookUnitOfWork(UnitOfWork, Protocol):
     inbox: InboxRepository
     meters: MeterReadingRepository
+    # The agreement cache (current billing periods), shared with usage reporting.
+    billing: BillingRepository

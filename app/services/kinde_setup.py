@@ -120,6 +120,11 @@ def check_features(
     for key, bundle in catalog.bundles.items():
         if bundle.kinde_feature_code:
             wanted[bundle.kinde_feature_code] = f"bundles.{key}"
+        if bundle.auto_recharge_kinde_feature_code:
+            # Auto-recharges are invoiced on this one (at the discounted pack price).
+            wanted[bundle.auto_recharge_kinde_feature_code] = (
+                f"bundles.{key}.auto_recharge_kinde_feature_code"
+            )
     seen: dict[str, set[str]] = {}
     checked_any = False
     for customer_id in customer_ids:

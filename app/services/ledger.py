@@ -44,6 +44,8 @@ MAX_CREDITS = 10**12
 MAX_HOLD_SECONDS = 7 * 24 * 3600
 DEFAULT_HOLD_SECONDS = 15 * 60
 
+log = logging.getLogger(__name__)
+
 
 class NotFound(LedgerError):
     code = "not_found"
@@ -137,7 +139,12 @@ class LedgerService:
             try:
                 with self.uow(True) as uow:
                     if idempotency_key:
-                        stored = uow.idempotency.get(scope, idempotency_key)
+                        # Claimed before the wallet is locked: racers with one key queue on the
+                        # key and then read the first answer, instead of finding the state it
+                        # changed (a captured hold, a spent balance) and answering 409 or 402.
+                        stored = uow.idempotency.claim(
+                            scope, idempotency_key, fingerprint, self.clock()
+                        )
                         if stored is not None:
                             if stored.request_hash != fingerprint:
                                 raise IdempotencyConflict(
@@ -294,6 +301,15 @@ class LedgerService:
                     error.update(needed=exc.needed,
                                  available_to_member=exc.available_to_member)
                 results.append({"index": index, "status": status, "error": error})
+            except Exception:
+                # The records before this one are committed: a 500 for the whole batch would
+                # say "not applied" about them. This record's unit of work rolled back, so the
+                # per-record answer is the truth; a retry with the same keys replays the rest.
+                log.exception("usage batch record %d failed", index)
+                results.append({"index": index, "status": 500, "error": {
+                    "code": "internal_error",
+                    "message": "internal error; this record was not applied (retry it)",
+                }})
         return results
 
     # -- credits --------------------------------------------------------------------------
@@ -697,12 +713,15 @@ class LedgerService:
         with self.uow(False) as uow:
             wallet = uow.wallets.read(wallet_id)
             holds = uow.wallets.open_holds(wallet_id) if wallet else []
+            recharges = getattr(uow, "recharges", None) if wallet else None
+            last_purchase = recharges.latest_auto(wallet_id) if recharges else None
         if wallet is None:
             wallet = Wallet(id=wallet_id, owner_type=owner_type)
             return views.wallet_view(
                 self.catalog, wallet, [], self.alert_defaults, exists=False
             )
-        return views.wallet_view(self.catalog, wallet, holds, self.alert_defaults)
+        return views.wallet_view(self.catalog, wallet, holds, self.alert_defaults,
+                                 last_purchase=last_purchase)
 
     def ledger_page(
         self, wallet_id: str, limit: int = 50, cursor: str | None = None

@@ -3,9 +3,12 @@
 Retries use exponential backoff with full jitter (so many failing rows don't retry in step),
 capped; a 429 waits exactly what Kinde's `RateLimit-Reset` says and does not count as an
 attempt; after `max_attempts` a row is dead-lettered, visible in `kinde-credits outbox` and
-`/metrics`, and can be requeued by an operator. A worker killed mid-send leaves its lease to
-expire; the next claim sends again, which every handler makes harmless (absolute totals,
-stable message ids).
+`/metrics`, and can be requeued by an operator. New work on a backing-off row keeps its next
+attempt (see adapters.sql.outbox), and a row is dead-lettered only with work that has itself
+failed: if its version moved after the last failed attempt (or during this one), the newer
+work goes on retrying with backoff instead of dying with the old. A worker killed mid-send
+leaves its lease to expire; the next claim sends again, which every handler makes harmless
+(absolute totals, stable message ids).
 """
 
 from __future__ import annotations
@@ -122,8 +125,11 @@ class OutboxDispatcher:
                            MAX_WAIT_SECONDS)
                 uow.outbox.release(message, now + timedelta(seconds=wait), exc.message)
                 log.warning("outbox row %s rate limited; again in %.0fs", message.id, wait)
-            elif not exc.retryable or message.attempts >= self.policy.max_attempts:
-                uow.outbox.dead(message, exc.message, now)
+            elif (
+                not exc.retryable
+                or message.attempts >= self.policy.max_attempts
+                and not message.newer_than_failure
+            ) and uow.outbox.dead(message, exc.message, now):
                 log.error("outbox row %s (%s) dead-lettered after %d attempt(s): %s",
                           message.id, message.kind, message.attempts, exc.message)
                 died = True

@@ -21,6 +21,13 @@ class OutboxMessage:
     created_at: datetime
     status: str = "pending"
     last_error: str | None = None
+    # The version at the last failed or rate-limited attempt; None when not backing off.
+    failed_version: int | None = None
+
+    @property
+    def newer_than_failure(self) -> bool:
+        """Work arrived after the last failed attempt, so this version has not failed yet."""
+        return self.failed_version is not None and self.version != self.failed_version
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ class OutboxRepository(Protocol):
 
     def release(self, message: OutboxMessage, when: datetime, error: str) -> None: ...
 
-    def dead(self, message: OutboxMessage, error: str, now: datetime) -> None: ...
+    def dead(self, message: OutboxMessage, error: str, now: datetime) -> bool: ...
 
     def counts(self) -> dict[str, int]: ...
 

@@ -103,6 +103,13 @@ class WalletRepository(Protocol):
 class IdempotencyRepository(Protocol):
     def get(self, scope: str, key: str) -> StoredResponse | None: ...
 
+    def claim(
+        self, scope: str, key: str, request_hash: str, now: datetime
+    ) -> StoredResponse | None:
+        """Reserve the key for this unit of work, waiting while a concurrent one holds it;
+        the stored answer if the key was already used (then nothing is reserved). A reserved
+        key must be `put` before commit; a rollback frees it."""
+
     def put(
         self,
         scope: str,

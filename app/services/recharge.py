@@ -7,13 +7,19 @@ Runs inside the debit's own transaction, under the wallet's lock, so that:
 - the catalog's `max_per_day` caps purchases per wallet and UTC day;
 - a failed charge (invoice dead-lettered, or Kinde's `customer.payment_failed`) suspends
   auto-recharge with a visible reason and a notification; nothing retries a failing card: the
-  owner turns it back on with `PUT /v1/wallets/{id}/auto-recharge`.
-The charge itself goes through a PaymentGateway port; with Kinde it is a meter usage report on
-the bundle's `kinde_feature_code` (Kinde has no one-off purchase API), delivered by the outbox.
+  owner turns it back on with `PUT /v1/wallets/{id}/auto-recharge`. A dead invoice also marks
+  its purchases `failed` (shown as the wallet's `auto_recharge.last_purchase`), so they no
+  longer count as in flight and a re-enabled auto-recharge buys again.
+The charge itself goes through a PaymentGateway port; with Kinde it is a meter usage report
+(Kinde has no one-off purchase API), delivered by the outbox: sales on the bundle's
+`kinde_feature_code`, auto-recharges on its `auto_recharge_kinde_feature_code` (a feature priced
+at the discounted pack price), each code with its own absolute count of packs.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -23,6 +29,7 @@ from app.domain.catalog import Bundle, Catalog
 from app.domain.ledger import Wallet, new_id
 
 RECHARGE_REASON = "auto-recharge:"
+log = logging.getLogger("kinde_credits.recharge")
 
 
 @dataclass(frozen=True)
@@ -38,27 +45,29 @@ class PaymentGateway(Protocol):
 
     def charge(
         self, uow: Any, wallet_id: str, bundle: Bundle, price: Decimal, recharge_id: str,
-        now: datetime,
+        now: datetime, *, auto: bool = False,
     ) -> None:
         """Arrange payment inside the purchase's transaction (e.g. write an outbox row)."""
 
 
 class KindeInvoiceGateway:
-    """Invoices a bundle through Kinde: an `absolute` meter report of bundles bought."""
+    """Invoices a bundle through Kinde: an `absolute` meter report of the packs bought on one
+    Kinde code (the sale code, or the auto-recharge code for auto-recharges)."""
 
     name = "kinde"
 
     def charge(
         self, uow: Any, wallet_id: str, bundle: Bundle, price: Decimal, recharge_id: str,
-        now: datetime,
+        now: datetime, *, auto: bool = False,
     ) -> None:
         from app.services.usage_reporting import METER_USAGE, meter_topic
 
+        meter = bundle.invoice_meter(auto)
         uow.outbox.enqueue(
             METER_USAGE,
-            meter_topic(wallet_id, f"bundle:{bundle.key}"),
+            meter_topic(wallet_id, meter),
             wallet_id,
-            {"wallet_id": wallet_id, "bundle": bundle.key},
+            {"wallet_id": wallet_id, "bundle": bundle.key, "meter": meter, "auto": auto},
             now,
         )
 
@@ -113,8 +122,9 @@ class AutoRecharger:
             currency=bundle.currency,
         )
         uow.recharges.add(recharge_id, wallet.id, bundle.key, bundle.credits, str(price),
-                          bundle.currency, day, now)
-        self.gateway.charge(uow, wallet.id, bundle, price, recharge_id, now)
+                          bundle.currency, day, now, auto=True,
+                          meter=bundle.invoice_meter(auto=True))
+        self.gateway.charge(uow, wallet.id, bundle, price, recharge_id, now, auto=True)
         wallet.new_alerts.append(Notice("credits.auto_recharged", {
             "wallet_id": wallet.id, "balance": wallet.balance, "bundle": bundle.key,
             "credits": bundle.credits, "price": str(price), "currency": bundle.currency,
@@ -138,3 +148,40 @@ def suspended_notice(wallet_id: str, reason: str) -> Notice:
         "message": f"Auto-recharge is paused: {reason}. Check your payment method, then turn "
                    f"auto-recharge back on.",
     })
+
+
+SuspendIn = Callable[[Any, str, str, datetime], bool]
+
+
+class DeadInvoiceHandler:
+    """Dead-letter listener for pack invoices: the purchases the dead report would have
+    invoiced have failed, and a failed auto-recharge charge suspends auto-recharge.
+
+    Marking them failed is what lets a re-enabled auto-recharge buy again: a purchase left
+    `pending` would count as in flight for ever. They stay billable (their credits exist): a
+    requeued or later report of the same meter still counts them, and marks them invoiced.
+    """
+
+    def __init__(self, uow: Callable[[bool], Any], suspend_in: SuspendIn,
+                 clock: Callable[[], datetime]) -> None:
+        self.uow = uow
+        self.suspend_in = suspend_in  # LedgerService.suspend_auto_recharge_in
+        self.clock = clock
+
+    def __call__(self, message: Any, error: Any) -> None:
+        from app.services.usage_reporting import METER_USAGE
+
+        payload = message.payload
+        if message.kind != METER_USAGE or "bundle" not in payload:
+            return
+        wallet_id = payload["wallet_id"]
+        meter = payload.get("meter") or f"bundle:{payload['bundle']}"
+        reason = f"the auto-recharge charge failed ({error.message})"
+        now = self.clock()
+        with self.uow(True) as uow:
+            failed = uow.recharges.mark_failed(wallet_id, meter, error.message, now)
+            if payload.get("auto") or uow.recharges.any_auto(failed):
+                self.suspend_in(uow, wallet_id, reason, now)
+            uow.commit()
+        log.error("pack invoice for %s (%s) dead: %d purchase(s) marked failed",
+                  wallet_id, meter, len(failed))

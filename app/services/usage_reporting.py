@@ -11,6 +11,15 @@ changes nothing at Kinde, so a crash or timeout can never double-bill. When the 
 over, what Kinde acknowledged stays in the old period and anything not yet acknowledged is
 carried into the new one (Kinde counts late usage in the next cycle anyway).
 
+A total sent after its period closed (our clock past the period's end while Kinde's agreement
+still shows the old period, as it may for a little after a renewal) lands in the next cycle at
+Kinde. It is not recorded as acknowledged in the old period, and the row goes again after
+`confirm_after_seconds`, so once the new period shows, its total is sent and corrects Kinde's.
+
+Every send whose outcome was uncertain (a failed attempt before this one: timeout, lost answer,
+a killed worker) is followed by a confirming send of the then current total, including a
+confirmation whose own outcome was uncertain: an older, smaller total can never be the last.
+
 Known limit: if an answer is lost in the very moment a period closes, Kinde may have counted
 those units in the old period while we carry them into the new one.
 """
@@ -23,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from app.domain.catalog import Catalog, Feature
+from app.domain.catalog import AUTO_METER_PREFIX, SALE_METER_PREFIX, Catalog, Feature
 from app.domain.ledger import Wallet
 from app.services.outbox_ports import (
     AgreementInfo,
@@ -36,6 +45,10 @@ from app.services.ports import Clock, UnitOfWork
 
 METER_USAGE = "meter_usage"
 AGREEMENT_CACHE_WITHOUT_PERIOD = timedelta(hours=1)
+# How long after a period's end a total that landed late is re-sent until Kinde lists the new
+# period. Past it the agreement is not lagging a renewal (it ended, say): the next report goes
+# with the next usage, rather than every few minutes for good.
+LATE_RECHECK_WINDOW = timedelta(days=1)
 
 
 def meter_topic(wallet_id: str, feature: str) -> str:
@@ -120,7 +133,7 @@ def kinde_delivery_error(exc: Exception) -> DeliveryError:
 class Meter:
     """What one report counts: a feature's units, or the purchases of an auto-recharge bundle."""
 
-    key: str  # the usage_reports key: feature key, or "bundle:<key>"
+    key: str  # the usage_reports key: feature key, "bundle:<key>" or "bundle-auto:<key>"
     kinde_feature_code: str
     bundle: str | None = None
 
@@ -150,33 +163,50 @@ class UsageReporter:
             return  # the catalog changed since: nothing of ours to report
         confirm_at = message.payload.get("confirm_at")
         try:
-            self._report(wallet_id, meter, force=confirm_at is not None)
+            landed_late = self._report(wallet_id, meter, force=confirm_at is not None)
         except DeliveryError:
             raise
         except Exception as exc:
             raise kinde_delivery_error(exc) from exc
+        if message.attempts > 1 or landed_late:
+            # An earlier attempt of this row failed in a way that may have reached Kinde
+            # (timeout, lost answer, a worker killed mid-send), and that may be a confirmation
+            # itself: that older, smaller absolute total could land after ours and override
+            # it, so send the current total again once it can't. A total that landed after
+            # its period closed is sent again too, to correct the next period's.
+            raise NeedsConfirmation(self.confirm_after_seconds)
         if confirm_at is not None:
             left = (datetime.fromisoformat(confirm_at) - self.clock()).total_seconds()
             if left > 0:  # sent early because of new usage: the old request may still land
                 raise NeedsConfirmation(left)
-        elif message.attempts > 1:
-            # An earlier attempt failed in a way that may have reached Kinde (timeout, lost
-            # answer, a worker killed mid-send). That older, smaller absolute total could land
-            # after ours and override it, so send the current total again once it can't.
-            raise NeedsConfirmation(self.confirm_after_seconds)
 
     def _meter(self, payload: dict[str, Any]) -> Meter | None:
         if "bundle" in payload:
+            key = payload.get("meter") or f"{SALE_METER_PREFIX}{payload['bundle']}"
             bundle = self.catalog.bundles.get(payload["bundle"])
-            if bundle is None or not bundle.kinde_feature_code:
-                return None
-            return Meter(f"bundle:{bundle.key}", bundle.kinde_feature_code, bundle=bundle.key)
+            code = None
+            if bundle is not None:
+                code = bundle.invoice_code(auto=key.startswith(AUTO_METER_PREFIX))
+                if bundle.invoice_meter(auto=key.startswith(AUTO_METER_PREFIX)) != key:
+                    code = None  # the catalog no longer invoices this meter on its own code
+            if code is None:
+                # Purchases exist (their credits were granted) but can no longer be invoiced:
+                # dead-letter, so they are marked failed and an operator sees it.
+                raise DeliveryError(
+                    f"bundle {payload['bundle']!r} has no Kinde code for {key!r} in the "
+                    f"catalog any more: its purchases cannot be invoiced",
+                    retryable=False,
+                )
+            return Meter(key, code, bundle=bundle.key if bundle else None)
         feature = self.catalog.features.get(payload["feature"])
         if feature is None or feature.source != "app":
             return None
         return Meter(feature.key, feature.kinde_feature_code)
 
-    def _report(self, wallet_id: str, feature: Meter, force: bool = False) -> None:
+    def _report(self, wallet_id: str, feature: Meter, force: bool = False) -> bool:
+        """Send the meter's absolute total for the current period if Kinde may not have it.
+        True when it was sent after the period's end (so it lands in the next cycle) and should
+        be sent again once Kinde lists the new period."""
         with self.uow(False) as uow:
             profile = uow.wallets.profile(wallet_id)
         if profile is None:
@@ -184,14 +214,15 @@ class UsageReporter:
         customer_id = profile.billing_customer_id or self._resolve_customer(wallet_id)
         agreement = self._agreement(wallet_id, profile.agreement_id, customer_id, feature)
 
-        started = self.clock()
+        counted: list[str] = []
         with self.uow(False) as uow:
             state = uow.billing.report_state(wallet_id, feature.key)
-            units = (
-                uow.recharges.billable_count(wallet_id, feature.bundle)
-                if feature.bundle
-                else uow.billing.units_used(wallet_id, feature.key)
-            )
+            if feature.bundle:
+                # The purchases counted, by id: exactly these are marked invoiced below, never
+                # one that committed after this read.
+                units, counted = uow.recharges.billable(wallet_id, feature.key)
+            else:
+                units = uow.billing.units_used(wallet_id, feature.key)
         same_period = (
             state.agreement_id == agreement.id and state.period_start == agreement.period_start
         )
@@ -208,32 +239,38 @@ class UsageReporter:
                 retryable=False,
             )
         if value == acknowledged and not force:
-            if feature.bundle:
+            if counted:
                 # Kinde already has this count, so every purchase counted is invoiced.
                 with self.uow(True) as uow:
-                    uow.recharges.mark_invoiced(wallet_id, feature.bundle, started,
-                                                self.clock())
+                    uow.recharges.mark_invoiced(counted, self.clock())
                     uow.commit()
-            return  # Kinde already has exactly this total
+            return False  # Kinde already has exactly this total
+        sent_at = self.clock()
         self.kinde.record_meter_usage(
             agreement.id, feature.kinde_feature_code, value, meter_type_code="absolute"
         )
+        # Kinde counts what arrives after a cycle closed in the next cycle: such a total is
+        # not this period's acknowledged total (it is corrected by a later send).
+        period_end = agreement.period_end
+        late = period_end is not None and sent_at >= period_end
         with self.uow(True) as uow:
-            uow.billing.save_report_state(
-                UsageReportState(
-                    wallet_id=wallet_id,
-                    feature=feature.key,
-                    agreement_id=agreement.id,
-                    period_start=agreement.period_start,
-                    base_units=base,
-                    last_sent_total=value,
-                    last_sent_at=self.clock(),
+            if not late:
+                uow.billing.save_report_state(
+                    UsageReportState(
+                        wallet_id=wallet_id,
+                        feature=feature.key,
+                        agreement_id=agreement.id,
+                        period_start=agreement.period_start,
+                        base_units=base,
+                        last_sent_total=value,
+                        last_sent_at=self.clock(),
+                    )
                 )
-            )
-            if feature.bundle:
-                # Kinde now has every purchase that existed when we counted them.
-                uow.recharges.mark_invoiced(wallet_id, feature.bundle, started, self.clock())
+            if counted:
+                # Kinde now has every purchase counted above (in this cycle or the next).
+                uow.recharges.mark_invoiced(counted, self.clock())
             uow.commit()
+        return period_end is not None and late and sent_at - period_end < LATE_RECHECK_WINDOW
 
     def _resolve_customer(self, wallet_id: str) -> str:
         email: str | None = None
@@ -245,8 +282,14 @@ class UsageReporter:
         if not customer_id:
             raise DeliveryError(f"{wallet_id} has no Kinde billing customer yet")
         with self.uow(True) as uow:
+            # Under the wallet's lock, as webhooks write these fields: what a webhook learned
+            # while we asked Kinde is newer than our look-up and is kept.
+            uow.wallets.lock(wallet_id)
+            profile = uow.wallets.profile(wallet_id)
+            if profile is not None and profile.billing_customer_id:
+                return str(profile.billing_customer_id)
             fields: dict[str, str | None] = {"billing_customer_id": customer_id}
-            if email and not (uow.wallets.profile(wallet_id) or _NoProfile).email:
+            if email and not (profile or _NoProfile).email:
                 fields["email"] = email
             uow.wallets.update_profile(wallet_id, **fields)
             uow.commit()
@@ -272,8 +315,8 @@ class UsageReporter:
         chosen = chosen or (agreements[0] if agreements else None)
         if chosen is None:
             raise DeliveryError(f"billing customer {customer_id} has no active agreement")
-        infos = [
-            AgreementInfo(
+        infos = {
+            a.id: AgreementInfo(
                 id=a.id,
                 customer_id=customer_id,
                 plan_code=a.plan_code,
@@ -283,15 +326,29 @@ class UsageReporter:
                 fetched_at=now,
             )
             for a in agreements
-        ]
+        }
+        use = chosen.id
         with self.uow(True) as uow:
-            for info in infos:
-                uow.billing.save_agreement(info)
             if chosen.id != agreement_id:
-                uow.wallets.update_profile(wallet_id, agreement_id=chosen.id,
-                                           plan_code=chosen.plan_code)
+                # The wallet's lock first (webhooks take it before writing the agreement), then
+                # a compare-and-set: a webhook that mapped another agreement while we asked
+                # Kinde (a plan change makes a new one) knows better than our guess.
+                uow.wallets.lock(wallet_id)
+                current = uow.wallets.profile(wallet_id)
+                known = current.agreement_id if current is not None else None
+                if known == agreement_id:
+                    uow.wallets.update_profile(wallet_id, agreement_id=chosen.id,
+                                               plan_code=chosen.plan_code)
+                elif known in infos:
+                    use = str(known)
+                else:
+                    raise DeliveryError(
+                        f"{wallet_id} was mapped to agreement {known} while reporting; again"
+                    )
+            for info in infos.values():
+                uow.billing.save_agreement(info)
             uow.commit()
-        return next(i for i in infos if i.id == chosen.id)
+        return infos[use]
 
 
 class _NoProfile:

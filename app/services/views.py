@@ -71,6 +71,7 @@ def wallet_view(
     open_holds: list[Hold],
     alert_defaults: AlertSettings,
     exists: bool = True,
+    last_purchase: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     alerts = (wallet.alert_settings or alert_defaults).as_dict()
     alerts["custom"] = wallet.alert_settings is not None
@@ -79,6 +80,14 @@ def wallet_view(
         wallet.auto_recharge.as_dict()
         if wallet.auto_recharge is not None
         else AutoRecharge(False, 0, "").as_dict()
+    )
+    # The latest auto-recharge purchase: "pending" until Kinde has its invoice, "invoiced",
+    # or "failed" (its invoice was dead-lettered) with the reason.
+    recharge["last_purchase"] = (
+        {**last_purchase, "created_at": iso(last_purchase["created_at"]),
+         "settled_at": iso(last_purchase["settled_at"])}
+        if last_purchase is not None
+        else None
     )
     return {
         "wallet_id": wallet.id,

@@ -13,33 +13,51 @@ Guarantees (issue 4, DESIGN.md):
   even a bug in a handler) is stored as `parked` with its reason and answered 200 (Kinde would
   otherwise retry for 72 hours and then disable the endpoint). Parked events are retried right
   after a mapping for their customer commits, by the worker (`retry_parked`), and on demand.
-- Nothing slow runs here: no call to Kinde; only local database work.
+- Never a 5xx for what a verified event contains: malformed contents (an id holding a NUL
+  character, a timestamp that cannot be converted, wrong types, huge numbers, deep nesting) park
+  the event with a reason. A 5xx means only that the database could not be reached, and no
+  answer carries SQL or exception text (the log has the details).
+- Absolute meter values (a period's running total) are keyed by the billing period the event
+  states, or else by the agreement's current period (from agreement events, or asked of Kinde by
+  the worker); never by a guessed one. Until the period is known the event waits, parked.
+- Nothing slow runs on the request path: no call to Kinde; only local database work. The
+  worker asks Kinde for agreement periods (`retry_parked`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from app.domain.catalog import Catalog
 from app.domain.kinde_events import (
+    UNUSABLE_ID_PREFIX,
     BillingFields,
     EventKind,
     InvalidEvent,
     KindeEvent,
     extract_billing,
     parse_envelope,
-    signup_owner,
+    period_key,
+    read_signup,
+    text_problem,
 )
 from app.domain.ledger import Wallet
 from app.domain.usage_terms import describe_debit
-from app.services.inbox_ports import InboxEvent, InboxStatus, WebhookUnitOfWork
+from app.services.inbox_ports import (
+    AgreementDirectory,
+    InboxEvent,
+    InboxStatus,
+    WebhookUnitOfWork,
+)
 from app.services.ledger import LedgerService, request_fingerprint
+from app.services.outbox_ports import AgreementInfo
 from app.services.ports import DuplicateKey
 
 log = logging.getLogger("kinde_credits.webhooks")
@@ -53,6 +71,16 @@ INLINE_RETRY_LIMIT = 20
 FAILURE_RETRY_BASE = timedelta(seconds=30)
 FAILURE_RETRY_MAX_ATTEMPTS = 5
 FAILED_PREFIX = "failed: "
+# Absolute meter events whose billing period is not known yet: the worker asks Kinde for the
+# agreement's current period and retries them, with growing delays up to an hour apart, for as
+# long as it takes (never debiting on a guessed period meanwhile).
+PERIOD_PREFIX = "period unknown: "
+PERIOD_RETRY_MAX_DELAY = timedelta(hours=1)
+# A stored agreement period without an end date is trusted for this long after it was read.
+AGREEMENT_FRESH_WITHOUT_END = timedelta(hours=1)
+# What an HTTP answer says about a handler failure: the details (which may hold SQL or values
+# from the event) stay in the log and in the stored reason, never in a response body.
+FAILURE_ANSWER = FAILED_PREFIX + "could not be applied; kept and retried later"
 
 __all__ = [
     "InvalidEvent",
@@ -101,6 +129,9 @@ def _parked(
 @dataclass
 class WebhookService:
     ledger: LedgerService
+    # Kinde's agreements (current billing periods), asked by the worker only; None without
+    # Management API credentials (then periods come only from events).
+    kinde: AgreementDirectory | None = None
     # Per-process position of the worker's scan over parked events (an optimisation only:
     # another instance needs nothing from it).
     _scan_after: tuple[datetime, str] | None = field(default=None, repr=False)
@@ -119,12 +150,18 @@ class WebhookService:
     def receive(
         self, claims: Mapping[str, Any], raw_body: str, webhook_id: str | None = None
     ) -> Receipt:
-        """Store and apply one verified delivery. Raises InvalidEvent for a payload that
-        cannot even be keyed (nothing is written then)."""
-        event = parse_envelope(claims)
-        payload = json.dumps(dict(claims), separators=(",", ":"), sort_keys=True, default=str)
-        if webhook_id is not None:
-            webhook_id = webhook_id.strip()[:128] or None
+        """Store and apply one verified delivery. Whatever the claims contain, the event is
+        stored (parked when it is malformed); only a database failure raises."""
+        # An event whose own id is unusable is keyed by its delivery: Kinde resends the same
+        # signed body, so a redelivery is still a duplicate.
+        fallback = UNUSABLE_ID_PREFIX + hashlib.sha256(
+            raw_body.encode("utf-8", "replace")).hexdigest()[:48]
+        event = parse_envelope(claims, fallback_id=fallback)
+        payload = _stored_payload(claims, event)
+        # The JWT itself is ASCII; a NUL could only come from a broken proxy. Never let it
+        # make the row unstorable.
+        raw_body = raw_body.replace("\x00", "\ufffd")
+        webhook_id = _usable_header(webhook_id)
         for _ in range(3):
             try:
                 receipt, mapped = self._receive_once(event, payload, raw_body, webhook_id)
@@ -145,39 +182,59 @@ class WebhookService:
         self, event: KindeEvent, payload: str, raw_body: str, webhook_id: str | None
     ) -> tuple[Receipt, str | None]:
         failure: Exception | None = None
-        with self._uow(True) as uow:
-            if uow.inbox.get(event.event_id) is not None:
-                return Receipt("duplicate", event.event_id), None
-            if webhook_id is not None and uow.inbox.webhook_id_taken(webhook_id):
-                # webhook-id is not signed: never let it block or alias a signed event_id.
-                webhook_id = None
-            now = self.ledger.clock()
-            # The row goes in first: on PostgreSQL this insert is where a racing redelivery
-            # waits, before either touches a wallet.
-            uow.inbox.add(event.event_id, webhook_id, event.type, payload, raw_body, now)
-            try:
+        try:
+            with self._uow(True) as uow:
+                if uow.inbox.get(event.event_id) is not None:
+                    return Receipt("duplicate", event.event_id), None
+                if webhook_id is not None and uow.inbox.webhook_id_taken(webhook_id):
+                    # webhook-id is not signed: never let it block or alias a signed event_id.
+                    webhook_id = None
+                now = self.ledger.clock()
+                # The row goes in first: on PostgreSQL this insert is where a racing
+                # redelivery waits, before either touches a wallet.
+                uow.inbox.add(event.event_id, webhook_id, event.type, payload, raw_body, now)
                 applied = self._apply(uow, event, now)
-            except DuplicateKey:
-                raise
-            except Exception as exc:  # parked below, in a fresh transaction
-                failure = exc
-            else:
                 self._finish(uow, event.event_id, applied, now)
                 uow.commit()
                 return _receipt(event.event_id, applied), applied.mapped_customer
-        # The handler failed: its partial work is rolled back; keep the event, parked.
-        log.exception("webhook %s (%s) failed; parked", event.event_id, event.type,
-                      exc_info=failure)
+        except DuplicateKey:
+            raise
+        except Exception as exc:  # parked below, in a fresh transaction
+            failure = exc
+        # The handler (or storing the row) failed: the partial work is rolled back; keep the
+        # event, parked. If the database itself is down, this raises too (answered 503).
+        log.error("webhook %s (%s) failed; parking it", event.event_id, event.type,
+                  exc_info=failure)
         reason = _failure_reason(failure)
+        try:
+            stored = self._store_parked(event, payload, raw_body, webhook_id, reason)
+        except DuplicateKey:
+            raise
+        except Exception:
+            # Perhaps something in the payload itself could not be stored: keep the envelope
+            # only (the raw body, which is kept, has everything).
+            log.exception("webhook %s could not be parked whole; keeping its envelope",
+                          event.event_id)
+            stored = self._store_parked(event, _envelope_only(event, "could not be stored"),
+                                        raw_body, None, reason)
+        if not stored:
+            return Receipt("duplicate", event.event_id), None
+        return Receipt("parked", event.event_id, FAILURE_ANSWER), None
+
+    def _store_parked(self, event: KindeEvent, payload: str, raw_body: str,
+                      webhook_id: str | None, reason: str) -> bool:
+        """Store the event as parked; False when it is there already."""
         with self._uow(True) as uow:
             if uow.inbox.get(event.event_id) is not None:
-                return Receipt("duplicate", event.event_id), None
+                return False
+            if webhook_id is not None and uow.inbox.webhook_id_taken(webhook_id):
+                webhook_id = None
             now = self.ledger.clock()
             uow.inbox.add(event.event_id, webhook_id, event.type, payload, raw_body, now)
             uow.inbox.finish(event.event_id, "parked", reason=reason, wallet_id=None,
                              customer_id=None, now=now)
             uow.commit()
-        return Receipt("parked", event.event_id, reason), None
+        return True
 
     @staticmethod
     def _finish(uow: WebhookUnitOfWork, event_id: str, applied: _Applied, now: datetime) -> None:
@@ -222,14 +279,15 @@ class WebhookService:
                 return None, None
             now = self.ledger.clock()
             try:
-                applied = self._apply(uow, parse_envelope(row.payload), now)
+                event = parse_envelope(row.payload, fallback_id=event_id)
+                applied = self._apply(uow, event, now)
             except Exception as exc:
                 failure = exc
             else:
                 self._finish(uow, event_id, applied, now)
                 uow.commit()
                 return applied.status, applied.mapped_customer
-        log.exception("retry of webhook %s failed; still parked", event_id, exc_info=failure)
+        log.error("retry of webhook %s failed; still parked", event_id, exc_info=failure)
         with self._uow(True) as uow:
             row = uow.inbox.get(event_id, lock=True)
             if row is None or row.status != "parked":
@@ -256,17 +314,31 @@ class WebhookService:
 
     def retry_parked(self, *, force: bool = False, limit: int = 500) -> int:
         """Retry parked events whose blocker has gone (their customer is now mapped, their
-        feature is now in the catalog, a failure's back-off has passed); with `force`, every
-        parked event. Returns how many got applied (the worker sleeps when it is 0)."""
+        feature is now in the catalog, a failure's back-off has passed, their billing period
+        is now known, asking Kinde if need be); with `force`, every parked event. Returns how
+        many got applied (the worker sleeps when it is 0)."""
         now = self.ledger.clock()
         ready: list[str] = []
+        # Billing customer -> events waiting for its agreement's current period.
+        periods: dict[str, list[str]] = {}
         with self._uow(False) as uow:
             rows = uow.inbox.search(status="parked", after=self._scan_after, limit=limit)
             for row in rows:
+                waiting = (row.park_reason or "").startswith(PERIOD_PREFIX)
+                if waiting and self.kinde is not None and (force or _period_retry_due(row, now)):
+                    customer = row.customer_id or _profile_customer(uow, row.wallet_id)
+                    if customer:
+                        periods.setdefault(customer, []).append(row.event_id)
+                        continue
                 if force or self._ready(uow, row, now):
                     ready.append(row.event_id)
         # Rotate through a large backlog page by page; start over after the last page.
         self._scan_after = (rows[-1].received_at, rows[-1].event_id) if len(rows) == limit else None
+        for customer, event_ids in periods.items():
+            # Outside any transaction: Kinde may be slow. Retried whatever the answer, so a
+            # failed look-up counts as an attempt (the delay before the next one grows).
+            self._learn_agreements(customer, now)
+            ready.extend(event_ids)
         applied = 0
         for event_id in ready:
             try:
@@ -276,6 +348,36 @@ class WebhookService:
                 log.exception("retry of parked webhook %s failed", event_id)
         return applied
 
+    def _learn_agreements(self, customer_id: str, now: datetime) -> None:
+        """Ask Kinde for a billing customer's agreements and store their current periods (and
+        the wallet's agreement, when it has none or Kinde no longer lists it)."""
+        assert self.kinde is not None
+        try:
+            agreements = [
+                a for a in self.kinde.list_agreements(customer_id)
+                if a.expires_on is None or _aware(a.expires_on) > now
+            ]
+        except Exception as exc:
+            log.warning("could not read the agreements of %s from Kinde (%s); parked meter "
+                        "events wait", customer_id, type(exc).__name__)
+            return
+        with self._uow(True) as uow:
+            for a in agreements:
+                uow.billing.save_agreement(AgreementInfo(
+                    id=a.id, customer_id=customer_id, plan_code=a.plan_code,
+                    period_start=a.current_period_start, period_end=a.current_period_end,
+                    feature_codes=tuple(a.feature_codes), fetched_at=now,
+                ))
+            wallet_id = uow.wallets.find_by_customer(customer_id)
+            profile = uow.wallets.profile(wallet_id) if wallet_id else None
+            if wallet_id and profile is not None:
+                listed = {a.id for a in agreements}
+                if profile.agreement_id not in listed and len(agreements) == 1:
+                    # The one agreement Kinde has for this customer (a plan change may have
+                    # replaced the one we knew).
+                    uow.wallets.update_profile(wallet_id, agreement_id=agreements[0].id)
+            uow.commit()
+
     def _ready(self, uow: WebhookUnitOfWork, row: InboxEvent, now: datetime) -> bool:
         """Would a retry get further than last time? Read-only and cheap: the worker asks this
         every pass, so it must not take the write lock for events that would only park again."""
@@ -283,14 +385,16 @@ class WebhookService:
         if reason.startswith(FAILED_PREFIX):
             due = row.received_at + FAILURE_RETRY_BASE * (4 ** max(row.attempts - 1, 0))
             return row.attempts < FAILURE_RETRY_MAX_ATTEMPTS and now >= due
-        try:
-            event = parse_envelope(row.payload)
-        except InvalidEvent:
-            return False
+        event = parse_envelope(row.payload, fallback_id=row.event_id)
+        if event.problems:
+            return False  # a malformed event stays malformed
         kind = event.kind
         if kind not in (EventKind.METER_USAGE, EventKind.MAPPING, EventKind.HISTORY):
             return False  # a sign-up without a usable id won't grow one
         fields = extract_billing(event)
+        if fields.problems:
+            return False
+        needs_period = False
         if kind is EventKind.METER_USAGE:
             # Mirrors the handler's checks that depend on the event alone: they don't fix
             # themselves. (The catalog changes only with a restart, and then too we re-check.)
@@ -298,17 +402,21 @@ class WebhookService:
             feature = self.catalog.feature_by_kinde_code(code) if code else None
             if feature is None:
                 return False
-            if feature.source == "kinde" and (
-                fields.value is None
-                or (fields.meter_type == "absolute" and fields.period_key is None)
-            ):
+            if feature.source == "kinde" and fields.value is None:
                 return False
+            needs_period = feature.source == "kinde" and fields.meter_type == "absolute"
         wallet_id, _ = self._resolve(uow, fields)
         if wallet_id is None:
             return False
         profile = uow.wallets.profile(wallet_id)
         known = profile.billing_customer_id if profile else None
-        return not (known and fields.customer_id and known != fields.customer_id)
+        if known and fields.customer_id and known != fields.customer_id:
+            return False
+        if needs_period:
+            # Waiting for a period: ready once an agreement event (or Kinde) has brought it.
+            start, _ = self._absolute_period(uow, fields, wallet_id, now)
+            return start is not None
+        return True
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -329,7 +437,15 @@ class WebhookService:
     # -- handlers ---------------------------------------------------------------------------
 
     def _apply(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
+        if event.problems:
+            return _parked("malformed event: " + "; ".join(event.problems))
         kind = event.kind
+        if kind in (EventKind.METER_USAGE, EventKind.MAPPING, EventKind.HISTORY):
+            fields = extract_billing(event)
+            if fields.problems:
+                # Acting on part of an event (or storing a value that breaks the database)
+                # would be worse than waiting for a person to look at it.
+                return _parked("malformed billing event: " + "; ".join(fields.problems))
         if kind in (EventKind.USER_CREATED, EventKind.ORG_CREATED):
             return self._signup(uow, event, now)
         if kind is EventKind.METER_USAGE:
@@ -341,7 +457,11 @@ class WebhookService:
         return _Applied("ignored", f"event type {event.type!r} is not handled")
 
     def _signup(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
-        wallet_id, email = signup_owner(event)
+        wallet_id, email, problems = read_signup(event)
+        fields = extract_billing(event)
+        problems += fields.problems
+        if problems:
+            return _parked(f"malformed {event.type} event: " + "; ".join(problems))
         if wallet_id is None:
             where = "data.user.id (kp_...)" if event.kind is EventKind.USER_CREATED else (
                 "data.organization.code (org_...)"
@@ -350,7 +470,6 @@ class WebhookService:
         wallet = self.ledger.sweep_locked(uow, uow.wallets.lock_or_create(wallet_id, now), now)
         if email:
             uow.wallets.update_profile(wallet_id, email=email)
-        fields = extract_billing(event)
         problem = self._learn(uow, wallet_id, fields, agreement=True)
         if problem:
             self._save(uow, wallet, now)
@@ -396,7 +515,7 @@ class WebhookService:
             )
         feature = self.catalog.feature_by_kinde_code(code)
         if feature is None:
-            if any(b.kinde_feature_code == code for b in self.catalog.bundles.values()):
+            if self.catalog.bundle_by_kinde_code(code) is not None:
                 # Our own invoice for a credit pack (reported as meter usage): not usage.
                 return _Applied("processed", f"credit pack invoice usage on {code!r}; nothing "
                                 "to debit", wallet_id=self._peek_wallet(uow, fields),
@@ -414,8 +533,6 @@ class WebhookService:
             )
         if fields.value is None:
             return _parked(fields.value_problem or "no meter value", fields)
-        if fields.meter_type == "absolute" and fields.period_key is None:
-            return _parked("absolute meter value without a period start or timestamp", fields)
         wallet_id, problem = self._resolve(uow, fields)
         if wallet_id is None:
             return _parked(problem or "no wallet", fields)
@@ -426,16 +543,26 @@ class WebhookService:
             return _parked(problem, fields, wallet_id)
         units = fields.value
         if fields.meter_type == "absolute":
-            assert fields.period_key is not None
             # Kinde's absolute value is the period's running total: debit only the increase
             # over the last total seen (the wallet lock serialises this read-then-write).
             # Keyed by the resolved wallet: events naming the customer and events naming only
             # the user or org must share one running total, or the total is debited twice.
-            key = wallet_id
-            last = uow.meters.last_value(key, code, fields.period_key)
+            # And keyed by the real billing period, never a guessed one: a guess that differs
+            # between two events of one period debits the whole total again.
+            start, problem = self._absolute_period(uow, fields, wallet_id, now)
+            if start is None:
+                self._save(uow, wallet, now)
+                return _parked(problem or PERIOD_PREFIX, fields, wallet_id)
+            key, period = wallet_id, period_key(start)
+            if fields.period_start is not None:
+                # A stated period serves later events of its agreement that state none.
+                self._remember_period(uow, fields, wallet_id, now)
+            last = uow.meters.last_value(key, code, period)
+            if last is None:
+                last = _legacy_month_total(uow, key, code, start, fields.occurred_at or now)
             units = max(0, fields.value - (last or 0))
             if last is None or fields.value > last:
-                uow.meters.record(key, code, fields.period_key, fields.value, now)
+                uow.meters.record(key, code, period, fields.value, now)
         note: str | None = None
         if units > 0:
             credits = units * feature.credits_per_unit
@@ -467,6 +594,7 @@ class WebhookService:
         problem = self._learn(uow, wallet.id, fields, agreement=True)
         if problem:
             return _parked(problem, fields, wallet_id)
+        self._remember_period(uow, fields, wallet_id, now)
         return _Applied("processed", wallet_id=wallet_id, customer_id=fields.customer_id,
                         mapped_customer=fields.customer_id)
 
@@ -489,6 +617,73 @@ class WebhookService:
     def _save(self, uow: WebhookUnitOfWork, wallet: Wallet, now: datetime) -> None:
         if wallet.has_pending_changes() or wallet.touched_blocks or wallet.new_blocks:
             self.ledger.save_wallet(uow, wallet, now)
+
+    def _absolute_period(
+        self, uow: WebhookUnitOfWork, fields: BillingFields, wallet_id: str, now: datetime
+    ) -> tuple[datetime | None, str | None]:
+        """The start of the billing period an absolute meter value belongs to: the period the
+        event states, else the current period of the agreement (when the usage falls inside
+        it). (None, why) when neither is known: the caller parks the event."""
+        if fields.period_start is not None:
+            return fields.period_start, None
+        at = fields.occurred_at or now
+        profile = uow.wallets.profile(wallet_id)
+        agreement_id = fields.agreement_id or (profile.agreement_id if profile else None)
+        info = uow.billing.agreement(agreement_id) if agreement_id else None
+        if info is not None and info.period_start is not None:
+            start = _aware(info.period_start)
+            if at < start:
+                # Usage from before the period we know of (a late event): which period it
+                # counted in is not ours to guess.
+                return None, (
+                    f"absolute meter value for {at:%Y-%m-%d %H:%M} UTC predates the current "
+                    f"period of agreement {agreement_id} (from {start:%Y-%m-%d %H:%M} UTC); "
+                    "its billing period is unknown, so it is not debited on a guess"
+                )
+            end = _aware(info.period_end) if info.period_end is not None else None
+            if (end is not None and at < end) or (
+                end is None and now - _aware(info.fetched_at) < AGREEMENT_FRESH_WITHOUT_END
+            ):
+                return start, None
+        where = (
+            "asking Kinde for the agreement's current period"
+            if self.kinde is not None
+            else "waiting for an agreement event stating current_period_start and "
+            "current_period_end (no Kinde Management API credentials are configured)"
+        )
+        subject = f"agreement {agreement_id}" if agreement_id else "the customer's agreement"
+        return None, (
+            f"{PERIOD_PREFIX}the absolute meter value states no billing period and the current "
+            f"period of {subject} is not known for {at:%Y-%m-%d %H:%M} UTC; {where}"
+        )
+
+    @staticmethod
+    def _remember_period(
+        uow: WebhookUnitOfWork, fields: BillingFields, wallet_id: str, now: datetime
+    ) -> None:
+        """Keep the current period an event states for its agreement, for absolute meter values
+        that don't state theirs. Never replaces a later period already known (events come in
+        any order)."""
+        profile = uow.wallets.profile(wallet_id)
+        customer_id = fields.customer_id or (profile.billing_customer_id if profile else None)
+        if not (fields.agreement_id and customer_id and fields.period_start):
+            return
+        known = uow.billing.agreement(fields.agreement_id)
+        if (
+            known is not None
+            and known.period_start is not None
+            and _aware(known.period_start) >= fields.period_start
+        ):
+            return
+        uow.billing.save_agreement(AgreementInfo(
+            id=fields.agreement_id,
+            customer_id=customer_id,
+            plan_code=fields.plan_code or (known.plan_code if known else None),
+            period_start=fields.period_start,
+            period_end=fields.period_end,
+            feature_codes=known.feature_codes if known else (),
+            fetched_at=now,
+        ))
 
     @staticmethod
     def _resolve(uow: WebhookUnitOfWork, fields: BillingFields) -> tuple[str | None, str | None]:
@@ -570,8 +765,81 @@ def _receipt(event_id: str, applied: _Applied) -> Receipt:
 
 
 def _failure_reason(exc: BaseException | None) -> str:
-    detail = str(exc)[:300] if exc is not None else "unknown error"
+    """A stored reason for a handler failure: the exception's type and first line, without the
+    SQL statement and parameters a database error appends (they may echo the event's values)."""
+    if exc is None:
+        return f"{FAILED_PREFIX}unknown error"
+    detail = str(exc).split("\n", 1)[0].split("[SQL", 1)[0].strip()
+    detail = "".join("?" if ord(ch) < 32 or ord(ch) == 127 else ch for ch in detail)[:200]
     return f"{FAILED_PREFIX}{type(exc).__name__}: {detail}"
+
+
+def _legacy_month_total(
+    uow: WebhookUnitOfWork, wallet_id: str, code: str, start: datetime, at: datetime
+) -> int | None:
+    """The running total an earlier version stored for this period under a calendar-month key
+    ("month:YYYY-MM"), so that upgrading never debits a period's total again. Only readings
+    raised since the period started count: a month reading last raised before that belongs to
+    the previous period."""
+    best: int | None = None
+    month = start.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last_month = max(at, start).astimezone(UTC)
+    for _ in range(14):  # a billing period spans at most 13 calendar months (yearly plans)
+        if month > last_month:
+            break
+        found = uow.meters.reading(wallet_id, code, f"month:{month:%Y-%m}")
+        if found is not None and _aware(found[1]) >= start:
+            best = max(best or 0, found[0])
+        month = (month + timedelta(days=32)).replace(day=1)
+    return best
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _period_retry_due(row: InboxEvent, now: datetime) -> bool:
+    """Events waiting for a period are retried 30 s, 2 min, 8 min, 32 min after being parked,
+    then hourly: the delays grow by 4 up to an hour and never stop."""
+    wait = timedelta(0)
+    for attempt in range(max(row.attempts, 1)):
+        step = FAILURE_RETRY_BASE * (4 ** min(attempt, 8))
+        if step >= PERIOD_RETRY_MAX_DELAY:
+            wait += PERIOD_RETRY_MAX_DELAY * (max(row.attempts, 1) - attempt)
+            break
+        wait += step
+    return now >= row.received_at + wait
+
+
+def _profile_customer(uow: WebhookUnitOfWork, wallet_id: str | None) -> str | None:
+    profile = uow.wallets.profile(wallet_id) if wallet_id else None
+    return profile.billing_customer_id if profile else None
+
+
+def _envelope_only(event: KindeEvent, why: str) -> str:
+    return json.dumps({"event_id": event.event_id, "type": event.type,
+                       "payload_not_stored": why}, sort_keys=True)
+
+
+def _stored_payload(claims: Mapping[str, Any], event: KindeEvent) -> str:
+    """The claims as JSON text for the inbox (NUL and other control characters come out
+    escaped, which any text column stores). A payload too deep to serialise keeps only its
+    envelope; the raw body, always stored, still has all of it."""
+    if any(p.startswith("payload is nested deeper") for p in event.problems):
+        return _envelope_only(event, "nested too deeply")
+    try:
+        return json.dumps(dict(claims), separators=(",", ":"), sort_keys=True, default=str)
+    except (ValueError, TypeError, RecursionError):
+        return _envelope_only(event, "could not be serialised")
+
+
+def _usable_header(webhook_id: str | None) -> str | None:
+    """The unsigned webhook-id header, when it is storable; otherwise None (it is only a hint:
+    the signed event_id is the key)."""
+    if webhook_id is None:
+        return None
+    text = webhook_id.strip()[:128]
+    return text if text and text_problem(text) is None else None
 
 
 # -- composition helpers (used by the HTTP blueprint, the CLI and the worker) ----------------
@@ -581,7 +849,9 @@ def service_for(container: Any) -> WebhookService:
     """The container's webhook service, made once per container."""
     service = container.extras.get("webhook_service")
     if service is None:
-        service = WebhookService(container.ledger)
+        # The Kinde client (when Management API credentials are set) lets the worker learn
+        # agreement periods for absolute meter values that state none.
+        service = WebhookService(container.ledger, kinde=getattr(container, "kinde", None))
         container.extras["webhook_service"] = service
     return cast(WebhookService, service)
 

@@ -15,7 +15,8 @@ A violating request gets a 400 in Kinde's error format and is recorded in `spec_
         assert kinde.spec_violations == []
 
 Faults (thread-safe, each consumed by the next matching requests; by default they match API
-calls only, not the token endpoint): `fail_next`, `stall_next`, `rate_limit_next`,
+calls only, not the token endpoint): `fail_next`, `stall_next`, `hold_next` (until
+`release_held`), `rate_limit_next`,
 `lose_answer_next` (applies the request, then drops the connection unanswered), and `outage`.
 
 Behaviour the spec doesn't pin down (unknown ids, token errors) is modelled on Kinde's documented
@@ -109,7 +110,7 @@ class _Customer:
 
 @dataclass
 class _Fault:
-    kind: str  # "fail" | "stall" | "rate_limit" | "lose_answer"
+    kind: str  # "fail" | "stall" | "hold" | "rate_limit" | "lose_answer"
     remaining: int
     path_prefix: str
     status: int = 500
@@ -201,6 +202,8 @@ class FakeKinde(FakeServer):
         # state
         self._customers: dict[str, _Customer] = {}
         self._agreements: dict[str, _Agreement] = {}
+        # agreement_id -> the (start, end) GET still shows while a renewal lags
+        self._listed_period: dict[str, tuple[datetime | None, datetime | None]] = {}
         # (agreement_id, feature_code, period_start) -> total
         self._usage: dict[tuple[str, str, datetime | None], int] = {}
         self._webhooks: dict[str, dict[str, Any]] = {}
@@ -209,6 +212,7 @@ class FakeKinde(FakeServer):
         self._tokens: dict[str, float] = {}  # token -> expiry (monotonic)
         self._faults: list[_Fault] = []
         self._outage = False
+        self._held = threading.Event()  # set: requests held by `hold_next` go on
         # observations
         self.token_requests = 0
         self.spec_violations: list[SpecViolation] = []
@@ -234,6 +238,7 @@ class FakeKinde(FakeServer):
 
     def stop(self) -> None:
         self._stopping.set()  # cuts pending stalls short
+        self._held.set()
         if self._thread.is_alive():  # shutdown() would wait forever on a server never started
             self._httpd.shutdown()
             self._thread.join(timeout=5)
@@ -275,11 +280,27 @@ class FakeKinde(FakeServer):
                 expires_on,
             )
 
-    def roll_period(self, agreement_id: str, period_start: datetime, period_end: datetime) -> None:
-        """Start a new billing cycle: usage recorded from now on counts in the new period."""
+    def roll_period(
+        self, agreement_id: str, period_start: datetime, period_end: datetime, *,
+        listed: bool = True,
+    ) -> None:
+        """Start a new billing cycle: usage recorded from now on counts in the new period.
+
+        `listed=False` models Kinde's agreements lagging a renewal: usage already counts in
+        the new cycle while GET /billing/agreements still shows the old period, until
+        `list_new_period`."""
         with self._lock:
             agreement = self._agreements[agreement_id]
+            if not listed:
+                self._listed_period[agreement_id] = (agreement.period_start, agreement.period_end)
+            else:
+                self._listed_period.pop(agreement_id, None)
             agreement.period_start, agreement.period_end = period_start, period_end
+
+    def list_new_period(self, agreement_id: str) -> None:
+        """End the lag of `roll_period(..., listed=False)`."""
+        with self._lock:
+            self._listed_period.pop(agreement_id, None)
 
     def usage_total(
         self, agreement_id: str, feature_code: str, period_start: datetime | None = None
@@ -311,6 +332,15 @@ class FakeKinde(FakeServer):
     def stall_next(self, n: int, seconds: float, *, path_prefix: str = "/api/") -> None:
         """Sleep before handling: the request is still applied, but answered late."""
         self._add_fault(_Fault("stall", n, path_prefix, seconds=seconds))
+
+    def hold_next(self, n: int, *, path_prefix: str = "/api/") -> None:
+        """Hold the next matching requests until `release_held()`, then apply and answer them:
+        a request that lands at Kinde whenever the test decides (e.g. after later ones)."""
+        self._held.clear()
+        self._add_fault(_Fault("hold", n, path_prefix))
+
+    def release_held(self) -> None:
+        self._held.set()
 
     def rate_limit_next(self, n: int, reset_seconds: int, *, path_prefix: str = "/api/") -> None:
         self._add_fault(_Fault("rate_limit", n, path_prefix, status=429, seconds=reset_seconds))
@@ -361,6 +391,10 @@ class FakeKinde(FakeServer):
         for fault in faults:
             if fault.kind == "stall" and self._stopping.wait(fault.seconds):
                 return None
+            if fault.kind == "hold":
+                self._held.wait()
+                if self._stopping.is_set():
+                    return None
         for fault in faults:
             if fault.kind == "fail":
                 return _error(fault.status, f"FAKE_{fault.status}", "injected failure")
@@ -520,13 +554,16 @@ class FakeKinde(FakeServer):
         return _ok()
 
     def _agreements_json(self, agreement: _Agreement) -> dict[str, Any]:
+        start, end = self._listed_period.get(
+            agreement.id, (agreement.period_start, agreement.period_end)
+        )
         return {
             "id": agreement.id,
             "plan_code": agreement.plan_code,
             "expires_on": _iso(agreement.expires_on),
             "billing_group_id": None,
-            "current_period_start": _iso(agreement.period_start),
-            "current_period_end": _iso(agreement.period_end),
+            "current_period_start": _iso(start),
+            "current_period_end": _iso(end),
             "entitlements": [
                 {"feature_code": code, "entitlement_id": f"entitlement_{agreement.id}_{code}"}
                 for code in agreement.feature_codes

@@ -2,19 +2,21 @@
 webhook service.
 
 `MemoryWebhookStore(write)` gives a unit of work with `wallets`, `idempotency` (from the inner
-MemoryStore), `inbox` and `meters`; all four are copied on enter and swapped in on commit under
-the inner store's writer lock, so a unit is all or nothing, like the SQL store.
+MemoryStore), `inbox`, `meters` and `billing` (the agreement cache); all are copied on enter and
+swapped in on commit under the inner store's writer lock, so a unit is all or nothing, like the
+SQL store.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
 from app.services.inbox_ports import InboxEvent, InboxStatus
+from app.services.outbox_ports import AgreementInfo
 from app.services.ports import DuplicateKey
 from tests.fakes.memory_store import MemoryStore, MemoryUnitOfWork
 
@@ -70,8 +72,18 @@ class MemoryInbox:
 
 
 class MemoryMeters:
-    def __init__(self, readings: dict[tuple[str, str, str], int]) -> None:
+    def __init__(self, readings: dict[tuple[str, str, str], int],
+                 raised: dict[tuple[str, str, str], datetime]) -> None:
         self.readings = readings
+        # When each reading was last raised (kept beside the values the tests read).
+        self.raised = raised
+
+    def reading(self, customer_key: str, feature_code: str,
+                period_key: str) -> tuple[int, datetime] | None:
+        key = (customer_key, feature_code, period_key)
+        if key not in self.readings:
+            return None
+        return self.readings[key], self.raised.get(key, datetime.min.replace(tzinfo=UTC))
 
     def last_value(self, customer_key: str, feature_code: str, period_key: str) -> int | None:
         return self.readings.get((customer_key, feature_code, period_key))
@@ -79,7 +91,22 @@ class MemoryMeters:
     def record(self, customer_key: str, feature_code: str, period_key: str, value: int,
                now: datetime) -> None:
         key = (customer_key, feature_code, period_key)
+        if value >= self.readings.get(key, value):
+            self.raised[key] = now
         self.readings[key] = max(value, self.readings.get(key, value))
+
+
+class MemoryBilling:
+    """The agreement cache part of `BillingRepository` (what the webhook service uses)."""
+
+    def __init__(self, agreements: dict[str, AgreementInfo]) -> None:
+        self.agreements = agreements
+
+    def agreement(self, agreement_id: str) -> AgreementInfo | None:
+        return self.agreements.get(agreement_id)
+
+    def save_agreement(self, info: AgreementInfo) -> None:
+        self.agreements[info.id] = info
 
 
 class MemoryWebhookUnitOfWork:
@@ -94,8 +121,11 @@ class MemoryWebhookUnitOfWork:
         self._events = copy.copy(self.store.events)
         self._raw = copy.copy(self.store.raw)
         self._readings = copy.copy(self.store.readings)
+        self._agreements = copy.copy(self.store.agreements)
+        self._raised = copy.copy(self.store.raised)
         self.inbox = MemoryInbox(self._events, self._raw)
-        self.meters = MemoryMeters(self._readings)
+        self.meters = MemoryMeters(self._readings, self._raised)
+        self.billing = MemoryBilling(self._agreements)
         return self
 
     def commit(self) -> None:
@@ -103,6 +133,8 @@ class MemoryWebhookUnitOfWork:
         self.store.events = self._events
         self.store.raw = self._raw
         self.store.readings = self._readings
+        self.store.agreements = self._agreements
+        self.store.raised = self._raised
 
     def rollback(self) -> None:
         self.inner.rollback()
@@ -120,6 +152,8 @@ class MemoryWebhookStore:
         self.events: dict[str, InboxEvent] = {}
         self.raw: dict[str, str] = {}
         self.readings: dict[tuple[str, str, str], int] = {}
+        self.agreements: dict[str, AgreementInfo] = {}
+        self.raised: dict[tuple[str, str, str], datetime] = {}
 
     def __call__(self, write: bool) -> Any:
         return MemoryWebhookUnitOfWork(self, write)

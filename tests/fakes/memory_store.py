@@ -169,6 +169,11 @@ class MemoryIdempotency:
     def get(self, scope: str, key: str) -> StoredResponse | None:
         return self.s.keys.get((scope, key))
 
+    def claim(self, scope: str, key: str, request_hash: str,
+              now: datetime) -> StoredResponse | None:
+        # Write units of work run one at a time here, so nothing can hold the key meanwhile.
+        return self.get(scope, key)
+
     def put(self, scope: str, key: str, request_hash: str, status_code: int,
             body: dict[str, Any], now: datetime) -> None:
         if (scope, key) in self.s.keys:

@@ -17,15 +17,18 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from adapters.kinde_api import KindeManagementClient
 from adapters.local_keys import LocalKeyring
 from app.bootstrap import Container, build_container
 from app.domain.ledger import InsufficientCredits, InvalidAmount
+from app.http.schemas import WalletSchema
 from app.services.ledger import verify_ledger
 from app.settings import DEFAULT_CATALOG, Settings
 from tests.conftest import FakeClock
@@ -231,7 +234,8 @@ def kinde() -> Iterator[FakeKinde]:
     now = datetime.now(UTC)
     fake.add_customer("customer_r", user_id="kp_rich")
     fake.add_agreement("customer_r", "agreement_r", "pro",
-                       ["file_conversions", "api_calls", "reports", "credit_pack_starter"],
+                       ["file_conversions", "api_calls", "reports", "credit_pack_starter",
+                        "credit_pack_starter_auto"],
                        now - timedelta(days=1), now + timedelta(days=29))
     yield fake
     fake.stop()
@@ -271,10 +275,12 @@ def test_auto_recharge_under_racing_debits_buys_once(billed: Container, kinde: F
     purchase = [e for e in billed.ledger.ledger_page("kp_rich", limit=200)["entries"]
                 if e["reason"] == "auto-recharge:starter"]
     assert len(purchase) == 1
-    # Invoiced through Kinde as one pack, at the catalog's discount.
+    # Invoiced through Kinde as one pack, at the catalog's discount: on the auto-recharge
+    # feature (priced at the discounted pack price), not on the full-price pack feature.
     for _ in range(3):
         billed.dispatcher.run_once()
-    assert kinde.usage_total("agreement_r", "credit_pack_starter") == 1
+    assert kinde.usage_total("agreement_r", "credit_pack_starter_auto") == 1
+    assert kinde.usage_total("agreement_r", "credit_pack_starter") == 0
     assert recharges(billed) == [("starter", "invoiced")]
     with billed.store.engine.connect() as conn:
         cost = conn.execute(text("SELECT cost_amount FROM blocks WHERE reason = "
@@ -319,8 +325,9 @@ def test_dead_invoice_suspends_and_payment_failed_too(billed: Container, kinde: 
     view = billed.ledger.get_wallet("kp_rich")
     assert view["auto_recharge"]["suspended"] is True
     assert "charge failed" in view["auto_recharge"]["suspended_reason"]
-    # The pack's credits exist, so the purchase stays billable: nothing becomes free.
-    assert recharges(billed) == [("starter", "pending")]
+    # The purchase failed (so it is no longer in flight), yet its credits exist, so it stays
+    # billable: nothing becomes free.
+    assert recharges(billed) == [("starter", "failed")]
     assert "credits.auto_recharge_suspended" in [n["type"] for n in notices(billed)]
     # Suspended: further debits below the threshold buy nothing, no retry loop on the card.
     billed.ledger.record_usage("kp_rich", "api_call", 5000)
@@ -341,7 +348,7 @@ def test_dead_invoice_suspends_and_payment_failed_too(billed: Container, kinde: 
     for _ in range(3):
         billed.dispatcher.run_once()
         clock.advance(seconds=10)
-    assert kinde.usage_total("agreement_r", "credit_pack_starter") == 1
+    assert kinde.usage_total("agreement_r", "credit_pack_starter_auto") == 1
     assert recharges(billed) == [("starter", "invoiced")]
 
 
@@ -400,3 +407,104 @@ def test_org_alert_email_set_through_the_alert_settings(sqlite_url: str, tmp_pat
             assert cleared.body["notify_email"] is None
         finally:
             c.close()
+
+
+# -- invoicing what the customer was told ------------------------------------------------------
+
+# What Kinde charges per unit of each pack feature, as the README tells operators to price them.
+KINDE_PRICES = {"credit_pack_starter": Decimal("49.00"),
+                "credit_pack_starter_auto": Decimal("44.10")}
+
+
+def kinde_invoice(kinde: FakeKinde) -> Decimal:
+    return sum((kinde.usage_total("agreement_r", code) * price
+                for code, price in KINDE_PRICES.items()), Decimal("0"))
+
+
+def test_auto_recharge_is_invoiced_at_the_price_the_customer_was_told(
+    billed: Container, kinde: FakeKinde, clock: FakeClock
+) -> None:
+    billed.ledger.top_up_bundle("kp_rich", "starter")  # a sale at 49.00
+    billed.ledger.set_auto_recharge(
+        "kp_rich", {"enabled": True, "threshold_credits": 4000, "bundle": "starter"})
+    billed.ledger.record_usage("kp_rich", "report_generation", 21)  # 3,950: auto-recharge
+    told = [n["data"] for n in notices(billed) if n["type"] == "credits.auto_recharged"]
+    assert [(d["price"], d["currency"]) for d in told] == [("44.10", "USD")]
+    for _ in range(3):
+        billed.dispatcher.run_once()
+        clock.advance(seconds=10)
+    assert kinde_invoice(kinde) == Decimal("49.00") + Decimal("44.10")
+    assert [s for _, s in recharges(billed)] == ["invoiced", "invoiced"]
+    # The books agree with the invoice: revenue is booked at what was charged.
+    with billed.store.engine.connect() as conn:
+        costs = [Decimal(c) for (c,) in conn.execute(text(
+            "SELECT cost_amount FROM blocks WHERE kind = 'purchase'"))]
+    assert sum(costs) == kinde_invoice(kinde)
+
+
+def test_dead_invoice_fails_the_purchase_and_reenabling_buys_again(
+    billed: Container, kinde: FakeKinde, clock: FakeClock
+) -> None:
+    billed.ledger.grant("kp_rich", 600, "welcome")
+    billed.ledger.set_auto_recharge(
+        "kp_rich", {"enabled": True, "threshold_credits": 500, "bundle": "starter"})
+    kinde.fail_next(1, status=400, path_prefix="/api/v1/billing/meter_usage")
+    billed.ledger.record_usage("kp_rich", "report_generation", 3)  # 450: buys
+    for _ in range(3):
+        billed.dispatcher.run_once()
+        clock.advance(seconds=10)
+    # As GET /v1/wallets/{id} answers it (the response schema drops undeclared fields).
+    view = WalletSchema().dump(billed.ledger.get_wallet("kp_rich"))["auto_recharge"]
+    assert view["suspended"] is True
+    assert view["last_purchase"]["status"] == "failed"
+    assert "400" in view["last_purchase"]["failure_reason"]
+    billed.ledger.set_auto_recharge(
+        "kp_rich", {"enabled": True, "threshold_credits": 500, "bundle": "starter"})
+    billed.ledger.record_usage("kp_rich", "api_call", 5000)  # 450: crosses again
+    assert [s for _, s in recharges(billed)] == ["failed", "pending"]
+    for _ in range(3):
+        billed.dispatcher.run_once()
+        clock.advance(seconds=10)
+    # Both packs' credits exist, so both are invoiced now that Kinde accepts the invoice.
+    assert kinde.usage_total("agreement_r", "credit_pack_starter_auto") == 2
+    assert [s for _, s in recharges(billed)] == ["invoiced", "invoiced"]
+    last = billed.ledger.get_wallet("kp_rich")["auto_recharge"]["last_purchase"]
+    assert last["status"] == "invoiced" and last["failure_reason"] is None
+
+
+class _SaleDuringSend(KindeManagementClient):
+    """A pack is sold while its meter's count is on its way to Kinde."""
+
+    during_send: Any = None
+
+    def record_meter_usage(self, *args: Any, **kwargs: Any) -> None:
+        hook, self.during_send = self.during_send, None
+        if hook is not None:
+            hook()
+        super().record_meter_usage(*args, **kwargs)
+
+
+def test_a_purchase_made_during_the_send_is_not_marked_invoiced(
+    db_url: str, tmp_path: Path, kinde: FakeKinde, clock: FakeClock
+) -> None:
+    clock.now = datetime.now(UTC)
+    client = _SaleDuringSend(kinde.url, kinde.client_id, kinde.client_secret)
+    settings = Settings.from_env({
+        "DATABASE_URL": db_url, "CREDITS_CATALOG": str(DEFAULT_CATALOG),
+        "KINDE_CREDITS_VAR_DIR": str(tmp_path), "KINDE_DOMAIN": kinde.url,
+        "KINDE_API_AUDIENCE": "https://api.example.com", "KINDE_M2M_CLIENT_ID": kinde.client_id,
+        "KINDE_M2M_CLIENT_SECRET": kinde.client_secret,
+    })
+    keyring = LocalKeyring.load_or_create(tmp_path / "k.pem")
+    c = build_container(settings, clock=clock, key_source=keyring.key_source(), kinde=client)
+    try:
+        c.ledger.top_up_bundle("kp_rich", "starter")
+        client.during_send = lambda: c.ledger.top_up_bundle("kp_rich", "starter")
+        c.dispatcher.run_once()  # counts 1 and sends it; the second sale commits meanwhile
+        assert kinde.usage_total("agreement_r", "credit_pack_starter") == 1
+        assert sorted(s for _, s in recharges(c)) == ["invoiced", "pending"]
+        c.dispatcher.run_once()
+        assert kinde.usage_total("agreement_r", "credit_pack_starter") == 2
+        assert [s for _, s in recharges(c)] == ["invoiced", "invoiced"]
+    finally:
+        c.close()

@@ -31,7 +31,8 @@ def kinde() -> Iterator[FakeKinde]:
     fake.add_customer("customer_1", user_id="kp_a")
     fake.add_agreement("customer_1", "agreement_1", "pro",
                        ["file_conversions", "api_calls", "reports", "storage_gb",
-                        "credit_pack_starter"], now - timedelta(days=1), now + timedelta(days=29))
+                        "credit_pack_starter", "credit_pack_starter_auto"],
+                       now - timedelta(days=1), now + timedelta(days=29))
     yield fake
     fake.stop()
     assert fake.spec_violations == []
@@ -72,7 +73,12 @@ def test_registers_once_then_updates_in_place(kinde: FakeKinde, tmp_path: Path) 
     assert len(kinde.webhooks()) == 1, "a second run must not duplicate the subscription"
     assert report["actions"] == [f"webhook {report['webhook_id']} already up to date"]
     assert "api_calls" in report["features_found"]
-    assert report["features_missing"] == ["credit_pack_growth (bundles.growth)"]
+    # The auto-recharge codes are checked too: growth's is missing, starter's is found.
+    assert report["features_missing"] == [
+        "credit_pack_growth (bundles.growth)",
+        "credit_pack_growth_auto (bundles.growth.auto_recharge_kinde_feature_code)",
+    ]
+    assert "credit_pack_starter_auto" in report["features_found"]
 
 
 def test_without_kinde_credentials_it_explains(tmp_path: Path) -> None:

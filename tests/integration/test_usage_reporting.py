@@ -16,19 +16,24 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from adapters.kinde_api import KindeManagementClient
 from adapters.local_keys import LocalKeyring
 from app.bootstrap import Container, build_container
+from app.services.usage_reporting import METER_USAGE, meter_topic
 from app.settings import DEFAULT_CATALOG, Settings
 from tests.conftest import FakeClock
 from tests.fakes.fake_kinde import FakeKinde
 
 PERIOD_START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
 PERIOD_END = PERIOD_START + timedelta(days=30)
-FEATURES = ["file_conversions", "api_calls", "reports", "credit_pack_starter"]
+FEATURES = ["file_conversions", "api_calls", "reports", "credit_pack_starter",
+            "credit_pack_starter_auto"]
+METER_PATH = "/api/v1/billing/meter_usage"
 
 
 @pytest.fixture
@@ -62,15 +67,21 @@ def kinde_env(db_url: str, kinde: FakeKinde, tmp: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def container(db_url: str, kinde: FakeKinde, tmp_path: Path, clock: FakeClock
-              ) -> Iterator[Container]:
+def make(db_url: str, kinde: FakeKinde, tmp_path: Path, clock: FakeClock,
+         client: KindeManagementClient | None = None) -> Container:
     clock.now = datetime.now(UTC)
     settings = Settings.from_env(kinde_env(db_url, kinde, tmp_path))
     keyring = LocalKeyring.load_or_create(tmp_path / "k.pem")
-    c = build_container(settings, clock=clock, key_source=keyring.key_source())
+    c = build_container(settings, clock=clock, key_source=keyring.key_source(), kinde=client)
     c.dispatcher.policy.base_delay = 1.0
     c.dispatcher.policy.max_delay = 5.0
+    return c
+
+
+@pytest.fixture
+def container(db_url: str, kinde: FakeKinde, tmp_path: Path, clock: FakeClock
+              ) -> Iterator[Container]:
+    c = make(db_url, kinde, tmp_path, clock)
     yield c
     c.close()
 
@@ -335,3 +346,218 @@ def test_a_row_whose_lease_ran_out_is_not_sent_twice(container: Container, kinde
         container.dispatcher._deliver(message)
     assert len(kinde.meter_calls) == calls  # nothing sent twice
     assert_kinde_matches_ledger(container, kinde)
+
+
+# -- backoff, dead letters and confirmations under traffic ----------------------------------
+
+
+def pending_row(c: Container) -> Any:
+    with c.store(False) as uow:
+        assert uow.outbox.counts()["dead"] == 0
+        [row] = uow.outbox.list("pending", 5)
+    return row
+
+
+def test_steady_traffic_through_an_outage_keeps_the_backoff(
+    container: Container, kinde: FakeKinde, clock: FakeClock
+) -> None:
+    container.ledger.grant("kp_alice", 100_000, "test credits")
+    use(container, "kp_alice", "api_call", 1)
+    kinde.outage(True)
+    container.dispatcher.run_once()  # attempt 1 fails: the row backs off (1 s here)
+    for _ in range(15):  # a debit every 50 ms, each followed by a worker pass
+        use(container, "kp_alice", "api_call", 1)
+        container.dispatcher.run_once()
+        clock.advance(seconds=0.05)
+    row = pending_row(container)
+    assert row.attempts == 1, "new usage must not cancel the backoff"
+    kinde.outage(False)
+    drain(container, clock)
+    assert_kinde_matches_ledger(container, kinde)
+
+
+def test_new_usage_keeps_the_rate_limit_reset(container: Container, kinde: FakeKinde,
+                                              clock: FakeClock) -> None:
+    container.ledger.grant("kp_alice", 1000, "test credits")
+    use(container, "kp_alice", "api_call", 2)
+    kinde.rate_limit_next(1, reset_seconds=42, path_prefix=METER_PATH)
+    container.dispatcher.run_once()
+    use(container, "kp_alice", "api_call", 1)  # new usage while Kinde said "wait 42 s"
+    clock.advance(seconds=1)
+    container.dispatcher.run_once()
+    assert kinde.meter_calls == [], "RateLimit-Reset was not honoured"
+    clock.advance(seconds=42)
+    container.dispatcher.run_once()
+    assert_kinde_matches_ledger(container, kinde)
+
+
+def test_newer_work_is_not_dead_lettered_with_a_failed_version(
+    container: Container, kinde: FakeKinde, clock: FakeClock
+) -> None:
+    container.ledger.grant("kp_alice", 100_000, "test credits")
+    use(container, "kp_alice", "api_call", 3)
+    kinde.outage(True)
+    for _ in range(4):  # 4 of OUTBOX_MAX_ATTEMPTS=5 attempts fail
+        container.dispatcher.run_once()
+        clock.advance(seconds=10)
+    use(container, "kp_alice", "api_call", 2)  # newer work, after the last failure
+    container.dispatcher.run_once()  # attempt 5 fails: the newer total was tried only once
+    row = pending_row(container)
+    assert row.attempts == 5
+    clock.advance(seconds=10)
+    container.dispatcher.run_once()  # attempt 6, nothing newer: now it is dead
+    with container.store(False) as uow:
+        assert uow.outbox.counts()["dead"] == 1
+    kinde.outage(False)
+    # The next debit's report carries the absolute total, the dead row's units included.
+    use(container, "kp_alice", "api_call", 1)
+    drain(container, clock)
+    assert_kinde_matches_ledger(container, kinde)
+
+
+def test_newer_work_rescues_a_row_dying_of_a_shorter_outage(
+    container: Container, kinde: FakeKinde, clock: FakeClock
+) -> None:
+    container.ledger.grant("kp_bob", 100_000, "test credits")
+    use(container, "kp_bob", "report_generation", 1)
+    kinde.outage(True)
+    for _ in range(5):  # steady usage between the failing attempts
+        container.dispatcher.run_once()
+        use(container, "kp_bob", "report_generation", 1)
+        clock.advance(seconds=10)
+    pending_row(container)  # not dead: every attempt had newer work behind it
+    kinde.outage(False)
+    drain(container, clock)  # no new usage needed: the newest total reaches Kinde
+    assert_kinde_matches_ledger(container, kinde)
+
+
+def test_an_uncertain_confirmation_is_confirmed_again(
+    db_url: str, kinde: FakeKinde, tmp_path: Path, clock: FakeClock
+) -> None:
+    """Kinde ended at 1 for 6 used: a confirmation whose answer was lost was never confirmed,
+    so an older, smaller total that landed after it won."""
+    client = KindeManagementClient(kinde.url, kinde.client_id, kinde.client_secret,
+                                   timeout=2.0)
+    c = make(db_url, kinde, tmp_path, clock, client)
+    try:
+        c.ledger.grant("kp_alice", 1000, "test credits")
+        use(c, "kp_alice", "api_call", 1)
+        kinde.hold_next(1, path_prefix=METER_PATH)  # "1" lands whenever we say
+        c.dispatcher.run_once()  # times out: outcome unknown
+        use(c, "kp_alice", "api_call", 5)
+        clock.advance(seconds=10)
+        c.dispatcher.run_once()  # "6" is answered; a confirmation is due in 10 s
+        kinde.lose_answer_next(1, path_prefix=METER_PATH)
+        clock.advance(seconds=11)
+        c.dispatcher.run_once()  # the confirmation "6" lands, but its answer is lost
+        clock.advance(seconds=10)
+        c.dispatcher.run_once()  # its retry is answered
+        kinde.release_held()
+        deadline = time.monotonic() + 30
+        while not any(m.meter_value == 1 for m in kinde.meter_calls):  # the stale "1" lands
+            assert time.monotonic() < deadline, "the held request never landed"
+            time.sleep(0.05)
+        assert kinde.usage_total("agreement_0", "api_calls") == 1
+        drain(c, clock)
+        assert kinde.usage_total("agreement_0", "api_calls") == 6
+        assert_kinde_matches_ledger(c, kinde)
+    finally:
+        c.close()
+
+
+def test_a_total_that_lands_after_its_period_closed_is_corrected(
+    container: Container, kinde: FakeKinde, clock: FakeClock
+) -> None:
+    container.ledger.grant("kp_alice", 100_000, "test credits")
+    use(container, "kp_alice", "report_generation", 10)
+    drain(container, clock)
+    # The cycle closed: Kinde counts new usage in the next one, but its agreement still
+    # shows the old period for a while (it may lag a renewal).
+    clock.now = PERIOD_END + timedelta(minutes=1)
+    kinde.roll_period("agreement_0", PERIOD_END, PERIOD_END + timedelta(days=30),
+                      listed=False)
+    use(container, "kp_alice", "report_generation", 4)
+    container.dispatcher.run_once()  # "14 in the old period" lands in the new one
+    assert kinde.usage_total("agreement_0", "reports") == 14
+    kinde.list_new_period("agreement_0")
+    drain(container, clock)  # no new usage: the correction comes by itself
+    assert kinde.usage_total("agreement_0", "reports", PERIOD_START) == 10
+    assert kinde.usage_total("agreement_0", "reports") == 4
+
+
+def test_requeue_dead_racing_an_enqueue(container: Container, kinde: FakeKinde,
+                                        clock: FakeClock) -> None:
+    """On PostgreSQL an enqueue may insert the topic's pending row after requeue_dead looked
+    for one: the partial unique index must not fail the requeue."""
+    container.ledger.grant("kp_alice", 1000, "test credits")
+    use(container, "kp_alice", "api_call", 2)
+    kinde.fail_next(1, status=400, path_prefix=METER_PATH)
+    container.dispatcher.run_once()
+    with container.store(False) as uow:
+        assert uow.outbox.counts()["dead"] == 1
+    topic = meter_topic("kp_alice", "api_call")
+    outcome: list[object] = []
+
+    def requeue() -> None:
+        try:
+            with container.store(True) as uow:
+                outcome.append(uow.outbox.requeue_dead(None, clock()))
+                uow.commit()
+        except Exception as exc:
+            outcome.append(exc)
+
+    with container.store(True) as racing:  # an enqueue, not committed yet
+        racing.outbox.enqueue(METER_USAGE, topic, "kp_alice",
+                              {"wallet_id": "kp_alice", "feature": "api_call"}, clock())
+        thread = threading.Thread(target=requeue)
+        thread.start()
+        time.sleep(1.0)  # the requeue has checked and now waits on the index (or the lock)
+        racing.commit()
+    thread.join(30)
+    assert outcome == [0], outcome
+    with container.store(False) as uow:
+        assert uow.outbox.counts()["dead"] == 0
+    use(container, "kp_alice", "api_call", 1)
+    drain(container, clock)
+    assert_kinde_matches_ledger(container, kinde)
+
+
+class _WebhookDuringLookup(KindeManagementClient):
+    """While the reporter asks Kinde for agreements, a webhook maps the wallet elsewhere."""
+
+    during_lookup: Any = None
+
+    def list_agreements(self, customer_id: str, *args: Any, **kwargs: Any) -> Any:
+        found = super().list_agreements(customer_id, *args, **kwargs)
+        hook, self.during_lookup = self.during_lookup, None
+        if hook is not None:
+            hook()
+        return found
+
+
+def test_reporter_keeps_an_agreement_a_webhook_set_meanwhile(
+    db_url: str, kinde: FakeKinde, tmp_path: Path, clock: FakeClock
+) -> None:
+    kinde.add_agreement("customer_0", "agreement_new", "pro", FEATURES, PERIOD_START,
+                        PERIOD_END)
+    client = _WebhookDuringLookup(kinde.url, kinde.client_id, kinde.client_secret)
+    c = make(db_url, kinde, tmp_path, clock, client)
+    try:
+        c.ledger.grant("kp_alice", 1000, "test credits")
+        use(c, "kp_alice", "api_call", 3)
+
+        def plan_changed() -> None:  # what the webhook service does, under the wallet lock
+            with c.store(True) as uow:
+                uow.wallets.lock("kp_alice")
+                uow.wallets.update_profile("kp_alice", agreement_id="agreement_new")
+                uow.commit()
+
+        client.during_lookup = plan_changed
+        drain(c, clock)
+        with c.store(False) as uow:
+            profile = uow.wallets.profile("kp_alice")
+        assert profile is not None and profile.agreement_id == "agreement_new"
+        assert kinde.usage_total("agreement_new", "api_calls") == 3
+        assert kinde.usage_total("agreement_0", "api_calls") == 0
+    finally:
+        c.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,15 @@ def test_build_payload_shapes() -> None:
         "c1", "org_a", "a1")
     u = build_payload("user.created", user="kp_1", email="a@example.com")
     assert u["data"]["user"]["id"] == "kp_1" and u["data"]["user"]["email"] == "a@example.com"
+    # A simulated agreement states its current period (this month unless told otherwise), so
+    # absolute values without one can be applied (issue 9: periods are never guessed).
+    a = build_payload("customer.agreement_created", customer="c1", agreement="a1",
+                      now=datetime(2026, 12, 20, 8, tzinfo=UTC))
+    assert (a["data"]["current_period_start"], a["data"]["current_period_end"]) == (
+        "2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z")
+    b = build_payload("customer.plan_changed", customer="c1", agreement="a1",
+                      period_start="2026-12-15T00:00:00Z", period_end="2027-01-15T00:00:00Z")
+    assert b["data"]["current_period_end"] == "2027-01-15T00:00:00Z"
 
 
 @pytest.fixture

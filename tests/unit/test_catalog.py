@@ -94,3 +94,88 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="not valid TOML") as err:
         load_catalog(bad)
     assert str(bad) in str(err.value)
+
+
+# -- Kinde codes of packs: one code, one absolute total ---------------------------------------
+
+def _packs(auto: dict[str, object] | None = None, **bundles: dict[str, object]
+           ) -> dict[str, object]:
+    data: dict[str, object] = {"features": dict(MINIMAL["features"]), "bundles": bundles}
+    if auto is not None:
+        data["auto_recharge"] = auto
+    return data
+
+
+def test_discount_without_an_auto_recharge_code_is_refused() -> None:
+    data = _packs({"discount_percent": 10},
+                  starter={"credits": 10, "price": "49.00", "kinde_feature_code": "pack_s"})
+    with pytest.raises(CatalogError) as err:
+        parse_catalog(data, "credits.toml")
+    assert err.value.key == "bundles.starter.auto_recharge_kinde_feature_code"
+    assert "discount_percent is 10" in err.value.problem
+    assert str(err.value).startswith("credits.toml: [bundles.starter.auto_recharge_kinde_")
+
+
+def test_auto_recharge_code_is_where_auto_purchases_are_invoiced() -> None:
+    cat = parse_catalog(_packs(
+        {"discount_percent": 10},
+        starter={"credits": 10, "price": "49.00", "kinde_feature_code": "pack_s",
+                 "auto_recharge_kinde_feature_code": "pack_s_auto"},
+        gift={"credits": 5, "price": "1"},  # never invoiced, so never auto-recharged
+    ))
+    starter = cat.bundles["starter"]
+    assert starter.invoice_code(auto=True) == "pack_s_auto"
+    assert starter.invoice_code(auto=False) == "pack_s"
+    assert starter.invoice_meter(auto=True) != starter.invoice_meter(auto=False)
+    assert cat.bundle_by_kinde_code("pack_s_auto") is starter
+    assert cat.bundle_by_kinde_code("pack_s") is starter
+    # Without a discount the code is optional: auto-recharges are invoiced at the pack price.
+    plain = parse_catalog(_packs(None, starter={"credits": 10, "price": "49.00",
+                                                "kinde_feature_code": "pack_s"}))
+    assert plain.bundles["starter"].invoice_code(auto=True) == "pack_s"
+    assert plain.bundles["starter"].invoice_meter(True) == plain.bundles[
+        "starter"].invoice_meter(False)
+
+
+@pytest.mark.parametrize(
+    ("bundles", "key", "fragments"),
+    [
+        # Two packs on one code: their absolute counts would overwrite each other.
+        ({"a": {"credits": 1, "price": "1", "kinde_feature_code": "pack"},
+          "b": {"credits": 2, "price": "2", "kinde_feature_code": "pack"}},
+         "bundles.b.kinde_feature_code", ["'pack'", "bundles.a", "bundles.b"]),
+        # A pack on a feature's code.
+        ({"a": {"credits": 1, "price": "1", "kinde_feature_code": "api_calls"}},
+         "bundles.a.kinde_feature_code", ["'api_calls'", "features.api_call"]),
+        # An auto-recharge code equal to the pack's own sale code.
+        ({"a": {"credits": 1, "price": "1", "kinde_feature_code": "pack",
+                "auto_recharge_kinde_feature_code": "pack"}},
+         "bundles.a.auto_recharge_kinde_feature_code", ["'pack'", "bundles.a.kinde_feature"]),
+        # An auto-recharge code equal to another pack's sale code.
+        ({"a": {"credits": 1, "price": "1", "kinde_feature_code": "pack_a",
+                "auto_recharge_kinde_feature_code": "pack_b"},
+          "b": {"credits": 2, "price": "2", "kinde_feature_code": "pack_b"}},
+         "bundles.b.kinde_feature_code", ["'pack_b'", "bundles.a", "bundles.b"]),
+        # An auto-recharge code equal to a feature's code.
+        ({"a": {"credits": 1, "price": "1", "kinde_feature_code": "pack",
+                "auto_recharge_kinde_feature_code": "api_calls"}},
+         "bundles.a.auto_recharge_kinde_feature_code", ["'api_calls'", "features.api_call"]),
+        # An auto-recharge code without a sale code.
+        ({"a": {"credits": 1, "price": "1", "auto_recharge_kinde_feature_code": "x"}},
+         "bundles.a.auto_recharge_kinde_feature_code", ["needs kinde_feature_code"]),
+    ],
+)
+def test_each_kinde_code_names_one_thing(bundles: dict[str, dict[str, object]], key: str,
+                                         fragments: list[str]) -> None:
+    with pytest.raises(CatalogError) as err:
+        parse_catalog(_packs(None, **bundles), "credits.toml")
+    assert err.value.key == key
+    for fragment in fragments:
+        assert fragment in err.value.problem, err.value.problem
+
+
+def test_shipped_catalog_invoices_auto_recharges_on_their_own_codes() -> None:
+    cat = load_catalog(DEFAULT_CATALOG)
+    assert cat.auto_recharge.discount_percent > 0
+    for bundle in cat.bundles.values():
+        assert bundle.auto_recharge_kinde_feature_code not in (None, bundle.kinde_feature_code)

@@ -11,7 +11,6 @@ from app.domain.kinde_events import (
     HANDLED_TYPES,
     MAX_METER_VALUE,
     EventKind,
-    InvalidEvent,
     classify,
     extract_billing,
     parse_envelope,
@@ -61,17 +60,44 @@ def test_envelope_reads_kinde_shape_and_prefers_event_timestamp() -> None:
     assert no_event_ts.data == {}
 
 
-@pytest.mark.parametrize("claims", [
-    {"type": "user.created"},
-    {"event_id": "e"},
-    {"type": "", "event_id": "e"},
-    {"type": "x", "event_id": 5},
-    {"type": "x", "event_id": "e" * 129},
-    {"type": "x" * 81, "event_id": "e"},
+def _nested(depth: int) -> Any:
+    node: Any = 1
+    for _ in range(depth):
+        node = [node]
+    return {"a": node}
+
+
+@pytest.mark.parametrize("claims, problem", [
+    ({"type": "user.created"}, "event_id"),
+    ({"event_id": "e"}, "type"),
+    ({"type": "", "event_id": "e"}, "type"),
+    ({"type": "x", "event_id": 5}, "event_id"),
+    ({"type": "x", "event_id": "e" * 129}, "event_id"),
+    ({"type": "x" * 81, "event_id": "e"}, "type"),
+    ({"type": "x", "event_id": "e\x00"}, "NUL"),
+    ({"type": "x\x00", "event_id": "e"}, "NUL"),
+    ({"type": "x", "event_id": "e", "timestamp": "0001-01-01T00:00:00+01:00"}, "timestamp"),
+    ({"type": "x", "event_id": "e", "data": [1]}, "data"),
+    ({"type": "x", "event_id": "e", "data": _nested(40)}, "nested"),
 ])
-def test_envelope_refuses_what_cannot_be_keyed(claims: dict[str, Any]) -> None:
-    with pytest.raises(InvalidEvent):
-        parse_envelope(claims)
+def test_envelope_lists_what_is_malformed_and_never_raises(
+    claims: dict[str, Any], problem: str
+) -> None:
+    e = parse_envelope(claims, fallback_id="unusable_x")
+    assert e.problems and problem in "; ".join(e.problems)
+    assert "\x00" not in "; ".join(e.problems)
+    # Always storable: an id within the key width, a type within its column, no NUL.
+    assert 0 < len(e.event_id) <= 128 and "\x00" not in e.event_id
+    assert 0 < len(e.type) <= 80 and "\x00" not in e.type
+    if not isinstance(claims.get("event_id"), str) or "\x00" in claims["event_id"] or len(
+            claims["event_id"]) > 128:
+        assert e.event_id == "unusable_x"
+    # Without a fallback the stand-in id is derived from the claims: stable across retries.
+    assert parse_envelope(claims).event_id == parse_envelope(dict(claims)).event_id
+
+
+def test_a_clean_envelope_has_no_problems() -> None:
+    assert event("user.created", user={"id": "kp_1"}).problems == ()
 
 
 def test_timestamps_with_z_and_offsets() -> None:
@@ -135,14 +161,22 @@ def test_meter_type_and_period_key() -> None:
                                  current_period_start="2026-11-01T00:00:00.000+00:00"))
     assert absolute.meter_type == "absolute"
     assert absolute.period_key == same.period_key == "start:2026-11-01T00:00:00+00:00"
-    # Without a period start, the UTC month of the usage (or of the event) is the period.
+    # Without a stated period start there is no period key: it is never guessed (issue 9).
     by_usage = extract_billing(event(meter_value="1",
                                      meter_usage_timestamp="2026-10-31T23:30:00-02:00"))
-    assert by_usage.period_key == "month:2026-11"
+    assert by_usage.period_key is None
     assert by_usage.occurred_at == datetime(2026, 11, 1, 1, 30, tzinfo=UTC)
-    by_event = extract_billing(event(meter_value="1"))
-    assert by_event.period_key == "month:2026-11"
-    assert extract_billing(event(meter_type_code="total")).meter_type == "delta"
+    assert extract_billing(event(meter_value="1")).period_key is None
+    # An unknown meter type is not read as "delta" (that would debit a running total again).
+    total = extract_billing(event(meter_type_code="total"))
+    assert total.meter_type == "delta" and "neither 'delta' nor 'absolute'" in total.problems[0]
+    # An unreadable period start is a problem, not a key made from its text.
+    odd = extract_billing(event(meter_value="1", period_start="15/11/2026"))
+    assert odd.period_key is None and "period_start" in odd.problems[0]
+    ended = extract_billing(event(current_period_start="2026-11-15T00:00:00Z",
+                                  current_period_end="2026-12-15T00:00:00+00:00"))
+    assert (ended.period_start, ended.period_end) == (
+        datetime(2026, 11, 15, tzinfo=UTC), datetime(2026, 12, 15, tzinfo=UTC))
     no_dates = parse_envelope({"type": "customer.meter_usage_updated", "event_id": "e",
                                "data": {"meter_value": "1"}})
     assert extract_billing(no_dates).period_key is None
@@ -169,3 +203,39 @@ def test_signup_owner() -> None:
     bad = event("user.created", user={"id": "org_not_a_user"})
     assert signup_owner(bad) == (None, None)
     assert signup_owner(event("customer.payment_failed")) == (None, None)
+
+
+# -- issue 9: malformed contents of verified events -------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [
+    "0001-01-01T00:00:00+01:00",  # converting to UTC overflows
+    "9999-12-31T23:59:59-01:00",
+    "2026-11-24T12:00:00\x00Z",
+])
+def test_unconvertible_timestamps_read_as_none(raw: str) -> None:
+    assert parse_timestamp(raw) is None
+
+
+@pytest.mark.parametrize("raw", ["1e999999999", "9" * 4000, "1E+100000"])
+def test_huge_meter_values_are_refused_without_building_the_number(raw: str) -> None:
+    units, problem = parse_meter_value(raw)
+    assert units is None and problem is not None and "large" in problem
+
+
+def test_extractor_falls_through_to_a_later_valid_spelling() -> None:
+    f = extract_billing(event(customer_id="c" * 65, customer={"id": "customer_1"},
+                              agreement_id="a\x00", agreement={"id": "agreement_1"},
+                              user_id="not-a-user", user={"id": "kp_1"},
+                              org_code="org_bad id", organization={"code": "org_1"},
+                              feature_code="f" * 100, billing_feature_code="storage_gb"))
+    assert (f.customer_id, f.agreement_id, f.user_id, f.org_code, f.feature_code) == (
+        "customer_1", "agreement_1", "kp_1", "org_1", "storage_gb")
+
+
+def test_nul_characters_never_pass_as_text() -> None:
+    f = extract_billing(event(customer_id="customer\x00", feature_code="storage_gb\x00",
+                              plan_code="pro\x00"))
+    assert (f.customer_id, f.feature_code, f.plan_code) == (None, None, None)
+    user = event("user.created", user={"id": "kp_1", "email": "a\x00@example.com"})
+    assert signup_owner(user)[1] is None

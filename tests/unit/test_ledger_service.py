@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.domain.catalog import Catalog
 from app.domain.ledger import HoldNotOpen, InsufficientCredits, InvalidAmount, InvalidWalletId
 from app.services.ledger import (
     IdempotencyConflict,
@@ -14,7 +15,7 @@ from app.services.ledger import (
     verify_ledger,
 )
 from tests.conftest import FakeClock
-from tests.fakes.memory_store import MemoryStore
+from tests.fakes.memory_store import MemoryStore, MemoryUnitOfWork
 
 
 def test_usage_debits_and_describes_in_use_terms(memory_ledger: LedgerService) -> None:
@@ -160,6 +161,41 @@ def test_batch_reports_each_record(memory_ledger: LedgerService) -> None:
     assert [r["status"] for r in results] == [201, 402, 422, 201]
     assert results[1]["error"]["code"] == "insufficient_credits"
     assert memory_ledger.get_wallet("kp_a")["balance"] == 0
+
+
+class _FailingOnce(MemoryStore):
+    """A store whose `fail_at`-th write unit of work fails as a lost database would."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+        self.writes = 0
+
+    def __call__(self, write: bool) -> MemoryUnitOfWork:
+        if write:
+            self.writes += 1
+            if self.writes == self.fail_at:
+                raise ConnectionError("server closed the connection unexpectedly")
+        return super().__call__(write)
+
+
+def test_batch_tells_the_truth_when_a_record_fails_unexpectedly(catalog: Catalog) -> None:
+    """Records already committed are reported as applied, not buried under one 500; the
+    failed one says it was not applied, and a retry with the same keys completes the batch."""
+    store = _FailingOnce(fail_at=3)  # the grant, record 0, then record 1 fails
+    ledger = LedgerService(store, catalog, FakeClock())
+    ledger.grant("kp_a", 100, "welcome")
+    records = [{"wallet_id": "kp_a", "feature": "api_call", "quantity": 1,
+                "idempotency_key": f"b#{i}"} for i in range(3)]
+    results = ledger.record_usage_batch(records)
+    assert [r["status"] for r in results] == [201, 500, 201]
+    assert results[1]["error"]["code"] == "internal_error"
+    assert "not applied" in results[1]["error"]["message"]
+    assert ledger.get_wallet("kp_a")["balance"] == 98
+    retry = ledger.record_usage_batch(records)
+    assert [(r["status"], r["replayed"]) for r in retry] == [(201, True), (201, False),
+                                                            (201, True)]
+    assert ledger.get_wallet("kp_a")["balance"] == 97
 
 
 def test_verify_detects_a_tampered_wallet(memory_ledger: LedgerService,

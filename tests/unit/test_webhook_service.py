@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,7 +14,12 @@ from hypothesis import strategies as st
 
 from app.domain.catalog import Catalog
 from app.services.ledger import LedgerService
-from app.services.webhooks import WebhookService
+from app.services.webhooks import (
+    FAILURE_ANSWER,
+    PERIOD_PREFIX,
+    WebhookService,
+    _period_retry_due,
+)
 from tests.conftest import FakeClock
 from tests.fakes.memory_inbox import MemoryWebhookStore
 
@@ -358,3 +364,150 @@ def test_any_order_with_any_duplicates_gives_the_same_balance(
     messy = _deliver(catalog, clock, [events[i] for i in order] + [events[i] for i in dupes])
     assert messy.balance("kp_p") == 500 - 100 * (2 + 3 + 9)
     assert len(messy.store.events) == len(events)
+
+
+# -- issue 9: absolute totals keyed by a known period, never a guessed one ---------------------
+
+
+class FakeAgreements:
+    """Kinde's `GET /billing/agreements` as the webhook service sees it (an AgreementDirectory)."""
+
+    def __init__(self) -> None:
+        self.agreements: list[Any] = []
+        self.calls: list[str] = []
+        self.down = False
+
+    def add(self, start: datetime, end: datetime, agreement_id: str = "agreement_1") -> None:
+        self.agreements = [SimpleNamespace(
+            id=agreement_id, plan_code="pro", current_period_start=start,
+            current_period_end=end, expires_on=None, feature_codes=[STORAGE])]
+
+    def list_agreements(self, customer_id: str) -> list[Any]:
+        self.calls.append(customer_id)
+        if self.down:
+            raise ConnectionError("Kinde is unreachable")
+        return list(self.agreements)
+
+
+MID = datetime(2026, 11, 15, tzinfo=UTC)
+MID_END = datetime(2026, 12, 15, tzinfo=UTC)
+
+
+def test_absolute_without_a_known_period_parks_and_never_debits(h: Harness) -> None:
+    h.send(agreement(user_id="kp_p"))
+    e = meter("5", absolute=True, meter_usage_timestamp="2026-11-30T12:00:00Z")
+    assert h.send(e) == "parked"
+    row = h.event(e["event_id"])
+    assert row.park_reason.startswith(PERIOD_PREFIX) and row.wallet_id == "kp_p"
+    assert "no Kinde Management API credentials" in row.park_reason
+    assert h.entries("kp_p") == []
+    h.clock.advance(hours=2)
+    assert h.service.retry_parked() == 0  # nothing to learn it from: still parked
+    # An agreement event stating the current period lets it through (woken right away).
+    h.send(ev("customer.plan_changed", {
+        "customer_id": "customer_1", "agreement_id": "agreement_1", "plan_code": "pro",
+        "current_period_start": "2026-11-15T00:00:00Z",
+        "current_period_end": "2026-12-15T00:00:00Z"}))
+    assert h.event(e["event_id"]).status == "processed"
+    assert h.balance("kp_p") == -500
+    # Later totals of the same period, stated or not, share one running total.
+    assert h.send(meter("7", absolute=True, meter_usage_timestamp="2026-12-02T00:00:00Z")) == (
+        "processed")
+    assert h.send(meter("8", absolute=True, current_period_start="2026-11-15T00:00:00+00:00")
+                  ) == "processed"
+    assert h.balance("kp_p") == -800
+    assert set(k[2] for k in h.store.readings) == {"start:2026-11-15T00:00:00+00:00"}
+
+
+def test_an_older_agreement_event_never_replaces_a_later_period(h: Harness) -> None:
+    def plan_event(start: str, end: str) -> dict[str, Any]:
+        return ev("customer.agreement_created", {
+            "customer_id": "customer_1", "agreement_id": "agreement_1", "user_id": "kp_o",
+            "current_period_start": start, "current_period_end": end})
+
+    h.send(plan_event("2026-12-15T00:00:00Z", "2027-01-15T00:00:00Z"))
+    h.send(plan_event("2026-11-15T00:00:00Z", "2026-12-15T00:00:00Z"))  # late
+    assert h.store.agreements["agreement_1"].period_start == MID_END
+
+
+def test_worker_asks_kinde_for_the_period_with_growing_delays(
+    catalog: Catalog, clock: FakeClock
+) -> None:
+    h = Harness(catalog, clock)
+    kinde = FakeAgreements()
+    h.service.kinde = kinde
+    h.send(agreement(user_id="kp_k"))
+    kinde.down = True
+    e = meter("5", absolute=True, meter_usage_timestamp="2026-11-30T12:00:00Z")
+    assert h.send(e) == "parked" and kinde.calls == []  # never on the request path
+    assert "asking Kinde" in h.event(e["event_id"]).park_reason
+    assert h.service.retry_parked() == 0 and kinde.calls == []  # not due yet
+    clock.advance(seconds=31)
+    assert h.service.retry_parked() == 0 and kinde.calls == ["customer_1"]
+    assert h.event(e["event_id"]).attempts == 2
+    clock.advance(seconds=60)
+    h.service.retry_parked()
+    assert len(kinde.calls) == 1  # the next try is 2 min after the first
+    kinde.down = False
+    kinde.add(MID, MID_END)
+    clock.advance(seconds=60)
+    assert h.service.retry_parked() == 1 and len(kinde.calls) == 2
+    assert h.balance("kp_k") == -500
+    assert h.store.agreements["agreement_1"].period_end == MID_END
+
+
+def test_period_retry_delays_grow_to_an_hour_and_never_stop() -> None:
+    at = datetime(2026, 11, 24, tzinfo=UTC)
+
+    def due_after(attempts: int) -> timedelta:
+        row = SimpleNamespace(attempts=attempts, received_at=at)
+        for minutes in range(0, 100 * 60):
+            if _period_retry_due(row, at + timedelta(minutes=minutes)):  # type: ignore[arg-type]
+                return timedelta(minutes=minutes)
+        raise AssertionError("never due")
+
+    assert due_after(1) == timedelta(minutes=1)  # 30 s, rounded up to the minute scanned
+    assert due_after(2) == timedelta(minutes=3)  # 30 s + 2 min
+    assert due_after(6) - due_after(5) == timedelta(hours=1)
+    assert due_after(40) - due_after(39) == timedelta(hours=1)
+
+
+def test_a_failure_reason_never_carries_sql_or_values(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: WebhookService, uow: Any, event: Any, now: Any) -> Any:
+        raise ValueError("(psycopg.DataError) cannot store \x00 here\n[SQL: UPDATE wallets "
+                         "SET email=%(email)s]\n[parameters: {'email': 'a@example.com'}]")
+
+    monkeypatch.setattr(WebhookService, "_meter_usage", broken)
+    e = meter("1")
+    receipt = h.service.receive(e, "raw.jwt.body")
+    assert receipt.status == "parked" and receipt.reason == FAILURE_ANSWER
+    stored = h.event(e["event_id"]).park_reason
+    assert stored == "failed: ValueError: (psycopg.DataError) cannot store ? here"
+
+
+@pytest.mark.parametrize("raised_on, debited", [
+    (datetime(2026, 11, 20, tzinfo=UTC), 2),  # raised in this period: the total so far
+    (datetime(2026, 11, 10, tzinfo=UTC), 7),  # raised in the previous period: not ours
+])
+def test_month_keyed_totals_from_before_the_upgrade_are_not_debited_again(
+    h: Harness, raised_on: datetime, debited: int
+) -> None:
+    h.send(agreement(user_id="kp_l"))
+    legacy = ("kp_l", STORAGE, "month:2026-11")
+    h.store.readings[legacy] = 5
+    h.store.raised[legacy] = raised_on
+    assert h.send(meter("7", absolute=True, current_period_start="2026-11-15T00:00:00Z",
+                        meter_usage_timestamp="2026-11-24T00:00:00Z")) == "processed"
+    assert h.balance("kp_l") == -100 * debited
+
+
+def test_a_period_stated_by_a_meter_event_serves_the_next_one(h: Harness) -> None:
+    h.send(agreement(user_id="kp_s"))
+    assert h.send(meter("5", absolute=True, agreement_id="agreement_1",
+                        current_period_start="2026-11-15T00:00:00Z",
+                        current_period_end="2026-12-15T00:00:00Z")) == "processed"
+    assert h.send(meter("7", absolute=True, meter_usage_timestamp="2026-12-01T00:00:00Z")) == (
+        "processed")
+    assert h.balance("kp_s") == -700
