@@ -199,8 +199,18 @@ class SqlOutboxRepository:
         return bool(self.conn.execute(
             update(t.outbox)
             .where(self._mine(message), _o.version == message.version)
-            .values(status="dead", claimed_until=None, last_error=error[:2000], sent_at=None)
+            # next_attempt_at keeps when it died: its last attempt may still land at Kinde
+            # for a while (see died_since).
+            .values(status="dead", claimed_until=None, last_error=error[:2000], sent_at=None,
+                    next_attempt_at=now)
         ).rowcount)
+
+    def died_since(self, topic: str, since: datetime) -> bool:
+        """A row of this topic was dead-lettered at or after `since`."""
+        return self.conn.execute(
+            select(_o.id).where(_o.topic == topic, _o.status == "dead",
+                                _o.next_attempt_at >= since).limit(1)
+        ).first() is not None
 
     def counts(self) -> dict[str, int]:
         rows = self.conn.execute(select(_o.status, func.count()).group_by(_o.status))
@@ -241,7 +251,9 @@ class SqlOutboxRepository:
                     self.conn.execute(
                         update(t.outbox)
                         .where(_o.id == row_id)
-                        .values(status="pending", attempts=0, next_attempt_at=now,
+                        # attempts=1: its last attempt may have reached Kinde, so the
+                        # first send after the requeue is confirmed (see UsageReporter).
+                        .values(status="pending", attempts=1, next_attempt_at=now,
                                 claimed_until=None, failed_version=None)
                     )
                     savepoint.commit()

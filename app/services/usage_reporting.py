@@ -168,7 +168,7 @@ class UsageReporter:
             raise
         except Exception as exc:
             raise kinde_delivery_error(exc) from exc
-        if message.attempts > 1 or landed_late:
+        if message.attempts > 1 or landed_late or self._recently_dead(message.topic):
             # An earlier attempt of this row failed in a way that may have reached Kinde
             # (timeout, lost answer, a worker killed mid-send), and that may be a confirmation
             # itself: that older, smaller absolute total could land after ours and override
@@ -179,6 +179,13 @@ class UsageReporter:
             left = (datetime.fromisoformat(confirm_at) - self.clock()).total_seconds()
             if left > 0:  # sent early because of new usage: the old request may still land
                 raise NeedsConfirmation(left)
+
+    def _recently_dead(self, topic: str) -> bool:
+        """The topic's previous row was dead-lettered so recently that its last attempt (a
+        timeout, say) may still land at Kinde after this send: confirm this one too."""
+        since = self.clock() - timedelta(seconds=self.confirm_after_seconds)
+        with self.uow(False) as uow:
+            return bool(uow.outbox.died_since(topic, since))
 
     def _meter(self, payload: dict[str, Any]) -> Meter | None:
         if "bundle" in payload:
