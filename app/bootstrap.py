@@ -20,6 +20,7 @@ from app.domain.catalog import Catalog, load_catalog
 from app.services.ledger import LedgerService, utc_now
 from app.services.notifications import NOTIFY_PREFIX, ChannelHandler, Notifier
 from app.services.outbox import OutboxDispatcher, RetryPolicy
+from app.services.plans import PlanService
 from app.services.ports import Clock
 from app.services.recharge import AutoRecharger, DeadInvoiceHandler, KindeInvoiceGateway
 from app.services.usage_reporting import METER_USAGE, UsageReporter, usage_report_hook
@@ -32,7 +33,8 @@ REPOSITORY_MODULES: tuple[str, ...] = (
     "adapters.sql.outbox",
     "adapters.sql.recharges",
     "adapters.sql.inbox",
-    "adapters.sql.reports",
+    "adapters.sql.plans",
+    "adapters.sql.revenue",
 )
 
 
@@ -118,7 +120,10 @@ def build_container(
     dispatcher.dead_listeners.append(
         DeadInvoiceHandler(store, ledger.suspend_auto_recharge_in, clock)
     )
-    return Container(
+    # Plan periods: allotments and period ends (the worker renews, sweeps apply due ends).
+    plans = PlanService(ledger, kinde, local_mode=settings.local_mode)
+    ledger.before_sweep.append(plans.apply_due_ends)
+    container = Container(
         settings=settings,
         catalog=catalog,
         store=store,
@@ -131,3 +136,5 @@ def build_container(
         keyring=keyring,
         kinde=kinde,
     )
+    container.extras["plan_service"] = plans
+    return container

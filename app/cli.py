@@ -214,39 +214,32 @@ def report() -> None:
 
 
 @report.command("revenue")
-@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None,
-              help="start of the sales period (UTC date; default: first of this month)")
-@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None,
-              help="end of the sales period, exclusive (UTC date; default: now)")
+@click.option("--since", default=None,
+              help="start, inclusive: 2026-11-01 or an ISO date-time (default: first of "
+                   "this month, UTC)")
+@click.option("--until", default=None, help="end, exclusive (default: now)")
 @click.option("--json", "as_json", is_flag=True)
-def report_revenue(since: Any, until: Any, as_json: bool) -> None:
-    """Sales in a period; recognised, breakage and deferred revenue to date, per currency."""
-    from datetime import UTC
+@click.option("--csv", "as_csv", is_flag=True)
+def report_revenue(since: str | None, until: str | None, as_json: bool, as_csv: bool) -> None:
+    """Revenue roll-forward per currency: opening deferred + sales - recognised - breakage =
+    closing deferred, to the cent, for [since, until)."""
+    from app.domain.ledger import LedgerError
+    from app.services import revenue
 
-    from app.services.reports import build_revenue_report
-
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
     container = _container()
-    now = container.clock()
-    start = since.replace(tzinfo=UTC) if since else now.replace(
-        day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = until.replace(tzinfo=UTC) if until else now
-    if end <= start:
-        raise click.BadParameter("--until must be after --since")
-    data = build_revenue_report(container.store, start, end)
+    try:
+        start, end = revenue.report_bounds(since, until, container.clock())
+    except LedgerError as exc:
+        raise click.BadParameter(exc.message) from None
+    data = revenue.revenue_report(container.store, start, end)
     if as_json:
         click.echo(json.dumps(data, indent=2))
-        return
-    click.echo(f"Revenue report: sales from {start:%Y-%m-%d} to {end:%Y-%m-%d %H:%M} UTC; "
-               f"balances as of now")
-    if not data["currencies"]:
-        click.echo("  no credits sold yet")
-    for currency, row in data["currencies"].items():
-        c = row["credits"]
-        click.echo(f"  {currency}: sales in period {row.get('sales_in_period', '0.00')}"
-                   f" ({c.get('sold_in_period', 0):,} credits)")
-        click.echo(f"       recognised {row['recognised']}  breakage {row['breakage']}  "
-                   f"deferred {row['deferred']}  (sold to date {row['sold_total']})")
-    click.echo(f"  granted (free) credits to date: {data['granted_credits']:,}")
+    elif as_csv:
+        click.echo(revenue.as_csv(data), nl=False)
+    else:
+        click.echo(revenue.as_text(data))
 
 
 @main.command()

@@ -151,7 +151,8 @@ def simulate(
     \b
     kinde-credits simulate user.created --user kp_x --email x@example.com
     kinde-credits simulate organization.created --org org_x
-    kinde-credits simulate customer.agreement_created --customer c_1 --agreement a_1 --org org_x
+    kinde-credits simulate customer.agreement_created --customer c_1 --agreement a_1 --org org_x \\
+        --plan basic --period-start 2026-11-01T00:00:00Z --period-end 2026-12-01T00:00:00Z
     kinde-credits simulate customer.meter_usage_updated --customer c_1 --feature storage_gb \\
         --value 3 [--absolute]
     """

@@ -18,10 +18,13 @@ Step = Callable[[Any], int]
 
 
 def default_steps() -> list[tuple[str, Step]]:
+    from app.services.plans import run_plans
     from app.services.webhooks import retry_parked
 
     return [
         ("outbox", lambda c: c.dispatcher.run_once()),
+        # Period ends before generic sweeps, so caps apply at each end in order.
+        ("plan_periods", run_plans),
         ("sweep", lambda c: c.ledger.sweep_due()),
         ("kinde_parked", retry_parked),
     ]

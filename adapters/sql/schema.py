@@ -339,6 +339,49 @@ class RechargeRow(Base):
     settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class BlockDrawRow(Base):
+    """Which block an entry took credits from, and how many (usage, captures, expiries, and
+    credits that paid arrears). Written in the entry's own transaction; the revenue report
+    recognises each block's cost basis from these, exactly, for any past period."""
+
+    __tablename__ = "block_draws"
+    __table_args__ = (
+        CheckConstraint("credits > 0", name="credits_positive"),
+        Index("ix_block_draws_block_id", "block_id"),
+        Index("ix_block_draws_created_at", "created_at"),
+    )
+
+    entry_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("entries.id"), primary_key=True
+    )
+    block_id: Mapped[str] = mapped_column(ForeignKey("blocks.id"), primary_key=True)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    # Copied from the entry (immutable there too) so reports need no join.
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PlanAllotmentRow(Base):
+    """One plan allotment per (wallet, agreement, period start, plan): the primary key makes
+    a second grant for the same period impossible, whatever order Kinde's events come in. The
+    row is also the period's bookkeeping: `ended_at` once its end's expiries and cap were
+    applied, `closed_at` once the next period was granted (or there is none)."""
+
+    __tablename__ = "plan_allotments"
+    __table_args__ = (Index("ix_plan_allotments_open", "closed_at", "period_end"),)
+
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"), primary_key=True)
+    agreement_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    plan_code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_end: Mapped[datetime] = mapped_column(UtcDateTime)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    block_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 # Core Table objects for the hot paths (the declarative classes above define them).
 wallets = cast(Table, WalletRow.__table__)
 blocks = cast(Table, BlockRow.__table__)
@@ -351,3 +394,5 @@ outbox = cast(Table, OutboxRow.__table__)
 usage_reports = cast(Table, UsageReportRow.__table__)
 billing_agreements = cast(Table, BillingAgreementRow.__table__)
 recharges = cast(Table, RechargeRow.__table__)
+block_draws = cast(Table, BlockDrawRow.__table__)
+plan_allotments = cast(Table, PlanAllotmentRow.__table__)

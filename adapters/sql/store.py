@@ -395,6 +395,14 @@ class SqlWalletRepository:
                     },
                 ).scalar_one()
             )
+        draws = [
+            {"entry_id": entry_id, "block_id": block_id, "credits": credits, "kind": e.kind,
+             "created_at": e.created_at}
+            for entry_id, e in zip(ids, wallet.new_entries, strict=True)
+            for block_id, credits in e.draws
+        ]
+        if draws:
+            conn.execute(insert(t.block_draws), draws)
         wallet.new_blocks.clear()
         wallet.touched_blocks.clear()
         wallet.new_holds.clear()

@@ -83,6 +83,15 @@ class Plan:
     credits_per_period: int
     rollover: Rollover
     rollover_expires_after_days: int | None
+    rollover_max_credits: int | None = None
+    label: str = ""
+    # Optional cost basis of one period's allotment (for the revenue report); none by default.
+    price: Decimal | None = None
+    currency: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or self.code.replace("_", " ").title()
 
 
 @dataclass(frozen=True)
@@ -275,11 +284,33 @@ def parse_catalog(data: Mapping[str, Any], path: str = "<memory>") -> Catalog:
     plans: dict[str, Plan] = {}
     for code, table in (root.get("plans", {}) or {}).items():
         r = _Reader(path, f"plans.{code}", table)
+        rollover = r.choice("rollover", ("expire", "rollover", "full"), "expire")
+        days = r.integer("rollover_expires_after_days", None, minimum=1)
+        if rollover == "rollover" and days is None:
+            raise r.fail("rollover_expires_after_days", 'is required when rollover = "rollover"')
+        if rollover != "rollover" and days is not None:
+            raise r.fail("rollover_expires_after_days", 'applies only to rollover = "rollover"')
+        cap = r.integer("rollover_max_credits", None, minimum=0)
+        if rollover == "expire" and cap is not None:
+            raise r.fail("rollover_max_credits", 'applies only to "rollover" and "full" (with '
+                         '"expire" nothing carries over)')
+        plan_price = r.decimal("price", None)
+        plan_currency = r.text("currency", None)
+        if (plan_price is None) != (plan_currency is None):
+            raise r.fail("price" if plan_price is None else "currency",
+                         "price and currency go together")
+        if plan_currency is not None and not _CURRENCY_RE.match(plan_currency):
+            raise r.fail("currency", f"must be a 3-letter ISO code such as USD, got "
+                         f"{plan_currency!r}")
         plans[code] = Plan(
             code=code,
             credits_per_period=r.integer("credits_per_period", minimum=0),
-            rollover=r.choice("rollover", ("expire", "rollover", "full"), "expire"),
-            rollover_expires_after_days=r.integer("rollover_expires_after_days", None, minimum=1),
+            rollover=rollover,
+            rollover_expires_after_days=days,
+            rollover_max_credits=cap,
+            label=r.text("label", ""),
+            price=plan_price,
+            currency=plan_currency,
         )
         r.finish()
 

@@ -145,6 +145,10 @@ class NewEntry:
     quantity: int | None = None
     hold_id: str | None = None
     occurred_at: datetime | None = None
+    # Which blocks this entry took credits from: ((block id, credits), ...). Usage, captures
+    # and expiries draw from blocks; a credit that pays arrears draws from its own new block.
+    # Stored as block draws, so revenue can be recognised exactly for any past period.
+    draws: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -204,14 +208,18 @@ class Wallet:
             self.next_hold_expiry_at is not None and self.next_hold_expiry_at <= now
         )
 
-    def expire_blocks(self, now: datetime) -> list[NewEntry]:
+    def expire_blocks(self, now: datetime, *, at_settlement: bool = False) -> list[NewEntry]:
         """Move the remainder of every block past its expiry out with an expiry entry.
 
         Credits under an open hold do not expire while the hold is open. A hold reserves the
         credits a capture would draw, the soonest-expiring ones: so of the blocks past their
         expiry, up to `held` credits (in consumption order) are kept back. A capture draws them
         first, and whatever is left of them expires as soon as the holds are captured,
-        released or expire (both call this again).
+        released or expire (both call this again, `at_settlement`).
+
+        The entry is dated at the block's expiry, not when the sweep ran: a service that was
+        down across an expiry books it when it happened (and revenue breakage in that period).
+        Credits kept back for a hold expire when it settles, dated then.
         """
         due = sorted(
             (b for b in self.blocks
@@ -221,26 +229,39 @@ class Wallet:
         out: list[NewEntry] = []
         keep = max(self.held, 0)
         for block in due:
+            assert block.expires_at is not None
             kept = min(block.remaining, keep)
             keep -= kept
             amount = block.remaining - kept
             if amount == 0:
                 continue
-            block.remaining = kept
-            self.touched_blocks[block.id] = block
-            self.balance -= amount
             out.append(
-                self._append(
-                    "expiry",
-                    -amount,
-                    reason=block.id,
-                    description=f"-{amount:,} credits expired ({block.reason})",
-                    now=now,
+                self.expire_part(
+                    block,
+                    amount,
+                    description=expiry_description(block, amount),
+                    now=now if at_settlement else block.expires_at,
                 )
             )
-        self.blocks = [b for b in self.blocks if b.remaining > 0]
         self._recompute_next_expiry(now)
         return out
+
+    def expire_part(
+        self, block: Block, amount: int, *, description: str, now: datetime
+    ) -> NewEntry:
+        """Expire `amount` unused credits of one live block (all of it, or a part: a cap)."""
+        _require_positive(amount)
+        if not any(b is block for b in self.blocks) or amount > block.remaining:
+            raise InvalidAmount(f"block {block.id} has fewer than {amount:,} credits left")
+        block.remaining -= amount
+        self.touched_blocks[block.id] = block
+        self.balance -= amount
+        self.blocks = [b for b in self.blocks if b.remaining > 0]
+        self._recompute_next_expiry(now)
+        return self._append(
+            "expiry", -amount, reason=block.id, description=description, now=now,
+            draws=((block.id, amount),),
+        )
 
     def _recompute_next_expiry(self, now: datetime) -> None:
         # Blocks kept back past their expiry for open holds are not "due" for a sweep: they
@@ -293,7 +314,9 @@ class Wallet:
         # Percent alerts are measured against the balance right after the latest credit.
         self.reference_balance = self.balance
         self._recompute_next_expiry(now)
-        return self._append(kind, amount, reason=reason, description=description, now=now)
+        # Paying arrears uses the new block's credits at once: a draw like usage.
+        return self._append(kind, amount, reason=reason, description=description, now=now,
+                            draws=((block.id, paid),) if paid else ())
 
     # -- debits ---------------------------------------------------------------------------
 
@@ -326,6 +349,7 @@ class Wallet:
             if amount > spendable:
                 raise InsufficientCredits(amount, self.available + reserved)
         left = amount
+        draws: list[tuple[str, int]] = []
         for block in sorted(self.blocks, key=Block.consumption_order):
             if left == 0:
                 break
@@ -334,6 +358,7 @@ class Wallet:
                 block.remaining -= take
                 left -= take
                 self.touched_blocks[block.id] = block
+                draws.append((block.id, take))
         self.arrears += left
         self.blocks = [b for b in self.blocks if b.remaining > 0]
         self._recompute_next_expiry(now)
@@ -348,6 +373,7 @@ class Wallet:
             quantity=quantity,
             hold_id=hold_id,
             occurred_at=occurred_at,
+            draws=tuple(draws),
         )
 
     # -- holds ----------------------------------------------------------------------------
@@ -417,7 +443,7 @@ class Wallet:
         hold.settled_at = now
         self.touched_holds[hold.id] = hold
         # Credits kept past their expiry for this hold and not captured expire now.
-        self.expire_blocks(now)
+        self.expire_blocks(now, at_settlement=True)
         return entry
 
     def release_hold(
@@ -435,7 +461,7 @@ class Wallet:
             "release", 0, reason=hold.id, description=description, now=now, hold_id=hold.id
         )
         # Credits kept past their expiry for this hold expire now that it no longer needs them.
-        self.expire_blocks(now)
+        self.expire_blocks(now, at_settlement=True)
         return entry
 
     def set_hold_expiry(self, open_holds: list[Hold]) -> None:
@@ -467,6 +493,7 @@ class Wallet:
         quantity: int | None = None,
         hold_id: str | None = None,
         occurred_at: datetime | None = None,
+        draws: tuple[tuple[str, int], ...] = (),
     ) -> NewEntry:
         entry = NewEntry(
             kind=kind,
@@ -479,9 +506,22 @@ class Wallet:
             quantity=quantity,
             hold_id=hold_id,
             occurred_at=occurred_at,
+            draws=draws,
         )
         self.new_entries.append(entry)
         return entry
+
+
+# A block reason "<what> | <when>" (plan allotments, see app.domain.plans) reads as
+# "-700 credits: unused Basic plan credits for Nov 2026 expired at period end".
+REASON_WHEN_SEPARATOR = " | "
+
+
+def expiry_description(block: Block, amount: int) -> str:
+    what, sep, when = block.reason.partition(REASON_WHEN_SEPARATOR)
+    if sep:
+        return f"-{amount:,} credits: unused {what} expired {when}"
+    return f"-{amount:,} credits expired ({block.reason})"
 
 
 def _require_positive(amount: int) -> None:

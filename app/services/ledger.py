@@ -101,6 +101,9 @@ class LedgerService:
         self.catalog = catalog
         self.clock = clock
         self.after_write: list[AfterWrite] = after_write or []
+        # Hooks run by sweep_locked before due blocks expire (plan period ends: their cap must
+        # apply before later expiries), registered by the composition root.
+        self.before_sweep: list[Callable[[UnitOfWork, Wallet, datetime], None]] = []
         self.recharger = recharger
         # Selling a bundle with no payment gateway gives credits away: only allowed when the
         # product collects payment itself (SALES_PAID_ELSEWHERE), or in local mode.
@@ -658,6 +661,8 @@ class LedgerService:
 
     def sweep_locked(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> Wallet:
         """Expire due blocks and holds of a locked wallet (inside the caller's transaction)."""
+        for hook in self.before_sweep:
+            hook(uow, wallet, now)
         # Holds first: credits an expired hold no longer reserves may then expire too.
         if wallet.next_hold_expiry_at is not None and wallet.next_hold_expiry_at <= now:
             open_holds: list[Hold] = uow.wallets.open_holds(wallet.id)

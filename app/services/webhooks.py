@@ -58,6 +58,7 @@ from app.services.inbox_ports import (
 )
 from app.services.ledger import LedgerService, request_fingerprint
 from app.services.outbox_ports import AgreementInfo
+from app.services.plans import PlanService, plan_service_for
 from app.services.ports import DuplicateKey
 
 log = logging.getLogger("kinde_credits.webhooks")
@@ -132,6 +133,8 @@ class WebhookService:
     # Kinde's agreements (current billing periods), asked by the worker only; None without
     # Management API credentials (then periods come only from events).
     kinde: AgreementDirectory | None = None
+    # Plan credits (app.services.plans): allotments on agreement and plan events.
+    plans: PlanService | None = None
     # Per-process position of the worker's scan over parked events (an optimisation only:
     # another instance needs nothing from it).
     _scan_after: tuple[datetime, str] | None = field(default=None, repr=False)
@@ -595,7 +598,13 @@ class WebhookService:
         if problem:
             return _parked(problem, fields, wallet_id)
         self._remember_period(uow, fields, wallet_id, now)
-        return _Applied("processed", wallet_id=wallet_id, customer_id=fields.customer_id,
+        note: str | None = None
+        if self.plans is not None:
+            # Plan credits for the agreement's current period, once (app.services.plans).
+            wallet = self.ledger.sweep_locked(uow, wallet, now)
+            note = self.plans.on_agreement_event(uow, wallet, fields, event.timestamp, now)
+            self._save(uow, wallet, now)
+        return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id,
                         mapped_customer=fields.customer_id)
 
     def _history(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
@@ -610,6 +619,9 @@ class WebhookService:
         ):
             # Never keep buying on a card that fails: the owner re-enables it after fixing it.
             note = "auto-recharge suspended"
+        if event.type == "customer.agreement_cancelled" and self.plans is not None:
+            uow.wallets.lock_or_create(wallet_id, now)  # the wallet lock orders plan changes
+            note = self.plans.on_agreement_cancelled(uow, wallet_id, fields.agreement_id)
         return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -851,7 +863,8 @@ def service_for(container: Any) -> WebhookService:
     if service is None:
         # The Kinde client (when Management API credentials are set) lets the worker learn
         # agreement periods for absolute meter values that state none.
-        service = WebhookService(container.ledger, kinde=getattr(container, "kinde", None))
+        service = WebhookService(container.ledger, kinde=getattr(container, "kinde", None),
+                                 plans=plan_service_for(container))
         container.extras["webhook_service"] = service
     return cast(WebhookService, service)
 

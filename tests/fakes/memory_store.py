@@ -28,6 +28,8 @@ class _State:
     holds: dict[str, Hold] = field(default_factory=dict)
     profiles: dict[str, WalletProfile] = field(default_factory=dict)
     keys: dict[tuple[str, str], StoredResponse] = field(default_factory=dict)
+    # Block draws: (entry id, block id, credits, entry kind, created_at).
+    draws: list[tuple[int, str, int, str, datetime]] = field(default_factory=list)
     next_entry_id: int = 1
     caps: dict[tuple[str, str], Caps] = field(default_factory=dict)
     # (wallet, member, period, feature) -> [credits, units]
@@ -83,6 +85,9 @@ class MemoryWallets:
                 )
             )
             ids.append(entry_id)
+            self.s.draws.extend(
+                (entry_id, block_id, credits, e.kind, e.created_at) for block_id, credits in e.draws
+            )
         self.s.wallets[wallet.id] = replace(wallet, blocks=[], new_entries=[], new_blocks=[],
                                             touched_blocks={}, new_holds=[], touched_holds={})
         for attr in ("new_entries", "new_blocks", "new_holds"):

@@ -255,4 +255,4 @@ def test_revenue_report_reads_one_snapshot(
     assert usd["credits"]["used"] == 1000
     assert Decimal(usd["recognised"]) == Decimal("9.80")
     assert Decimal(usd["recognised"]) + Decimal(usd["breakage"]) + Decimal(
-        usd["deferred"]) == Decimal("49.00")
+        usd["closing_deferred"]) == Decimal("49.00")

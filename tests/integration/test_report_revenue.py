@@ -1,55 +1,143 @@
-"""`kinde-credits report revenue` on a real database: money follows credits exactly."""
+"""The revenue roll-forward on a real database (both): a hand-computed history, the CLI in its
+three formats, and `GET /v1/reports/revenue`."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
+from flask.testing import FlaskClient
 
-from app.bootstrap import build_container
+from app.bootstrap import Container, build_container
 from app.cli import main
+from app.services.revenue import revenue_report
 from app.settings import Settings
 from tests.conftest import FakeClock
+from tests.http_fixtures import *  # noqa: F403
+from tests.http_fixtures import Tokens, bearer
+from tests.integration.plan_fixtures import plan_catalog
 
 
-def test_sales_recognised_breakage_and_deferred(db_url: str, tmp_path: Path,
-                                                clock: FakeClock) -> None:
+def at(month: int, day: int, hour: int = 12) -> datetime:
+    return datetime(2026, month, day, hour, tzinfo=UTC)
+
+
+def history(c: Container, clock: FakeClock) -> None:
+    """By hand:
+    Jan 1   buy pack: 5,000 credits for 50.00 USD (expires in 365 days); grant 500 (free)
+    Jan 10  use 1,200: from the pack (it expires; the grant never does)
+    Jan 20  buy odd: 3 credits for 1.00 EUR, expiring Jan 25
+    Jan 21  use 1: from odd (expires soonest)        -> 1/3 of 1.00 = 0.33 recognised
+    Jan 25  odd's last 2 credits expire              -> 1.00 - 0.33 = 0.67 breakage
+    Feb 5   use 3,800: the rest of the pack          -> 38.00 recognised
+    Feb 6   use 500: the free grant
+    """
+    clock.now = at(1, 1)
+    c.ledger.top_up_bundle("org_r", "pack")
+    c.ledger.grant("org_r", 500, "welcome")
+    clock.now = at(1, 10)
+    c.ledger.record_usage("org_r", "api", 1200)
+    clock.now = at(1, 20)
+    c.ledger.top_up_bundle("org_r", "odd")
+    clock.now = at(1, 21)
+    c.ledger.record_usage("org_r", "api", 1)
+    clock.now = at(2, 5)
+    c.ledger.record_usage("org_r", "api", 3800)  # the sweep first books odd's expiry (Jan 25)
+    clock.now = at(2, 6)
+    c.ledger.record_usage("org_r", "api", 500)
+
+
+def test_hand_computed_roll_forward(db_url: str, tmp_path: Path) -> None:
+    clock = FakeClock()
+    env = {"DATABASE_URL": db_url, "KINDE_CREDITS_VAR_DIR": str(tmp_path)}
+    c = build_container(Settings.from_env(env), catalog=plan_catalog(), clock=clock)
+    try:
+        history(c, clock)
+        january = revenue_report(c.store, at(1, 1, 0), at(2, 1, 0))
+        february = revenue_report(c.store, at(2, 1, 0), at(3, 1, 0))
+        mid = revenue_report(c.store, at(1, 15, 0), at(2, 1, 0))
+    finally:
+        c.close()
+    assert january["currencies"] == {
+        "EUR": {"opening_deferred": "0.00", "sales": "1.00", "recognised": "0.33",
+                "breakage": "0.67", "closing_deferred": "0.00",
+                "credits": {"opening": 0, "added": 3, "used": 1, "expired": 2, "closing": 0}},
+        "USD": {"opening_deferred": "0.00", "sales": "50.00", "recognised": "12.00",
+                "breakage": "0.00", "closing_deferred": "38.00",
+                "credits": {"opening": 0, "added": 5000, "used": 1200, "expired": 0,
+                            "closing": 3800}},
+    }
+    assert january["uncosted_credits"] == {"opening": 0, "added": 500, "used": 0, "expired": 0,
+                                           "closing": 500}
+    # February: the EUR block was used up before it, so only USD moves.
+    assert february["currencies"] == {
+        "USD": {"opening_deferred": "38.00", "sales": "0.00", "recognised": "38.00",
+                "breakage": "0.00", "closing_deferred": "0.00",
+                "credits": {"opening": 3800, "added": 0, "used": 3800, "expired": 0,
+                            "closing": 0}},
+    }
+    assert february["uncosted_credits"] == {"opening": 500, "added": 0, "used": 500,
+                                            "expired": 0, "closing": 0}
+    # Any past period, not only "to date": the second half of January.
+    assert mid["currencies"]["USD"]["opening_deferred"] == "38.00"
+    assert mid["currencies"]["USD"]["recognised"] == "0.00"
+    assert (mid["currencies"]["EUR"]["sales"], mid["currencies"]["EUR"]["breakage"]) == (
+        "1.00", "0.67")
+
+
+def test_cli_json_csv_and_text(db_url: str, tmp_path: Path) -> None:
+    clock = FakeClock()
     env = {"DATABASE_URL": db_url, "KINDE_CREDITS_VAR_DIR": str(tmp_path)}
     c = build_container(Settings.from_env(env), clock=clock)
     try:
-        c.ledger.top_up_bundle("kp_a", "starter")         # 5,000 credits for 49.00 USD
-        c.ledger.grant("kp_a", 500, "welcome")             # free: no cost basis
-        c.ledger.record_usage("kp_a", "report_generation", 30)  # 1,500 credits used
+        clock.now = at(3, 1)
+        c.ledger.top_up_bundle("kp_a", "starter")               # 5,000 credits for 49.00 USD
+        c.ledger.record_usage("kp_a", "report_generation", 30)  # 1,500 credits
     finally:
         c.close()
-    result = CliRunner().invoke(main, ["report", "revenue", "--json",
-                                       "--since", "2026-01-01"], env=env)
-    assert result.exit_code == 0, result.output
-    usd = json.loads(result.output)["currencies"]["USD"]
-    # The welcome grant expires never and was made after the purchase; usage drew from the
-    # purchase first only if it expires sooner: the starter pack expires in 365 days.
-    used = usd["credits"]["used"]
-    assert used == 1500
-    assert Decimal(usd["recognised"]) == Decimal("14.70")     # 1,500/5,000 of 49.00
-    assert Decimal(usd["deferred"]) == Decimal("34.30")
-    assert Decimal(usd["recognised"]) + Decimal(usd["breakage"]) + Decimal(
-        usd["deferred"]) == Decimal(usd["sold_total"]) == Decimal("49.00")
-    assert json.loads(result.output)["granted_credits"] == 500
-    text = CliRunner().invoke(main, ["report", "revenue"], env=env).output
-    assert "USD" in text and "deferred 34.30" in text
+    args = ["report", "revenue", "--since", "2026-03-01", "--until", "2026-04-01T00:00:00Z"]
+    data = json.loads(CliRunner().invoke(main, [*args, "--json"], env=env).output)
+    usd = data["currencies"]["USD"]
+    assert (usd["opening_deferred"], usd["sales"], usd["recognised"], usd["breakage"],
+            usd["closing_deferred"]) == ("0.00", "49.00", "14.70", "0.00", "34.30")
+    rows = list(csv.DictReader(io.StringIO(
+        CliRunner().invoke(main, [*args, "--csv"], env=env).output)))
+    assert rows[0]["currency"] == "USD" and rows[0]["recognised"] == "14.70"
+    assert rows[0]["credits_used"] == "1500"
+    text = CliRunner().invoke(main, args, env=env).output
+    assert "recognised 14.70" in text and "closing deferred 34.30" in text
+    bad = CliRunner().invoke(main, ["report", "revenue", "--since", "March"], env=env)
+    assert bad.exit_code != 0 and "since must be a date" in bad.output
+    backwards = CliRunner().invoke(main, ["report", "revenue", "--since", "2026-04-01",
+                                          "--until", "2026-03-01"], env=env)
+    assert backwards.exit_code != 0 and "until must be after since" in backwards.output
 
 
-def test_breakage_from_expired_credits() -> None:
-    from datetime import UTC, datetime
-
-    from app.services.reports import PurchasedBlock, revenue_report
-
-    when = datetime(2026, 3, 1, tzinfo=UTC)
-    blocks = [PurchasedBlock("EUR", Decimal("10.00"), 1000, 0, 300, when),
-              PurchasedBlock("EUR", Decimal("3.00"), 3, 1, 0, when)]
-    eur = revenue_report(blocks, 0, datetime(2026, 3, 1, tzinfo=UTC),
-                         datetime(2026, 4, 1, tzinfo=UTC))["currencies"]["EUR"]
-    assert (eur["recognised"], eur["breakage"], eur["deferred"]) == ("9.00", "3.00", "1.00")
-    assert eur["sales_in_period"] == "13.00" and eur["credits"]["expired"] == 300
+def test_http_report_is_the_cli_json(client: FlaskClient, tokens: Tokens,
+                                     api_container: Container) -> None:
+    api_container.ledger.top_up_bundle("kp_h", "starter")
+    api_container.ledger.record_usage("kp_h", "report_generation", 10)  # 500 credits
+    admin = bearer(tokens.m2m("credits:admin"))
+    response = client.get("/v1/reports/revenue?since=2020-01-01&until=2100-01-01",
+                          headers=admin)
+    assert response.status_code == 200, response.get_json()
+    body: dict[str, Any] = response.get_json()
+    usd = body["currencies"]["USD"]
+    assert Decimal(usd["opening_deferred"]) + Decimal(usd["sales"]) - Decimal(
+        usd["recognised"]) - Decimal(usd["breakage"]) == Decimal(usd["closing_deferred"])
+    assert (usd["sales"], usd["recognised"]) == ("49.00", "4.90")
+    assert body == revenue_report(api_container.store, datetime(2020, 1, 1, tzinfo=UTC),
+                                  datetime(2100, 1, 1, tzinfo=UTC))
+    assert client.get("/v1/reports/revenue", headers=admin).status_code == 200
+    writer = bearer(tokens.m2m("credits:write"))
+    assert client.get("/v1/reports/revenue", headers=writer).status_code == 403
+    for query in ("since=yesterday", "since=2026-02-01&until=2026-01-01", "until=2026-13-01"):
+        bad = client.get(f"/v1/reports/revenue?{query}", headers=admin)
+        assert bad.status_code == 422, query
+        assert bad.get_json()["error"]["code"] == "invalid_request"

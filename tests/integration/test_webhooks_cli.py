@@ -158,7 +158,8 @@ def test_simulate_signs_and_sends_to_the_running_service(
                     "agr_sim", "--user", "kp_sim", "--plan", "pro")["status"] == "processed"
     assert simulate("customer.meter_usage_updated", "--customer", "cust_sim", "--feature",
                     "storage_gb", "--value", "3", "--absolute")["status"] == "processed"
-    assert container.ledger.get_wallet("kp_sim")["balance"] == 500 - 200 - 300
+    # The agreement puts kp_sim on plan pro: its 20,000 credits for this period (issue 12).
+    assert container.ledger.get_wallet("kp_sim")["balance"] == 500 + 20000 - 200 - 300
     again = simulate("organization.created", "--org", "org_sim")
     assert again["status"] == "processed"
     assert container.ledger.get_wallet("org_sim")["balance"] == 2000

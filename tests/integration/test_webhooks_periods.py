@@ -36,6 +36,9 @@ AGREEMENT = "agreement_mid"
 USER = "kp_mid"
 SIGNUP = 500  # sign-up credits for a user in config/credits.toml
 GB = 100  # credits per storage_gb unit
+# An agreement event that states its period puts the user on plan "pro", which grants its
+# allotment for that period (issue 12: plan credits).
+PRO = 20000
 
 
 @pytest.fixture
@@ -125,7 +128,7 @@ def test_the_agreement_events_period_is_used_without_asking_kinde(
     kinde.outage(True)  # the stored period is enough
     assert status(env, absolute("5", **at("2026-11-30T12:00:00Z"))) == "processed"
     assert status(env, absolute("7", **at("2026-12-02T12:00:00Z"))) == "processed"
-    assert env.balance(USER) == SIGNUP - 7 * GB
+    assert env.balance(USER) == SIGNUP + PRO - 7 * GB
 
 
 def test_unknown_period_parks_and_never_debits_on_a_guess(
@@ -160,12 +163,12 @@ def test_new_period_after_renewal_is_learned_from_kinde(
     clock.now = datetime(2026, 12, 16, 12, tzinfo=UTC)
     status(env, absolute("2", **at("2026-12-16T12:00:00Z")))
     worker_pass(env, clock)
-    assert env.balance(USER) == SIGNUP - 7 * GB
+    assert env.balance(USER) == SIGNUP + PRO - 7 * GB
     # A late total for the old period (before the stored one began) is parked, not guessed.
     late = absolute("6", **at("2026-12-14T12:00:00Z"))
     r = env.deliver(late).get_json()
     assert r["status"] == "parked" and "period" in r["reason"]
-    assert env.balance(USER) == SIGNUP - 7 * GB
+    assert env.balance(USER) == SIGNUP + PRO - 7 * GB
 
 
 def test_month_keyed_total_stored_before_the_upgrade_is_the_baseline(env: WebhookEnv) -> None:
@@ -176,4 +179,4 @@ def test_month_keyed_total_stored_before_the_upgrade_is_the_baseline(env: Webhoo
                           datetime(2026, 11, 20, tzinfo=UTC))
         uow.commit()
     assert status(env, absolute("7", **at("2026-12-02T12:00:00Z"))) == "processed"
-    assert env.balance(USER) == SIGNUP - 2 * GB
+    assert env.balance(USER) == SIGNUP + PRO - 2 * GB

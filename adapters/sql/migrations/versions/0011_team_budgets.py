@@ -1,7 +1,7 @@
 """team budgets: member caps, member spend per UTC window, member of each hold
 
 Revision ID: 0011
-Revises: 0006
+Revises: 0013
 Create Date: 2026-11-28 09:40:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import adapters.sql.schema
 
 revision = "0011"
-down_revision = "0006"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

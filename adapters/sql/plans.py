@@ -1,0 +1,147 @@
+"""SQL side of plan periods: the `plan_allotments` rows (exactly once per period, and each
+period's bookkeeping). Registered on the unit of work as `uow.plans`.
+
+The agreement's current period itself is not kept here: it lives in `billing_agreements`
+(`uow.billing`), the one cache of Kinde's agreements that usage reporting reads too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from adapters.sql import schema as t
+from adapters.sql.store import register_repository
+from app.services.plans import AllotmentRecord
+
+_a = t.plan_allotments.c
+
+
+def _record(row: object) -> AllotmentRecord:
+    return AllotmentRecord(
+        wallet_id=row.wallet_id,  # type: ignore[attr-defined]
+        agreement_id=row.agreement_id,  # type: ignore[attr-defined]
+        period_start=row.period_start,  # type: ignore[attr-defined]
+        plan_code=row.plan_code,  # type: ignore[attr-defined]
+        period_end=row.period_end,  # type: ignore[attr-defined]
+        credits=row.credits,  # type: ignore[attr-defined]
+        block_id=row.block_id,  # type: ignore[attr-defined]
+        ended_at=row.ended_at,  # type: ignore[attr-defined]
+        closed_at=row.closed_at,  # type: ignore[attr-defined]
+    )
+
+
+class SqlPlanRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+
+    def claim(self, record: AllotmentRecord, now: datetime) -> bool:
+        """Insert the period's row unless it exists; True when this call inserted it.
+
+        ON CONFLICT DO NOTHING: on PostgreSQL a concurrent claim of the same key waits for the
+        first transaction and then inserts nothing, so two grants can never both win.
+        """
+        ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
+            t.plan_allotments
+        ).values(
+            wallet_id=record.wallet_id,
+            agreement_id=record.agreement_id,
+            period_start=record.period_start,
+            plan_code=record.plan_code,
+            period_end=record.period_end,
+            credits=record.credits,
+            block_id=record.block_id,
+            created_at=now,
+        )
+        # RETURNING, not rowcount: psycopg's rowcount is not reliable for ON CONFLICT.
+        inserted = self.conn.execute(ins.on_conflict_do_nothing().returning(_a.wallet_id))
+        return inserted.first() is not None
+
+    def set_block(self, record: AllotmentRecord, block_id: str) -> None:
+        self.conn.execute(
+            update(t.plan_allotments)
+            .where(*self._key(record))
+            .values(block_id=block_id)
+        )
+
+    def open_periods(self, wallet_id: str) -> list[AllotmentRecord]:
+        rows = self.conn.execute(
+            select(t.plan_allotments)
+            .where(_a.wallet_id == wallet_id, _a.closed_at.is_(None))
+            .order_by(_a.period_end, _a.period_start)
+        )
+        return [_record(r) for r in rows]
+
+    def periods(self, wallet_id: str) -> list[AllotmentRecord]:
+        rows = self.conn.execute(
+            select(t.plan_allotments)
+            .where(_a.wallet_id == wallet_id)
+            .order_by(_a.period_start, _a.plan_code)
+        )
+        return [_record(r) for r in rows]
+
+    def mark_ended(self, wallet_id: str, up_to: datetime, now: datetime) -> None:
+        self.conn.execute(
+            update(t.plan_allotments)
+            .where(_a.wallet_id == wallet_id, _a.period_end <= up_to, _a.ended_at.is_(None))
+            .values(ended_at=now)
+        )
+
+    def close(self, wallet_id: str, up_to: datetime, now: datetime) -> None:
+        """The periods ending by `up_to` are done: their end applied, the next one handled."""
+        self.mark_ended(wallet_id, up_to, now)
+        self.conn.execute(
+            update(t.plan_allotments)
+            .where(_a.wallet_id == wallet_id, _a.period_end <= up_to, _a.closed_at.is_(None))
+            .values(closed_at=now)
+        )
+
+    def close_agreement(self, wallet_id: str, agreement_id: str, now: datetime) -> None:
+        self.conn.execute(
+            update(t.plan_allotments)
+            .where(_a.wallet_id == wallet_id, _a.agreement_id == agreement_id,
+                   _a.closed_at.is_(None))
+            .values(closed_at=now)
+        )
+
+    def due_wallets(self, now: datetime, limit: int) -> list[str]:
+        rows = self.conn.execute(
+            select(_a.wallet_id)
+            .where(_a.closed_at.is_(None), _a.period_end <= now)
+            .group_by(_a.wallet_id)
+            .order_by(_a.wallet_id)
+            .limit(limit)
+        )
+        return [r.wallet_id for r in rows]
+
+    def wallets_without_allotment(self, plan_codes: list[str], limit: int) -> list[str]:
+        """Wallets on a catalog plan whose current agreement has no allotment yet."""
+        if not plan_codes:
+            return []
+        w = t.wallets.c
+        granted = exists().where(
+            and_(_a.wallet_id == w.id, _a.agreement_id == w.agreement_id)
+        )
+        rows = self.conn.execute(
+            select(w.id)
+            .where(w.agreement_id.is_not(None), w.plan_code.in_(plan_codes), ~granted)
+            .order_by(w.id)
+            .limit(limit)
+        )
+        return [r.id for r in rows]
+
+    @staticmethod
+    def _key(record: AllotmentRecord) -> tuple[Any, ...]:
+        return (
+            _a.wallet_id == record.wallet_id,
+            _a.agreement_id == record.agreement_id,
+            _a.period_start == record.period_start,
+            _a.plan_code == record.plan_code,
+        )
+
+
+register_repository("plans", SqlPlanRepository)

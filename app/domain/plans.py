@@ -1,0 +1,139 @@
+"""Plan credits: the three unused-credit policies as pure rules (DESIGN.md "Plans and periods").
+
+Given a plan and a billing period, these functions say when an allotment expires, how it is
+described, which unused allotment credits a cap takes away at a period end, and which periods
+follow one another. Nothing here reads a clock, a database or Kinde: the period service
+(app.services.plans) feeds in the instants and applies the answers to a locked wallet.
+
+- "expire" (use it or lose it): an allotment expires at the end of its period.
+- "rollover" (rollover with expiry): an allotment expires `rollover_expires_after_days` after
+  the end of its period.
+- "full" (full rollover): allotments never expire.
+- `rollover_max_credits`: at each period end, unused allotment credits above the cap expire,
+  soonest-expiring first, BEFORE the next period's allotment is granted (which does not count
+  against it): cap 500, 700 unused, allotment 1000 -> the new period starts at 1,500.
+
+The cap counts every unused plan allotment in the wallet (whatever plan granted it): it bounds
+what a customer carries into a period. Purchases and grants are never touched by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from app.domain.catalog import Plan
+from app.domain.ledger import REASON_WHEN_SEPARATOR, Block
+
+
+@dataclass(frozen=True)
+class Period:
+    """One billing period of an agreement: [start, end)."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise ValueError(f"a billing period must end after it starts ({self.start} .. "
+                             f"{self.end})")
+
+    @property
+    def length(self) -> timedelta:
+        return self.end - self.start
+
+    @property
+    def label(self) -> str:
+        """How the ledger names a period: the month it starts in ("Nov 2026")."""
+        return self.start.strftime("%b %Y")
+
+
+def allotment_expiry(plan: Plan, period: Period) -> datetime | None:
+    """When the allotment granted for `period` expires under the plan's policy."""
+    if plan.rollover == "expire":
+        return period.end
+    if plan.rollover == "rollover":
+        assert plan.rollover_expires_after_days is not None  # the catalog requires it
+        return period.end + timedelta(days=plan.rollover_expires_after_days)
+    return None
+
+
+def allotment_reason(plan: Plan, period: Period) -> str:
+    """The block's reason; its second half completes the expiry entry's description."""
+    what = f"{plan.name} plan credits for {period.label}"
+    if plan.rollover == "expire":
+        return f"{what}{REASON_WHEN_SEPARATOR}at period end"
+    if plan.rollover == "rollover":
+        days = plan.rollover_expires_after_days
+        return f"{what}{REASON_WHEN_SEPARATOR}{days} days after their period ended"
+    return what
+
+
+def allotment_description(plan: Plan, period: Period) -> str:
+    policy = {
+        "expire": "use it or lose it: expires at period end",
+        "rollover": f"rolls over; expires {plan.rollover_expires_after_days} days after the "
+        "period ends",
+        "full": "rolls over; never expires",
+    }[plan.rollover]
+    return (f"+{plan.credits_per_period:,} credits: {plan.name} plan allotment for "
+            f"{period.label} ({policy})")
+
+
+def cap_expiries(plan: Plan, blocks: list[Block], at: datetime) -> list[tuple[Block, int]]:
+    """Unused allotment credits above the plan's cap at a period end: (block, credits) to
+    expire, those that expire soonest first. Blocks already due at `at` are not counted
+    (they expire anyway)."""
+    cap = plan.rollover_max_credits
+    if cap is None or plan.rollover == "expire":
+        return []
+    carried = [
+        b for b in blocks
+        if b.kind == "allotment" and b.remaining > 0
+        and (b.expires_at is None or b.expires_at > at)
+    ]
+    excess = sum(b.remaining for b in carried) - cap
+    out: list[tuple[Block, int]] = []
+    for block in sorted(carried, key=Block.consumption_order):
+        if excess <= 0:
+            break
+        take = min(block.remaining, excess)
+        out.append((block, take))
+        excess -= take
+    return out
+
+
+def cap_description(plan: Plan, block: Block, credits: int) -> str:
+    what = block.reason.partition(REASON_WHEN_SEPARATOR)[0]
+    return (f"-{credits:,} credits: unused {what} expired at period end (over the "
+            f"{plan.rollover_max_credits:,}-credit rollover cap of the {plan.name} plan)")
+
+
+def next_local_period(period: Period) -> Period:
+    """Without Kinde (local mode) the next period has the same length and starts at the end."""
+    return Period(period.end, period.end + period.length)
+
+
+def periods_between(last: Period, current: Period) -> list[Period]:
+    """The periods from the end of `last` up to and including Kinde's `current` one.
+
+    Normally `current` starts where `last` ended (give or take less than half a period) and
+    this is [current]. After a long outage Kinde reports only its current period: the missed
+    ones in between are rebuilt with the last period's length, the final one ending where
+    Kinde's current period starts, so each missed period is granted once, none twice, and no
+    sliver of a period gets a whole allotment.
+    """
+    if current.start <= last.start:
+        return []
+    if current.start - last.end < last.length / 2:
+        # Kinde's next period (its boundaries may drift by moments): no period was missed.
+        return [current]
+    out: list[Period] = []
+    start = last.end
+    while current.start - start >= last.length * 1.5:
+        out.append(Period(start, start + last.length))
+        start += last.length
+    # What is left (between half and one and a half periods) is one missed period.
+    out.append(Period(start, current.start))
+    out.append(current)
+    return out

@@ -1,0 +1,67 @@
+"""`GET /v1/reports/revenue?since=&until=` (credits:admin): the revenue roll-forward, the same
+JSON as `kinde-credits report revenue --json` (app.services.revenue)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from app.http.api import BEARER_SECURITY, container, doc_errors, make_blueprint
+from app.http.auth import requires
+from app.services.revenue import report_bounds, revenue_report
+
+bp = make_blueprint("reports", "Reports: the revenue roll-forward")
+
+_MONEY = {"description": "decimal string, to the cent", "example": "49.00"}
+
+
+class RevenueQuerySchema(ma.Schema):
+    since = fields.String(
+        validate=validate.Length(min=1, max=40),
+        metadata={"description": "start, inclusive: 2026-11-01 or an ISO 8601 date-time "
+                                 "(default: the first of this month, UTC)"},
+    )
+    until = fields.String(
+        validate=validate.Length(min=1, max=40),
+        metadata={"description": "end, exclusive (default: now)"},
+    )
+
+
+class CreditCountsSchema(ma.Schema):
+    opening = fields.Integer(required=True)
+    added = fields.Integer(required=True)
+    used = fields.Integer(required=True)
+    expired = fields.Integer(required=True)
+    closing = fields.Integer(required=True)
+
+
+class CurrencyRevenueSchema(ma.Schema):
+    opening_deferred = fields.String(required=True, metadata=_MONEY)
+    sales = fields.String(required=True, metadata=_MONEY)
+    recognised = fields.String(required=True, metadata=_MONEY)
+    breakage = fields.String(required=True, metadata=_MONEY)
+    closing_deferred = fields.String(required=True, metadata=_MONEY)
+    credits = fields.Nested(CreditCountsSchema, required=True)
+
+
+class RevenueReportSchema(ma.Schema):
+    since = fields.String(required=True, metadata={"format": "date-time"})
+    until = fields.String(required=True, metadata={"format": "date-time"})
+    currencies = fields.Dict(keys=fields.String(), values=fields.Nested(CurrencyRevenueSchema),
+                             required=True)
+    uncosted_credits = fields.Nested(CreditCountsSchema, required=True)
+
+
+@bp.route("/v1/reports/revenue", methods=["GET"])
+@requires("admin")
+@bp.arguments(RevenueQuerySchema, location="query", as_kwargs=True)
+@bp.response(200, RevenueReportSchema)
+@bp.doc(security=BEARER_SECURITY, responses=doc_errors(401, 403, 422, 503))
+def get_revenue(since: str | None = None, until: str | None = None) -> dict[str, Any]:
+    """Per currency: opening deferred + sales - recognised - breakage = closing deferred, to
+    the cent, for [since, until); credits without a cost basis as counts."""
+    c = container()
+    start, end = report_bounds(since, until, c.clock())
+    return revenue_report(c.store, start, end)

@@ -1,0 +1,202 @@
+"""Revenue roll-forward for any past period: `report revenue` and `GET /v1/reports/revenue`.
+
+Per currency, for [since, until):
+    opening_deferred + sales - recognised - breakage = closing_deferred      (to the cent)
+- sales: the cost basis of credit blocks created in the period (purchases, and plan allotments
+  when the catalog gives the plan a price);
+- recognised: credits used in the period (usage, captured holds, credits that paid arrears)
+  times their block's cost basis;
+- breakage: credits expired unused in the period times their block's cost basis;
+- deferred (opening / closing): the cost basis of credits still unused at that instant.
+
+Exact for any period, not only "to date": every debit and expiry records which block it drew
+from and when (`block_draws`, written in the entry's own transaction; migration 0013 backfilled
+older ledgers by replaying them). Money is allocated per block in draw order (time, then entry
+id): after a block's first n credits are consumed, round(cost x n / original) of its money is
+consumed, to the cent. Each draw gets the difference, so every figure is a sum of whole cents,
+none is ever negative, a fully used block consumes exactly its cost, and the identity above
+holds exactly in every period. Credits with no cost basis (sign-up, grants, plans without a
+price) are reported as credit counts only, with the same roll-forward in credits.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Protocol
+
+CENT = Decimal("0.01")
+MONEY_FIELDS = ("opening_deferred", "sales", "recognised", "breakage", "closing_deferred")
+CREDIT_FIELDS = ("opening", "added", "used", "expired", "closing")
+
+
+@dataclass(frozen=True)
+class CostedBlock:
+    """A block with a cost basis, created before the period's end."""
+
+    id: str
+    currency: str
+    cost: Decimal
+    original: int
+    created_at: datetime
+    consumed_before: int  # credits drawn before the period's start
+    # Draws inside the period in draw order: (credits, entry kind).
+    draws: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class CreditFlows:
+    """Credits without a cost basis: a roll-forward in credits."""
+
+    opening: int = 0
+    added: int = 0
+    used: int = 0
+    expired: int = 0
+
+    @property
+    def closing(self) -> int:
+        return self.opening + self.added - self.used - self.expired
+
+
+@dataclass(frozen=True)
+class RevenueInputs:
+    blocks: list[CostedBlock] = field(default_factory=list)
+    uncosted: CreditFlows = CreditFlows()
+
+
+class RevenueRepository(Protocol):
+    def revenue_inputs(self, since: datetime, until: datetime) -> RevenueInputs:
+        """Everything the report needs, read in ONE snapshot."""
+
+
+def _money(cost: Decimal, original: int, credits: int) -> Decimal:
+    return (cost * credits / original).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def roll_forward(inputs: RevenueInputs, since: datetime, until: datetime) -> dict[str, Any]:
+    """The report from its inputs (pure, so property tests can drive it directly)."""
+    money: dict[str, dict[str, Decimal]] = defaultdict(
+        lambda: {k: Decimal("0.00") for k in MONEY_FIELDS})
+    credits: dict[str, dict[str, int]] = defaultdict(lambda: {k: 0 for k in CREDIT_FIELDS})
+    for b in inputs.blocks:
+        row, count = money[b.currency], credits[b.currency]
+        consumed = b.consumed_before
+        taken = _money(b.cost, b.original, consumed)
+        if b.created_at < since:
+            row["opening_deferred"] += b.cost - taken
+            count["opening"] += b.original - consumed
+        else:
+            row["sales"] += b.cost
+            count["added"] += b.original
+        for amount, kind in b.draws:
+            consumed += amount
+            now_taken = _money(b.cost, b.original, consumed)
+            share = now_taken - taken
+            taken = now_taken
+            if kind == "expiry":
+                row["breakage"] += share
+                count["expired"] += amount
+            else:
+                row["recognised"] += share
+                count["used"] += amount
+        row["closing_deferred"] += b.cost - taken
+        count["closing"] += b.original - consumed
+    u = inputs.uncosted
+    return {
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "currencies": {
+            cur: {
+                **{k: str(money[cur][k].quantize(CENT)) for k in MONEY_FIELDS},
+                "credits": dict(credits[cur]),
+            }
+            for cur in sorted(money)
+        },
+        # Credits with no cost basis (sign-up, grants, plans without a price): counts only.
+        "uncosted_credits": {"opening": u.opening, "added": u.added, "used": u.used,
+                             "expired": u.expired, "closing": u.closing},
+    }
+
+
+def revenue_report(
+    uow_factory: Callable[[bool], Any], since: datetime, until: datetime
+) -> dict[str, Any]:
+    with uow_factory(False) as uow:
+        repo: RevenueRepository = uow.revenue
+        inputs = repo.revenue_inputs(since, until)
+    return roll_forward(inputs, since, until)
+
+
+def as_csv(report: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["currency", *MONEY_FIELDS, *(f"credits_{k}" for k in CREDIT_FIELDS)])
+    for cur, row in report["currencies"].items():
+        writer.writerow([cur, *(row[k] for k in MONEY_FIELDS),
+                         *(row["credits"][k] for k in CREDIT_FIELDS)])
+    u = report["uncosted_credits"]
+    writer.writerow(["(no cost basis)", *("" for _ in MONEY_FIELDS),
+                     *(u[k] for k in CREDIT_FIELDS)])
+    return out.getvalue()
+
+
+def as_text(report: dict[str, Any]) -> str:
+    lines = [f"Revenue roll-forward {report['since']} .. {report['until']} (until exclusive)"]
+    if not report["currencies"]:
+        lines.append("  no credits with a cost basis")
+    for cur, row in report["currencies"].items():
+        c = row["credits"]
+        lines.append(
+            f"  {cur}: opening deferred {row['opening_deferred']} + sales {row['sales']} "
+            f"- recognised {row['recognised']} - breakage {row['breakage']} "
+            f"= closing deferred {row['closing_deferred']}"
+        )
+        lines.append(
+            f"       credits: {c['opening']:,} + {c['added']:,} sold - {c['used']:,} used "
+            f"- {c['expired']:,} expired = {c['closing']:,}"
+        )
+    u = report["uncosted_credits"]
+    lines.append(
+        f"  credits without cost basis: {u['opening']:,} + {u['added']:,} granted "
+        f"- {u['used']:,} used - {u['expired']:,} expired = {u['closing']:,}"
+    )
+    return "\n".join(lines)
+
+
+def parse_bound(value: str | None, name: str) -> datetime | None:
+    """`YYYY-MM-DD` (midnight UTC) or an ISO 8601 date-time (an offset or Z; none = UTC)."""
+    from datetime import UTC
+
+    from app.domain.ledger import InvalidAmount
+
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidAmount(
+            f"{name} must be a date (2026-11-01) or an ISO 8601 date-time, got {value[:40]!r}"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def report_bounds(
+    since: str | None, until: str | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """The period asked for; by default from the first of this month (UTC) until now."""
+    from app.domain.ledger import InvalidAmount
+
+    start = parse_bound(since, "since") or now.replace(day=1, hour=0, minute=0, second=0,
+                                                       microsecond=0)
+    end = parse_bound(until, "until") or now
+    if end <= start:
+        raise InvalidAmount("until must be after since")
+    return start, end
