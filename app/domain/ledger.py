@@ -334,6 +334,7 @@ class Wallet:
         hold_id: str | None = None,
         occurred_at: datetime | None = None,
         reserved: int = 0,
+        hold_placed_at: datetime | None = None,
     ) -> NewEntry:
         """Take credits from the soonest-expiring blocks.
 
@@ -350,7 +351,18 @@ class Wallet:
                 raise InsufficientCredits(amount, self.available + reserved)
         left = amount
         draws: list[tuple[str, int]] = []
-        for block in sorted(self.blocks, key=Block.consumption_order):
+        # Credits past their expiry are still here only because open holds reserve them
+        # (expire_blocks): a capture of a hold placed before they expired draws them first;
+        # any other debit (usage, or a hold placed after they expired, which could not
+        # reserve them) draws them last, or spending during a hold and then releasing it
+        # would keep expired credits for good.
+        def order(block: Block) -> tuple[bool, tuple[bool, datetime, datetime, str]]:
+            kept = block.expires_at is not None and block.expires_at <= now
+            reserved_by_this = hold_placed_at is not None and (
+                block.expires_at is not None and hold_placed_at < block.expires_at)
+            return (kept and not reserved_by_this, block.consumption_order())
+
+        for block in sorted(self.blocks, key=order):
             if left == 0:
                 break
             take = min(block.remaining, left)
@@ -433,6 +445,7 @@ class Wallet:
             quantity=quantity,
             hold_id=hold.id,
             reserved=hold.amount,
+            hold_placed_at=hold.created_at,
             # The held credits were promised: capture never fails, even if usage Kinde
             # reported meanwhile pushed the wallet into arrears.
             refusable=False,

@@ -63,6 +63,16 @@ class UtcDateTime(fields.AwareDateTime):
         return moment
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only. `truthy={True}` alone lets 1, 1.0 and 0 through, because they
+    equal True and False in Python."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 # -- errors --------------------------------------------------------------------------------
 
 
@@ -154,8 +164,7 @@ class AlertSettingsSchema(ma.Schema):
         validate=validate.Length(max=20),
         metadata={"description": "absolute balances, in credits"},
     )
-    notify_at_zero = fields.Boolean(
-        truthy={True}, falsy={False},  # "yes" or 1 is refused, not guessed
+    notify_at_zero = StrictBoolean(  # "yes" or 1 is refused, not guessed
         metadata={"description": "send credits.depleted at zero"},
     )
 
@@ -183,7 +192,7 @@ class AlertSettingsResultSchema(ma.Schema):
 
 
 class AutoRechargeRequestSchema(ma.Schema):
-    enabled = fields.Boolean(required=True, truthy={True}, falsy={False})
+    enabled = StrictBoolean(required=True)
     threshold_credits = fields.Integer(
         strict=True,
         validate=validate.Range(min=1, max=MAX_CREDITS),

@@ -25,6 +25,11 @@ CASES: list[tuple[str, str, Any]] = [
     ("put", "/v1/wallets/kp_a/alerts", {"notify_at_zero": None}),
     ("put", "/v1/wallets/kp_a/alerts", {"thresholds_percent": None}),
     ("put", "/v1/wallets/kp_a/auto-recharge", {"enabled": "true"}),
+    # 1 == True and 0 == False in Python: a set lookup must not let numbers through.
+    ("put", "/v1/wallets/kp_a/alerts", {"notify_at_zero": 1}),
+    ("put", "/v1/wallets/kp_a/alerts", {"notify_at_zero": 0}),
+    ("put", "/v1/wallets/kp_a/auto-recharge", {"enabled": 0}),
+    ("put", "/v1/wallets/kp_a/auto-recharge", {"enabled": 1.0}),
     ("put", "/v1/wallets/kp_a/auto-recharge",
      {"enabled": False, "threshold_credits": 10.5, "bundle": "starter"}),
     ("get", "/v1/wallets/kp_a/ledger?cursor=99999999999999999999", None),

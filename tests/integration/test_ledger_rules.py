@@ -103,6 +103,25 @@ def test_hold_expiry_after_block_expiry_frees_and_expires(
     assert verify_ledger(sql_ledger.uow) == {}
 
 
+def test_a_hold_is_no_way_to_keep_expiring_credits(
+    sql_ledger: LedgerService, clock: FakeClock
+) -> None:
+    """Hold the credits about to expire, spend the rest, then release the hold (or capture a
+    hold placed after they expired): the held credits still expire."""
+    sql_ledger.grant("kp_a", 100, "trial", expires_after_days=1)
+    sql_ledger.grant("kp_a", 100, "goodwill")
+    first = sql_ledger.place_hold("kp_a", credits=100, expires_in_seconds=3 * 24 * 3600)
+    clock.advance(days=2)
+    sql_ledger.record_usage("kp_a", "api_call", 50)
+    second = sql_ledger.place_hold("kp_a", credits=50, expires_in_seconds=3600)
+    sql_ledger.capture_hold(second.body["hold_id"])
+    sql_ledger.release_hold(first.body["hold_id"])
+    # The trial's 100 were kept only for the first hold; 50 + 50 of goodwill were spent.
+    assert _view(sql_ledger, "kp_a") == (0, 0, 0)
+    assert _kinds(sql_ledger, "kp_a")[-2:] == [("release", 0), ("expiry", -100)]
+    assert verify_ledger(sql_ledger.uow) == {}
+
+
 # -- defect 8: capture larger than the hold ---------------------------------------------------
 
 
