@@ -25,6 +25,7 @@ BLUEPRINT_MODULES = [
     "app.http.catalog",
     "app.http.wallet_settings",
     "app.http.reports",
+    "app.http.budgets",
     "app.http.docs",
     "app.http.webhooks",
     "app.http.dashboard_link",

@@ -777,3 +777,10 @@ class SqlStore:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+
+# Team budgets take part in every capture and in member debits (app.services.budgets), so their
+# repository comes with the store itself rather than only with the composition root: a store
+# built directly (bench, tests, scripts) must not lose member bookkeeping. Imported last, once
+# register_repository exists.
+import adapters.sql.budgets  # noqa: E402, F401

@@ -17,6 +17,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from adapters.tokens import KeySourceUnavailable, TokenError
+from app.domain.budgets import MemberBudgetExceeded
 from app.domain.ledger import InsufficientCredits, LedgerError
 from app.services.ledger import status_for
 
@@ -97,6 +98,8 @@ def ledger_error_response(exc: LedgerError) -> Response:
     if isinstance(exc, InsufficientCredits):
         # Clients show "needs 50, you have 12" and offer a top-up without parsing the message.
         extra = {"needed": exc.needed, "available": max(exc.available, 0)}
+    elif isinstance(exc, MemberBudgetExceeded):
+        extra = {"needed": exc.needed, "available_to_member": exc.available_to_member}
     return error_response(status_for(exc), exc.code, exc.message, extra=extra)
 
 

@@ -21,6 +21,7 @@ from app.http.api import (
     reply,
 )
 from app.http.auth import current_principal, requires
+from app.http.budgets import spending_member
 
 bp = make_blueprint("holds", "Holds: reserve credits, then capture or release them")
 
@@ -44,6 +45,7 @@ def place_hold(body: dict[str, Any], wallet_id: str) -> Any:
         quantity=body.get("quantity"),
         expires_in_seconds=body["expires_in_seconds"],
         idempotency_key=idempotency_key(),
+        member=spending_member(wallet_id, body.get("member")),
     )
     return reply(outcome)
 

@@ -86,6 +86,9 @@ class ErrorDetailSchema(ma.Schema):
     available = fields.Integer(
         metadata={"description": "insufficient_credits: credits available"}
     )
+    available_to_member = fields.Integer(
+        metadata={"description": "member_budget_exceeded: credits left of the member's caps"}
+    )
     details = fields.Raw(metadata={"description": "invalid_request: per-field problems"})
 
 
@@ -287,6 +290,9 @@ class UsageRequestSchema(ma.Schema):
     feature = fields.String(required=True, validate=KEY_LENGTH)
     quantity = _quantity()
     occurred_at = UtcDateTime(metadata={"description": "when it happened; default now"})
+    member = fields.String(  # team budgets: see app.http.budget_schemas
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "org wallets: the Kinde user (kp_...) spending (M2M)"})
 
 
 class UsageResultSchema(ma.Schema):
@@ -296,6 +302,7 @@ class UsageResultSchema(ma.Schema):
     value = fields.String(
         required=True, metadata={"description": "what is left of this feature, in use terms"}
     )
+    member = fields.String(metadata={"description": "the member charged (org wallets)"})
 
 
 class BatchRecordSchema(UsageRequestSchema):
@@ -380,6 +387,10 @@ class HoldRequestSchema(ma.Schema):
         metadata={"description": "the hold releases itself after this long (default 900)"},
     )
 
+    member = fields.String(
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "org wallets: the Kinde user (kp_...) the hold is for (M2M)"})
+
     @ma.validates_schema
     def _one_kind(self, data: dict[str, Any], **_: Any) -> None:
         if ("credits" in data) == ("feature" in data):
@@ -391,6 +402,7 @@ class HoldRequestSchema(ma.Schema):
 class HoldResultSchema(HoldSchema):
     balance = fields.Integer(required=True)
     available = fields.Integer(required=True)
+    member = fields.String(metadata={"description": "the member the hold is for"})
 
 
 class CaptureRequestSchema(ma.Schema):

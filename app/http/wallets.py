@@ -23,6 +23,8 @@ from app.http.api import (
     reply,
 )
 from app.http.auth import current_principal, require_scope, requires
+from app.http.budgets import spending_member
+from app.http.errors import ApiError
 from app.services.ledger import Outcome
 
 bp = make_blueprint("wallets", "Wallets: balances, ledger, usage and top-ups")
@@ -68,6 +70,7 @@ def record_usage(body: dict[str, Any], wallet_id: str) -> Any:
         body["quantity"],
         occurred_at=body.get("occurred_at"),
         idempotency_key=idempotency_key(),
+        member=spending_member(wallet_id, body.get("member")),
     )
     return reply(outcome)
 
@@ -102,6 +105,13 @@ def record_usage_batch(body: dict[str, Any]) -> Any:
             continue
         if "idempotency_key" not in record and header_key:
             record = {**record, "idempotency_key": batch_record_key(header_key, index)}
+        try:
+            member = spending_member(record["wallet_id"], record.get("member"))
+        except ApiError as exc:
+            results[index] = {"index": index, "status": exc.status,
+                              "error": {"code": exc.code, "message": exc.message}}
+            continue
+        record = {**record, "member": member}
         allowed.append((index, record))
     done = container().ledger.record_usage_batch([record for _, record in allowed])
     for (index, _), result in zip(allowed, done, strict=True):

@@ -18,6 +18,7 @@ from typing import Any
 
 from app.domain import alerts as alert_rules
 from app.domain.alerts import Alert, AlertSettings
+from app.domain.budgets import MemberBudgetExceeded
 from app.domain.catalog import Catalog, Feature
 from app.domain.ledger import (
     CREDIT_KINDS,
@@ -31,6 +32,7 @@ from app.domain.ledger import (
 )
 from app.domain.recharge import AutoRecharge
 from app.domain.usage_terms import describe_debit, describe_units_left
+from app.services import budgets as member_budgets
 from app.services import views
 from app.services.ports import Clock, DuplicateKey, UnitOfWork, UnitOfWorkFactory
 from app.services.recharge import AutoRecharger, PaymentGateway, suspended_notice
@@ -225,11 +227,17 @@ class LedgerService:
         *,
         occurred_at: datetime | None = None,
         idempotency_key: str | None = None,
+        member: str | None = None,
     ) -> Outcome:
-        """Debit `quantity x credits_per_unit` for refusable usage asked for by the product."""
+        """Debit `quantity x credits_per_unit` for refusable usage asked for by the product.
+
+        `member` (org wallets only) names the Kinde user spending: their caps are checked and
+        their spend recorded in this same transaction, under the wallet's lock.
+        """
         feature = self._feature(feature_key)
         credits = _usage_credits(feature, quantity)
         owner_type_of(wallet_id)
+        member = member_budgets.member_for(wallet_id, member)
 
         def action(uow: UnitOfWork, now: datetime) -> tuple[int, dict[str, Any]]:
             wallet = uow.wallets.lock(wallet_id)
@@ -237,6 +245,8 @@ class LedgerService:
                 # A wallet that never received credits has none: the same answer as empty.
                 raise InsufficientCredits(credits, 0)
             wallet = self.sweep_locked(uow, wallet, now)
+            if member is not None:
+                member_budgets.admit_debit(uow, wallet, member, credits, now)
             entry = wallet.debit(
                 credits,
                 reason=f"api:{feature.key}",
@@ -246,6 +256,9 @@ class LedgerService:
                 quantity=quantity,
                 occurred_at=occurred_at,
             )
+            if member is not None:
+                member_budgets.record_spend(uow, wallet_id, member, feature.key, credits,
+                                            quantity, now)
             [(entry_id, _)] = [s for s in self.save_wallet(uow, wallet, now) if s[1] is entry]
             return 201, {
                 "entry": views.entry_view(entry, entry_id),
@@ -254,10 +267,13 @@ class LedgerService:
                 "value": describe_units_left(
                     wallet.available, feature.credits_per_unit, feature.unit
                 ),
+                **({"member": member} if member is not None else {}),
             }
 
         request = {"op": "usage", "feature": feature_key, "quantity": quantity,
                    "occurred_at": views.iso(occurred_at)}
+        if member is not None:  # only then, so keys stored before budgets keep their hash
+            request["member"] = member
         return self._write(f"wallet:{wallet_id}", idempotency_key, request, action)
 
     def record_usage_batch(
@@ -273,6 +289,7 @@ class LedgerService:
                     record["quantity"],
                     occurred_at=record.get("occurred_at"),
                     idempotency_key=record.get("idempotency_key"),
+                    member=record.get("member"),
                 )
                 results.append(
                     {"index": index, "status": outcome.status, "result": outcome.body,
@@ -283,6 +300,9 @@ class LedgerService:
                 status = status_for(exc)
                 if isinstance(exc, InsufficientCredits):
                     error.update(needed=exc.needed, available=exc.available)
+                if isinstance(exc, MemberBudgetExceeded):
+                    error.update(needed=exc.needed,
+                                 available_to_member=exc.available_to_member)
                 results.append({"index": index, "status": status, "error": error})
             except Exception:
                 # The records before this one are committed: a 500 for the whole batch would
@@ -421,8 +441,10 @@ class LedgerService:
         quantity: int | None = None,
         expires_in_seconds: int = DEFAULT_HOLD_SECONDS,
         idempotency_key: str | None = None,
+        member: str | None = None,
     ) -> Outcome:
         feature = self._feature(feature_key) if feature_key else None
+        member = member_budgets.member_for(wallet_id, member)
         if feature is not None:
             amount = _usage_credits(feature, quantity if quantity is not None else 1)
             description = f"Held {amount:,} credits for {feature.label}"
@@ -441,6 +463,8 @@ class LedgerService:
         def action(uow: UnitOfWork, now: datetime) -> tuple[int, dict[str, Any]]:
             wallet = self._require_wallet_or_empty(uow, wallet_id, amount)
             wallet = self.sweep_locked(uow, wallet, now)
+            if member is not None:  # a hold reserves the member's budget too
+                member_budgets.admit_debit(uow, wallet, member, amount, now)
             hold = wallet.place_hold(
                 amount,
                 expires_at=now + timedelta(seconds=expires_in_seconds),
@@ -449,11 +473,16 @@ class LedgerService:
                 feature=feature.key if feature else None,
             )
             self.save_wallet(uow, wallet, now)
+            if member is not None:
+                member_budgets.note_hold(uow, hold.id, wallet_id, member)
             return 201, {**views.hold_view(hold), "balance": wallet.balance,
-                         "available": wallet.available}
+                         "available": wallet.available,
+                         **({"member": member} if member is not None else {})}
 
         request = {"op": "hold", "credits": credits, "feature": feature_key,
                    "quantity": quantity, "expires_in_seconds": expires_in_seconds}
+        if member is not None:
+            request["member"] = member
         return self._write(f"wallet:{wallet_id}", idempotency_key, request, action)
 
     def _require_wallet_or_empty(self, uow: UnitOfWork, wallet_id: str, needed: int) -> Wallet:
@@ -483,6 +512,7 @@ class LedgerService:
             current = uow.wallets.get_hold(hold_id)
             assert current is not None
             if op == "capture":
+                member = member_budgets.hold_member(uow, hold_id)
                 amount = current.amount if credits is None else credits
                 feature = self.catalog.features.get(current.feature or "")
                 entry = wallet.capture_hold(
@@ -493,6 +523,11 @@ class LedgerService:
                     # Units used, for reporting to Kinde: a started unit counts as one.
                     quantity=-(-amount // feature.credits_per_unit) if feature else None,
                 )
+                if member is not None:
+                    # A capture is at most the hold, whose reservation it replaces: it always
+                    # fits the member's budget, and the captured amount becomes spend.
+                    member_budgets.record_spend(uow, wallet_id, member, current.feature,
+                                                amount, entry.quantity, now)
             else:
                 entry = wallet.release_hold(
                     current, description=f"Released {current.amount:,} held credits", now=now
@@ -757,6 +792,7 @@ def _capture_description(catalog: Catalog, hold: Hold, amount: int) -> str:
 def status_for(exc: LedgerError) -> int:
     return {
         "insufficient_credits": 402,
+        "member_budget_exceeded": 402,
         "not_found": 404,
         "idempotency_conflict": 409,
         "hold_not_open": 409,

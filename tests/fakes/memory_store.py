@@ -14,7 +14,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from app.domain.audit import WalletAudit
+from app.domain.budgets import Caps, MemberUsage, day_key, month_key
 from app.domain.ledger import Block, Hold, Wallet, owner_type_of
+from app.services.budgets import MemberRecord, SpendLine
 from app.services.ports import DuplicateKey, RecordedEntry, StoredResponse, WalletProfile
 
 
@@ -29,6 +31,10 @@ class _State:
     # Block draws: (entry id, block id, credits, entry kind, created_at).
     draws: list[tuple[int, str, int, str, datetime]] = field(default_factory=list)
     next_entry_id: int = 1
+    caps: dict[tuple[str, str], Caps] = field(default_factory=dict)
+    # (wallet, member, period, feature) -> [credits, units]
+    spend: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
+    member_holds: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class MemoryWallets:
@@ -180,6 +186,65 @@ class MemoryIdempotency:
         self.s.keys[(scope, key)] = StoredResponse(request_hash, status_code, copy.deepcopy(body))
 
 
+class MemoryBudgets:
+    """Team budgets on the in-memory state (the same contract as adapters.sql.budgets)."""
+
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def caps(self, wallet_id: str, member: str) -> Caps:
+        return self.s.caps.get((wallet_id, member), Caps())
+
+    def set_caps(self, wallet_id: str, member: str, caps: Caps, now: datetime) -> None:
+        self.s.caps[(wallet_id, member)] = caps
+
+    def _held(self, wallet_id: str, now: datetime) -> dict[str, int]:
+        held: dict[str, int] = {}
+        for hold_id, (wallet, member) in self.s.member_holds.items():
+            hold = self.s.holds.get(hold_id)
+            if wallet == wallet_id and hold and hold.status == "open" and hold.expires_at > now:
+                held[member] = held.get(member, 0) + hold.amount
+        return held
+
+    def _spent(self, wallet_id: str, member: str, period: str) -> int:
+        return sum(v[0] for (w, m, p, _), v in self.s.spend.items()
+                   if (w, m, p) == (wallet_id, member, period))
+
+    def usage(self, wallet_id: str, member: str, now: datetime) -> MemberUsage:
+        return MemberUsage(self._spent(wallet_id, member, day_key(now)),
+                           self._spent(wallet_id, member, month_key(now)),
+                           self._held(wallet_id, now).get(member, 0))
+
+    def add_spend(self, wallet_id: str, member: str, feature: str, credits: int, units: int,
+                  now: datetime) -> None:
+        for period in (day_key(now), month_key(now)):
+            row = self.s.spend.setdefault((wallet_id, member, period, feature), [0, 0])
+            row[0] += credits
+            row[1] += units
+
+    def add_hold(self, hold_id: str, wallet_id: str, member: str) -> None:
+        self.s.member_holds[hold_id] = (wallet_id, member)
+
+    def hold_member(self, hold_id: str) -> str | None:
+        found = self.s.member_holds.get(hold_id)
+        return found[1] if found else None
+
+    def members(self, wallet_id: str, now: datetime) -> list[MemberRecord]:
+        records: dict[str, MemberRecord] = {}
+        for (wallet, member), caps in self.s.caps.items():
+            if wallet == wallet_id:
+                records.setdefault(member, MemberRecord(member)).caps = caps
+        day, month = day_key(now), month_key(now)
+        for (wallet, member, period, feature), (credits, units) in self.s.spend.items():
+            if wallet == wallet_id and period in (day, month):
+                record = records.setdefault(member, MemberRecord(member))
+                (record.today if period == day else record.month).append(
+                    SpendLine(feature, credits, units))
+        for member, held in self._held(wallet_id, now).items():
+            records.setdefault(member, MemberRecord(member)).held = held
+        return [records[m] for m in sorted(records)]
+
+
 class MemoryUnitOfWork:
     def __init__(self, store: MemoryStore, write: bool) -> None:
         self.store = store
@@ -192,6 +257,7 @@ class MemoryUnitOfWork:
         self.state = copy.deepcopy(self.store.state)
         self.wallets = MemoryWallets(self.state)
         self.idempotency = MemoryIdempotency(self.state)
+        self.budgets = MemoryBudgets(self.state)
         return self
 
     def commit(self) -> None:
