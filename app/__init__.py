@@ -28,6 +28,8 @@ BLUEPRINT_MODULES = [
     "app.http.budgets",
     "app.http.docs",
     "app.http.webhooks",
+    "app.http.dashboard_link",
+    "app.http.dashboard",
 ]
 
 

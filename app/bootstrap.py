@@ -11,12 +11,14 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.dashboard_signing import ItsDangerousSigner, load_or_create_secret
 from adapters.kinde_api import KindeManagementClient
 from adapters.local_keys import LocalKeyring
 from adapters.notify import build_channels
 from adapters.sql.store import SqlStore, make_engine
 from adapters.tokens import AccessTokenVerifier, JwksKeySource, KeySource, WebhookVerifier
 from app.domain.catalog import Catalog, load_catalog
+from app.services.dashboard import DashboardService, policy_for
 from app.services.ledger import LedgerService, utc_now
 from app.services.notifications import NOTIFY_PREFIX, ChannelHandler, Notifier
 from app.services.outbox import OutboxDispatcher, RetryPolicy
@@ -33,6 +35,7 @@ REPOSITORY_MODULES: tuple[str, ...] = (
     "adapters.sql.outbox",
     "adapters.sql.recharges",
     "adapters.sql.inbox",
+    "adapters.sql.dashboard",
     "adapters.sql.plans",
     "adapters.sql.revenue",
 )
@@ -137,4 +140,18 @@ def build_container(
         kinde=kinde,
     )
     container.extras["plan_service"] = plans
+    container.extras["dashboard"] = build_dashboard(settings, ledger, clock)
     return container
+
+
+def build_dashboard(settings: Settings, ledger: LedgerService, clock: Clock) -> DashboardService:
+    """The customer dashboard, signing with DASHBOARD_SECRET or a key kept under var_dir."""
+
+    def signer() -> ItsDangerousSigner:
+        secret = settings.dashboard_secret or load_or_create_secret(
+            settings.dashboard_secret_path)
+        return ItsDangerousSigner(secret)
+
+    policy = policy_for(ledger, unbilled_purchases=settings.dashboard_unbilled_purchases,
+                        auto_recharge_editable=settings.dashboard_auto_recharge)
+    return DashboardService(ledger, signer, clock, policy)

@@ -75,6 +75,15 @@ class Settings:
     # POST /top-ups {bundle} without a payment gateway gives credits away, unless the product
     # collects payment itself first. Default: only in local mode (nothing to bill with).
     sales_paid_elsewhere: bool = False
+    # The customer dashboard (app.http.dashboard): the key that signs its links and sessions
+    # (unset: a random one persisted under var_dir), the base URL its links start with
+    # (unset: the URL the link was asked for on), whether its buy buttons may sell packs that
+    # are not invoiced (SALES_PAID_ELSEWHERE or no Kinde billing), and whether customers may
+    # change auto-recharge there.
+    dashboard_secret: str | None = None
+    dashboard_base_url: str | None = None
+    dashboard_unbilled_purchases: bool = False
+    dashboard_auto_recharge: bool = True
 
     @property
     def local_mode(self) -> bool:
@@ -96,6 +105,10 @@ class Settings:
     @property
     def local_key_path(self) -> Path:
         return self.var_dir / "local-signing-key.pem"
+
+    @property
+    def dashboard_secret_path(self) -> Path:
+        return self.var_dir / "dashboard-secret"
 
     def as_env(self) -> dict[str, str]:
         """Environment-style view for adapters that read settings by their variable names."""
@@ -167,6 +180,14 @@ class Settings:
                 raise SettingsError(f"{name} must be at least {minimum}")
             return value
 
+        dashboard_secret = env.get("DASHBOARD_SECRET")
+        if dashboard_secret is not None and len(dashboard_secret) < 32:
+            # Links grant access to a wallet's dashboard: a short key could be guessed offline.
+            raise SettingsError("DASHBOARD_SECRET must be at least 32 characters")
+        dashboard_base_url = env.get("DASHBOARD_BASE_URL")
+        if dashboard_base_url:
+            dashboard_base_url = _check_url("DASHBOARD_BASE_URL", dashboard_base_url)
+
         public_url = _check_url(
             "PUBLIC_URL", env.get("PUBLIC_URL", "http://127.0.0.1:8000")
         )
@@ -194,4 +215,8 @@ class Settings:
             outbox_confirm_seconds=integer("OUTBOX_CONFIRM_SECONDS", 300),
             run_worker=_flag(env.get("RUN_WORKER"), True),
             sales_paid_elsewhere=_flag(env.get("SALES_PAID_ELSEWHERE"), not kinde_domain),
+            dashboard_secret=dashboard_secret,
+            dashboard_base_url=dashboard_base_url,
+            dashboard_unbilled_purchases=_flag(env.get("DASHBOARD_UNBILLED_PURCHASES"), False),
+            dashboard_auto_recharge=_flag(env.get("DASHBOARD_AUTO_RECHARGE"), True),
         )

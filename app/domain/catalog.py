@@ -55,6 +55,8 @@ class Bundle:
     # A second Kinde feature, priced at the discounted pack price: auto-recharge purchases are
     # invoiced on it, so the customer pays what the auto-recharge notice told them.
     auto_recharge_kinde_feature_code: str | None = None
+    # What the customer calls it ("Starter pack"): the dashboard's "Buy <label>" button.
+    label: str = ""
 
     def invoice_meter(self, auto: bool) -> str:
         """The usage-report key that counts this pack's purchases on one Kinde code.
@@ -262,6 +264,7 @@ def parse_catalog(data: Mapping[str, Any], path: str = "<memory>") -> Catalog:
             expires_after_days=r.integer("expires_after_days", None, minimum=1),
             kinde_feature_code=r.text("kinde_feature_code", None),
             auto_recharge_kinde_feature_code=r.text("auto_recharge_kinde_feature_code", None),
+            label=r.text("label", f"{key.replace('_', ' ').title()} pack"),
         )
         r.finish()
         if bundle.auto_recharge_kinde_feature_code and not bundle.kinde_feature_code:

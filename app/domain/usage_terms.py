@@ -119,21 +119,39 @@ def _runway_sentence(days: float) -> str:
     return f"At your pace of the last {_RUNWAY_WINDOW_DAYS} days they last {span}."
 
 
+def join_words(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def low_balance_message(
     balance: int,
     unit_hint: tuple[str, int] | None,
     used_last_7_days: int,
     top_up_url: str | None,
+    paused: list[str] | None = None,
 ) -> str:
     """The alert text: "2,500 credits left, about 50 reports. At your pace of the last 7 days
     they last about 3 days. Top up: https://...". Sentences that do not apply are left out.
 
-    `unit_hint` is (unit noun, credits per unit) of the wallet's main feature, if known.
+    `unit_hint` is (unit noun, credits per unit) of the wallet's main feature, if known. At or
+    below zero the text says what stops working: "Your credits are used up: reports are paused
+    until you top up." naming `paused` (plural nouns) when given, else the hint's unit.
     """
     parts: list[str] = []
     if balance <= 0:
-        left = "0 left" if balance == 0 else describe_units_left(balance, 1, "credit")
-        parts.append(f"Your credits are used up ({left}).")
+        if paused is None:
+            paused = [plural(unit_hint[0], 2)] if unit_hint is not None else []
+        stopped = paused
+        if stopped:
+            parts.append(f"Your credits are used up: {join_words(stopped)} are paused until "
+                         f"you top up.")
+        else:
+            parts.append("Your credits are used up: top up to keep going.")
+        if balance < 0:
+            parts.append(f"You owe {_credits(balance)}, taken from your next top-up.")
     else:
         head = f"{_credits(balance)} left"
         if unit_hint is not None:

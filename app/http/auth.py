@@ -20,7 +20,9 @@ from flask import current_app, g, request
 from app.domain.principal import ACTION_SCOPES, Action, Principal
 from app.http.errors import ApiError, unauthorized
 
-Requirement = Literal["read", "write", "admin", "any"]
+# "owner": the wallet's own user (or a member of its org) with no scope, else credits:admin;
+# for settings customers may change themselves (their alerts).
+Requirement = Literal["read", "write", "admin", "any", "owner"]
 F = TypeVar("F", bound=Callable[..., object])
 
 _REQUIREMENT_ATTR = "_kinde_credits_requires"
@@ -98,6 +100,12 @@ def authenticate_and_authorize() -> None:
     if requirement == "any":
         return
     wallet_id = (request.view_args or {}).get("wallet_id")
+    if requirement == "owner":
+        if wallet_id is None or not principal.can_reach_wallet(str(wallet_id)):
+            raise not_found()
+        if not principal.is_user:
+            require_scope(principal, "admin")
+        return
     if wallet_id is not None:
         require_wallet(principal, str(wallet_id), requirement)
     else:

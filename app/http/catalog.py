@@ -33,6 +33,7 @@ def catalog_view(catalog: Catalog) -> dict[str, Any]:
         "bundles": [
             {
                 "key": b.key,
+                "label": b.label or b.key,
                 "credits": b.credits,
                 # Money stays a decimal string: never a float on the wire.
                 "price": str(b.price),

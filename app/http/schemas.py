@@ -444,6 +444,7 @@ class BundleValueSchema(ma.Schema):
 
 class CatalogBundleSchema(ma.Schema):
     key = fields.String(required=True)
+    label = fields.String(metadata={"description": "what customers call it, e.g. 'Starter pack'"})
     credits = fields.Integer(required=True)
     price = fields.String(required=True, metadata={"description": "decimal, e.g. '49.00'"})
     currency = fields.String(required=True)

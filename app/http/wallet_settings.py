@@ -1,7 +1,9 @@
-"""`PUT /v1/wallets/{id}/alerts` and `PUT /v1/wallets/{id}/auto-recharge` (credits:admin).
+"""`PUT /v1/wallets/{id}/alerts` and `PUT /v1/wallets/{id}/auto-recharge`.
 
-Settings change what the service does on its own (notify, buy credits), so they need the
-admin scope, like grants.
+Settings change what the service does on its own (notify, buy credits), so machines need the
+admin scope, like grants. Customers set their own alerts: the wallet's own user token needs no
+scope for `PUT /alerts`, except to change `notify_email` (where the messages go), which stays
+an admin setting.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from app.http.api import (
     make_blueprint,
     reply,
 )
-from app.http.auth import requires
+from app.http.auth import current_principal, require_scope, requires
 
 bp = make_blueprint("wallet_settings", "Wallet settings: spend alerts and auto-recharge")
 
@@ -26,7 +28,7 @@ _WALLET = "/v1/wallets/<wallet_id:wallet_id>"
 
 
 @bp.route(f"{_WALLET}/alerts", methods=["PUT"])
-@requires("admin")
+@requires("owner")
 @bp.arguments(schemas.AlertSettingsRequestSchema)
 @bp.response(200, schemas.AlertSettingsResultSchema)
 @bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
@@ -35,7 +37,13 @@ def put_alerts(body: dict[str, Any], wallet_id: str) -> Any:
     """Set the wallet's alert thresholds (percent of the balance after the latest credit,
     and/or absolute credits); omitted fields take the catalog's defaults. Each threshold
     fires once per crossing; a credit re-arms the ones above the new balance. `notify_email`
-    sets where alert e-mails go (Kinde does not give an org's billing e-mail back)."""
+    sets where alert e-mails go (Kinde does not give an org's billing e-mail back).
+
+    The wallet's own user may call this without a scope (customers set their own alerts);
+    machines need credits:admin, and so does `notify_email`."""
+    if "notify_email" in body:
+        # Redirecting an account's alert e-mails is an account-admin decision.
+        require_scope(current_principal(), "admin")
     return reply(container().ledger.set_alerts(wallet_id, body,
                                                idempotency_key=idempotency_key()))
 

@@ -14,7 +14,7 @@ from typing import Any
 from app.domain.alerts import Alert
 from app.domain.catalog import Catalog
 from app.domain.ledger import Wallet, new_id
-from app.domain.usage_terms import low_balance_message
+from app.domain.usage_terms import low_balance_message, plural
 from app.services.outbox_ports import DeliveryError, OutboxMessage
 from app.services.ports import UnitOfWork
 from app.services.recharge import Notice
@@ -22,15 +22,28 @@ from app.services.recharge import Notice
 NOTIFY_PREFIX = "notify_"
 
 
+def paused_features(catalog: Catalog, feature_key: str | None) -> list[str]:
+    """What an empty wallet can no longer use, in plural nouns ("reports").
+
+    The feature whose use emptied the wallet, when the product reports it (and so it is now
+    refused); after Kinde-metered usage (never refused) every feature the product reports.
+    """
+    feature = catalog.features.get(feature_key or "")
+    if feature is not None and feature.source == "app":
+        return [plural(feature.unit, 2)]
+    return [plural(f.unit, 2) for f in catalog.features.values() if f.source == "app"]
+
+
 def alert_notice(
     alert: Alert, wallet_id: str, unit_hint: tuple[str, int] | None, used_7d: int,
-    top_up_url: str | None,
+    top_up_url: str | None, paused: list[str] | None = None,
 ) -> Notice:
     data: dict[str, Any] = {
         "wallet_id": wallet_id,
         "balance": alert.balance,
         "reference_balance": alert.reference_balance,
-        "message": low_balance_message(alert.balance, unit_hint, used_7d, top_up_url),
+        "message": low_balance_message(alert.balance, unit_hint, used_7d, top_up_url,
+                                       paused=paused),
     }
     if alert.threshold.percent is not None:
         data["threshold_percent"] = alert.threshold.percent
@@ -97,7 +110,8 @@ class Notifier:
             iter(self.catalog.features.values()), None)
         hint = (feature.unit, feature.credits_per_unit) if feature else None
         used = uow.wallets.usage_since(wallet.id, now - timedelta(days=7))
-        return alert_notice(alert, wallet.id, hint, used, self.top_up_url)
+        paused = paused_features(self.catalog, features[-1] if features else None)
+        return alert_notice(alert, wallet.id, hint, used, self.top_up_url, paused=paused)
 
 
 class ChannelHandler:

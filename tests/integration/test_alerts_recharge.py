@@ -95,7 +95,14 @@ def test_each_threshold_fires_once_and_credit_rearms(local: Container) -> None:
     assert "At your pace of the last 7 days" in low["data"]["message"]
     assert low["data"]["message"].endswith("Top up: https://app.example.com/billing")
     local.ledger.record_usage("kp_a", "api_call", 99)  # 0: depleted
-    assert notices(local)[-1]["type"] == "credits.depleted"
+    depleted = notices(local)[-1]
+    assert depleted["type"] == "credits.depleted"
+    # In use terms: what stops working and where to top up; the e-mail says the same.
+    assert depleted["data"]["message"] == (
+        "Your credits are used up: API calls are paused until you top up. "
+        "Top up: https://app.example.com/billing")
+    assert depleted["text"] == depleted["data"]["message"]
+    assert depleted["subject"] == "Your credits are used up"
     # A credit re-arms: percentages now measure against the new balance.
     local.ledger.grant("kp_a", 2000, "top-up")
     local.ledger.record_usage("kp_a", "report_generation", 20)  # 1000 = 50% of 2000

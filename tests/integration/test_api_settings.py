@@ -27,7 +27,11 @@ def test_settings_need_admin_and_valid_input(client: FlaskClient, tokens: Tokens
     write = bearer(tokens.m2m("credits:write"))
     assert client.put("/v1/wallets/kp_alice/alerts", json={}, headers=write).status_code == 403
     user = bearer(tokens.user("kp_alice"))
-    assert client.put("/v1/wallets/kp_alice/alerts", json={},
+    # Customers set their own alerts (issue 13; see test_dashboard_http), but neither
+    # auto-recharge nor where alert e-mails go.
+    assert client.put("/v1/wallets/kp_alice/auto-recharge", json={"enabled": False},
+                      headers=user).status_code == 403
+    assert client.put("/v1/wallets/kp_alice/alerts", json={"notify_email": "me@example.com"},
                       headers=user).status_code == 403
     admin = bearer(tokens.m2m("credits:admin"))
     bad = client.put("/v1/wallets/kp_alice/alerts", json={"thresholds_percent": [150]},

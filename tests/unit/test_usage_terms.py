@@ -153,15 +153,28 @@ URL = "https://app.example.com/billing"
             100, None, 700, None,
             "100 credits left. At your pace of the last 7 days they last about 1 day.",
         ),
-        (0, ("report", 50), 5000, URL, f"Your credits are used up (0 left). Top up: {URL}"),
-        (0, None, 0, None, "Your credits are used up (0 left)."),
-        (-120, ("report", 50), 5000, None, "Your credits are used up (in arrears by 120 credits)."),
+        # Depleted: in use terms, what stops working and how to go on (issue 13).
+        (0, ("report", 50), 5000, URL,
+         f"Your credits are used up: reports are paused until you top up. Top up: {URL}"),
+        (0, ("file conversion", 2), 0, None,
+         "Your credits are used up: file conversions are paused until you top up."),
+        (0, None, 0, None, "Your credits are used up: top up to keep going."),
+        (-120, ("report", 50), 5000, None,
+         "Your credits are used up: reports are paused until you top up. You owe 120 credits, "
+         "taken from your next top-up."),
     ],
 )
 def test_low_balance_message(
     balance: int, hint: tuple[str, int] | None, used_7d: int, url: str | None, expected: str
 ) -> None:
     assert low_balance_message(balance, hint, used_7d, url) == expected
+
+
+def test_depleted_message_names_every_paused_feature_when_given() -> None:
+    message = low_balance_message(0, ("GB", 100), 0, None,
+                                  paused=["file conversions", "API calls", "reports"])
+    assert message == ("Your credits are used up: file conversions, API calls and reports are "
+                       "paused until you top up.")
 
 
 # -- properties ---------------------------------------------------------------------------

@@ -1,0 +1,55 @@
+"""`POST /v1/wallets/{wallet_id}/dashboard-link`: a signed link to the customer's dashboard.
+
+Like a billing-portal session: the product's front end (the wallet's own signed-in user) or its
+backend (M2M `credits:read` within reach) asks for a link and sends the customer there; the
+link opens the dashboard with no other login, for `ttl_seconds` (default 900, at most 3600).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from flask import request
+from marshmallow import fields, validate
+
+from app.domain.dashboard import DEFAULT_LINK_TTL, MAX_LINK_TTL
+from app.http.api import BEARER_SECURITY, container, doc_errors, make_blueprint
+from app.http.auth import requires
+
+bp = make_blueprint("dashboard_link", "The customer's dashboard: signed links")
+
+
+class DashboardLinkRequestSchema(ma.Schema):
+    ttl_seconds = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1, max=MAX_LINK_TTL),
+        metadata={"description": f"how long the link works (default {DEFAULT_LINK_TTL})"},
+    )
+
+
+class DashboardLinkSchema(ma.Schema):
+    url = fields.String(required=True, metadata={"description": "open it in the browser"})
+    expires_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+def base_url() -> str:
+    """Where the customer's browser reaches this service: DASHBOARD_BASE_URL, or the URL the
+    link was asked for on."""
+    configured = container().settings.dashboard_base_url
+    return configured or request.host_url.rstrip("/")
+
+
+@bp.route("/v1/wallets/<wallet_id:wallet_id>/dashboard-link", methods=["POST"])
+@requires("read")
+@bp.arguments(DashboardLinkRequestSchema(), required=False)
+@bp.response(201, DashboardLinkSchema)
+@bp.doc(security=BEARER_SECURITY, responses=doc_errors(401, 403, 404, 503))
+def create_dashboard_link(body: dict[str, Any], wallet_id: str) -> Any:
+    """A signed link that opens the wallet's dashboard without another login.
+
+    The wallet's own user (or a member of its org) needs no scope; M2M tokens need
+    credits:read and reach. A tampered, expired or re-pointed link shows nothing.
+    """
+    dashboard = container().extras["dashboard"]
+    return dashboard.create_link(wallet_id, body.get("ttl_seconds"), base_url()), 201
