@@ -90,10 +90,10 @@ def _render(wallet_id: str, session: Session, *, status: int = 200,
     dashboard = service()
     before = request.args.get("before") if request.method == "GET" else None
     try:
-        view = dashboard.page(wallet_id, before=before or None)
+        view = dashboard.page(wallet_id, session, before=before or None)
     except LedgerError:
         # A cursor this page never gave out: show the first page instead of an error.
-        view = dashboard.page(wallet_id)
+        view = dashboard.page(wallet_id, session)
     done = request.args.get("done", "") if request.method == "GET" else ""
     notice = _DONE.get(done)
     if done.startswith("bought:"):
@@ -164,7 +164,7 @@ def buy(wallet_id: str) -> Any:
     session, form = _checked_form(wallet_id)
     bundle = form.get("bundle", "")
     try:
-        service().buy(wallet_id, bundle, form.get("idempotency_key", ""))
+        service().buy(wallet_id, bundle, form.get("idempotency_key", ""), session)
     except LedgerError as exc:
         return _render(wallet_id, session, status=422, error=exc.message, error_form="buy")
     return _back(wallet_id, f"bought:{bundle}", "buy")
@@ -185,7 +185,7 @@ def alerts(wallet_id: str) -> Any:
 def auto_recharge(wallet_id: str) -> Any:
     session, form = _checked_form(wallet_id)
     try:
-        service().save_auto_recharge(wallet_id, form)
+        service().save_auto_recharge(wallet_id, form, session)
     except LedgerError as exc:
         return _render(wallet_id, session, status=422, error=exc.message,
                        error_form="auto-recharge", form=form)

@@ -14,8 +14,9 @@ from flask import request
 from marshmallow import fields, validate
 
 from app.domain.dashboard import DEFAULT_LINK_TTL, MAX_LINK_TTL
+from app.domain.principal import SCOPE_ADMIN, SCOPE_WRITE, Principal
 from app.http.api import BEARER_SECURITY, container, doc_errors, make_blueprint
-from app.http.auth import requires
+from app.http.auth import current_principal, requires
 
 bp = make_blueprint("dashboard_link", "The customer's dashboard: signed links")
 
@@ -52,4 +53,24 @@ def create_dashboard_link(body: dict[str, Any], wallet_id: str) -> Any:
     credits:read and reach. A tampered, expired or re-pointed link shows nothing.
     """
     dashboard = container().extras["dashboard"]
-    return dashboard.create_link(wallet_id, body.get("ttl_seconds"), base_url()), 201
+    return dashboard.create_link(
+        wallet_id, body.get("ttl_seconds"), base_url(), page_actions(current_principal())
+    ), 201
+
+
+def page_actions(principal: Principal) -> frozenset[str]:
+    """What the link may let its holder do: never more than its maker could do through the API.
+
+    A signed-in customer opening their own (or their org's) wallet gets the page's actions, within
+    the operator's policy. A machine that asks for a link on a customer's behalf passes on only
+    what its own scopes allow: buying needs credits:write, auto-recharge credits:admin, so a
+    read-only key can hand out a page to look at and nothing more.
+    """
+    if not principal.is_machine:
+        return frozenset({"buy", "auto_recharge"})
+    actions = set()
+    if principal.has_scope(SCOPE_WRITE):
+        actions.add("buy")
+    if principal.has_scope(SCOPE_ADMIN):
+        actions.add("auto_recharge")
+    return frozenset(actions)

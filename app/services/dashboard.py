@@ -29,6 +29,9 @@ from app.domain.ledger import InvalidAmount
 from app.domain.usage_terms import fmt
 from app.services.ledger import LedgerService, Outcome
 
+# Page actions a link can carry: "buy" (a sale, like POST /top-ups {bundle}) and
+# "auto_recharge" (like PUT /auto-recharge).
+ACTIONS = frozenset({"buy", "auto_recharge"})
 LINK = "link"
 SESSION = "session"
 CSRF = "csrf"
@@ -53,6 +56,9 @@ class Session:
     wallet_id: str
     sid: str
     expires_at: datetime
+    # What the caller who asked for the link may do on the page (ACTIONS), signed into the
+    # link and the session: a link never grants more than its maker could do through the API.
+    actions: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -114,12 +120,14 @@ class DashboardService:
 
     # -- links and sessions -------------------------------------------------------------------
 
-    def create_link(self, wallet_id: str, ttl_seconds: object, base_url: str) -> dict[str, str]:
+    def create_link(self, wallet_id: str, ttl_seconds: object, base_url: str,
+                    actions: frozenset[str]) -> dict[str, str]:
         ttl = rules.link_ttl(ttl_seconds)
         now = self.clock()
         expires = int(now.timestamp()) + ttl
         token = self.signer.sign(LINK, {"w": wallet_id, "exp": expires,
-                                        "n": secrets.token_urlsafe(12)})
+                                        "n": secrets.token_urlsafe(12),
+                                        "a": sorted(actions & ACTIONS)})
         url = f"{base_url.rstrip('/')}/dashboard/{quote(wallet_id)}?token={token}"
         return {"url": url, "expires_at": _iso(datetime.fromtimestamp(expires, UTC))}
 
@@ -135,20 +143,31 @@ class DashboardService:
 
     def open_link(self, wallet_id: str, token: str) -> Session:
         """A new session for the wallet the (valid, unexpired) link was made for."""
-        self._grant(LINK, token, wallet_id)
+        payload = self._grant(LINK, token, wallet_id)
         expires = self.clock() + timedelta(seconds=rules.SESSION_SECONDS)
-        return Session(wallet_id, secrets.token_urlsafe(16), expires)
+        return Session(wallet_id, secrets.token_urlsafe(16), expires, _actions(payload))
 
     def session_cookie(self, session: Session) -> str:
         return self.signer.sign(SESSION, {"w": session.wallet_id, "sid": session.sid,
-                                          "exp": int(session.expires_at.timestamp())})
+                                          "exp": int(session.expires_at.timestamp()),
+                                          "a": sorted(session.actions)})
 
     def resume(self, wallet_id: str, cookie: str | None) -> Session:
         payload = self._grant(SESSION, cookie or "", wallet_id)
         sid = payload.get("sid")
         if not isinstance(sid, str):
             raise AccessRefused("not a session")
-        return Session(wallet_id, sid, datetime.fromtimestamp(int(payload["exp"]), UTC))
+        return Session(wallet_id, sid, datetime.fromtimestamp(int(payload["exp"]), UTC),
+                       _actions(payload))
+
+    def policy_for_session(self, session: Session) -> Policy:
+        """The operator's policy, narrowed to what the link's maker may do."""
+        buy, recharge = self.policy.buy_disabled_reason, self.policy.auto_recharge_disabled_reason
+        if buy is None and "buy" not in session.actions:
+            buy = "Packs cannot be bought from this link; ask your provider for one that allows it."
+        if recharge is None and "auto_recharge" not in session.actions:
+            recharge = "Auto-recharge cannot be changed from this link."
+        return Policy(buy, recharge)
 
     def csrf_token(self, session: Session) -> str:
         return self.signer.sign(CSRF, {"sid": session.sid})
@@ -165,8 +184,10 @@ class DashboardService:
 
     # -- the page -----------------------------------------------------------------------------
 
-    def page(self, wallet_id: str, before: str | None = None) -> dict[str, Any]:
+    def page(self, wallet_id: str, session: Session,
+             before: str | None = None) -> dict[str, Any]:
         """Everything the page shows, numbers straight from the same views as the API."""
+        policy = self.policy_for_session(session)
         now = self.clock()
         today = now.date()
         wallet = self.ledger.get_wallet(wallet_id)
@@ -220,11 +241,11 @@ class DashboardService:
                         "first_page": before is None},
             "expiries": expiries,
             "bundles": bundles,
-            "buy_disabled_reason": self.policy.buy_disabled_reason,
+            "buy_disabled_reason": policy.buy_disabled_reason,
             "discount_percent": discount,
             "discount_text": (f"save {_percent(discount)} when you turn on auto-recharge"
                               if discount > 0 else None),
-            "auto_recharge_disabled_reason": self.policy.auto_recharge_disabled_reason,
+            "auto_recharge_disabled_reason": policy.auto_recharge_disabled_reason,
             "today": today,
         }
 
@@ -245,9 +266,11 @@ class DashboardService:
 
     # -- actions ------------------------------------------------------------------------------
 
-    def buy(self, wallet_id: str, bundle: str, idempotency_key: str) -> Outcome:
-        if self.policy.buy_disabled_reason is not None:
-            raise BuyingDisabled(self.policy.buy_disabled_reason)
+    def buy(self, wallet_id: str, bundle: str, idempotency_key: str,
+            session: Session) -> Outcome:
+        reason = self.policy_for_session(session).buy_disabled_reason
+        if reason is not None:
+            raise BuyingDisabled(reason)
         if bundle not in self.catalog.bundles:
             raise InvalidAmount("that pack is not for sale; reload the page")
         if not BUY_KEY_RE.match(idempotency_key or ""):
@@ -264,9 +287,11 @@ class DashboardService:
         }
         return self.ledger.set_alerts(wallet_id, data)
 
-    def save_auto_recharge(self, wallet_id: str, form: Mapping[str, str]) -> Outcome:
-        if self.policy.auto_recharge_disabled_reason is not None:
-            raise BuyingDisabled(self.policy.auto_recharge_disabled_reason)
+    def save_auto_recharge(self, wallet_id: str, form: Mapping[str, str],
+                           session: Session) -> Outcome:
+        reason = self.policy_for_session(session).auto_recharge_disabled_reason
+        if reason is not None:
+            raise BuyingDisabled(reason)
         enabled = form.get("enabled") == "on"
         threshold_text = form.get("threshold_credits", "").strip()
         bundle = form.get("bundle") or None
@@ -276,6 +301,14 @@ class DashboardService:
                 threshold_text, "The auto-recharge threshold")
             data["bundle"] = bundle
         return self.ledger.set_auto_recharge(wallet_id, data)
+
+
+def _actions(payload: dict[str, Any]) -> frozenset[str]:
+    """The signed actions of a link or session; anything else in that field grants nothing."""
+    granted = payload.get("a")
+    if not isinstance(granted, list):
+        return frozenset()
+    return frozenset(a for a in granted if isinstance(a, str)) & ACTIONS
 
 
 class BuyingDisabled(Exception):

@@ -334,3 +334,26 @@ class TestUnbilledPurchasesAllowed:
                        data={**form, "idempotency_key": "mine"})
         assert bad.status_code == 422
         assert dash.ledger.get_wallet("kp_alice")["balance"] == 5000
+
+    @pytest.mark.parametrize("scope, can_buy", [
+        ("credits:read", False), ("credits:write", True), ("credits:admin", True)])
+    def test_a_link_grants_no_more_than_its_maker_may_do(
+        self, web: FlaskClient, tokens: Tokens, dash: Container, db_url: str,
+        scope: str, can_buy: bool,
+    ) -> None:
+        """A read-only machine can hand out a page to look at, never one that buys packs or
+        changes auto-recharge (the API needs write and admin for those)."""
+        link = link_for(web, tokens.m2m(scope), "kp_alice")
+        html = web.get(path_of(link["url"])).get_data(as_text=True)
+        assert ('id="buy-disabled"' in html) is not can_buy
+        before = table_counts(db_url)
+        response = web.post("/dashboard/kp_alice/buy", headers={"Origin": ORIGIN}, data={
+            "csrf_token": field(html, "csrf_token"), "bundle": "starter",
+            "idempotency_key": field(html, "idempotency_key")})
+        assert response.status_code == (303 if can_buy else 403)
+        if not can_buy:
+            assert table_counts(db_url) == before
+            recharge = web.post("/dashboard/kp_alice/auto-recharge", headers={"Origin": ORIGIN},
+                                data={"csrf_token": field(html, "csrf_token"), "enabled": "on",
+                                      "threshold_credits": "100", "bundle": "starter"})
+            assert recharge.status_code == 403
