@@ -80,10 +80,13 @@ def allotment_description(plan: Plan, period: Period) -> str:
             f"{period.label} ({policy})")
 
 
-def cap_expiries(plan: Plan, blocks: list[Block], at: datetime) -> list[tuple[Block, int]]:
+def cap_expiries(plan: Plan, blocks: list[Block], at: datetime,
+                 available: int) -> list[tuple[Block, int]]:
     """Unused allotment credits above the plan's cap at a period end: (block, credits) to
     expire, those that expire soonest first. Blocks already due at `at` are not counted
-    (they expire anyway)."""
+    (they expire anyway). Credits reserved by open holds are not unused: the cap never
+    takes more than `available` (balance - held), so a capture of a hold placed before the
+    period end is always covered and never becomes arrears."""
     cap = plan.rollover_max_credits
     if cap is None or plan.rollover == "expire":
         return []
@@ -92,7 +95,7 @@ def cap_expiries(plan: Plan, blocks: list[Block], at: datetime) -> list[tuple[Bl
         if b.kind == "allotment" and b.remaining > 0
         and (b.expires_at is None or b.expires_at > at)
     ]
-    excess = sum(b.remaining for b in carried) - cap
+    excess = min(sum(b.remaining for b in carried) - cap, max(available, 0))
     out: list[tuple[Block, int]] = []
     for block in sorted(carried, key=Block.consumption_order):
         if excess <= 0:

@@ -177,7 +177,8 @@ class PlanService:
         for end in ends:
             wallet.expire_blocks(end)
             if plan is not None:
-                for block, credits in rules.cap_expiries(plan, wallet.blocks, end):
+                for block, credits in rules.cap_expiries(plan, wallet.blocks, end,
+                                                         wallet.available):
                     wallet.expire_part(block, credits,
                                        description=rules.cap_description(plan, block, credits),
                                        now=end)

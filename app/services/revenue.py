@@ -181,11 +181,12 @@ def parse_bound(value: str | None, name: str) -> datetime | None:
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        # A moment at the edge of the calendar (9999-12-31T23:00-05:00) overflows in UTC.
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidAmount(
             f"{name} must be a date (2026-11-01) or an ISO 8601 date-time, got {value[:40]!r}"
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def report_bounds(

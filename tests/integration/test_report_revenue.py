@@ -137,7 +137,8 @@ def test_http_report_is_the_cli_json(client: FlaskClient, tokens: Tokens,
     assert client.get("/v1/reports/revenue", headers=admin).status_code == 200
     writer = bearer(tokens.m2m("credits:write"))
     assert client.get("/v1/reports/revenue", headers=writer).status_code == 403
-    for query in ("since=yesterday", "since=2026-02-01&until=2026-01-01", "until=2026-13-01"):
+    for query in ("since=yesterday", "since=2026-02-01&until=2026-01-01", "until=2026-13-01",
+                  "until=9999-12-31T23:00:00-05:00", "since=0001-01-01T00:00:00%2B01:00"):
         bad = client.get(f"/v1/reports/revenue?{query}", headers=admin)
         assert bad.status_code == 422, query
         assert bad.get_json()["error"]["code"] == "invalid_request"

@@ -50,16 +50,25 @@ def test_expiry_description_names_what_and_why() -> None:
 def test_cap_takes_the_excess_soonest_expiring_first_and_ignores_purchases() -> None:
     # DESIGN: cap 500, 700 unused -> 200 expire (the new allotment comes after, uncounted).
     blocks = [block(1, 700, NOV.end + timedelta(days=60))]
-    assert [(b.id, n) for b, n in cap_expiries(ROLL, blocks, NOV.end)] == [("blk_1", 200)]
+    assert [(b.id, n) for b, n in cap_expiries(ROLL, blocks, NOV.end, 10**6)] == [("blk_1", 200)]
     blocks = [block(1, 400, NOV.end + timedelta(days=90)), block(2, 400, NOV.end + timedelta(
         days=30)), block(3, 5000, NOV.end + timedelta(days=5), kind="purchase")]
-    assert [(b.id, n) for b, n in cap_expiries(ROLL, blocks, NOV.end)] == [
+    assert [(b.id, n) for b, n in cap_expiries(ROLL, blocks, NOV.end, 10**6)] == [
         ("blk_2", 300)]
     # Blocks due at the period end expire anyway and are not counted; no cap for "expire".
-    assert cap_expiries(ROLL, [block(1, 900, NOV.end)], NOV.end) == []
-    assert cap_expiries(EXPIRE, [block(1, 900, None)], NOV.end) == []
+    assert cap_expiries(ROLL, [block(1, 900, NOV.end)], NOV.end, 10**6) == []
+    assert cap_expiries(EXPIRE, [block(1, 900, None)], NOV.end, 10**6) == []
     assert [(b.id, n) for b, n in cap_expiries(FULL, [block(2, 400, None), block(1, 400, None)],
-                                               NOV.end)] == [("blk_1", 300)]
+                                               NOV.end, 10**6)] == [("blk_1", 300)]
+
+
+def test_cap_never_takes_credits_an_open_hold_reserves() -> None:
+    """Full plan, cap 500, 1,400 unused allotment credits of which 1,200 are held over the
+    period end: only the 200 available go (not 900), so the capture stays covered."""
+    blocks = [block(1, 1400, None)]
+    assert [(b.id, n) for b, n in cap_expiries(FULL, blocks, NOV.end, 200)] == [("blk_1", 200)]
+    assert cap_expiries(FULL, blocks, NOV.end, 0) == []
+    assert cap_expiries(FULL, blocks, NOV.end, -50) == []  # arrears: nothing is available
 
 
 def test_periods() -> None:
