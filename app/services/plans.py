@@ -182,9 +182,11 @@ class PlanService:
                     wallet.expire_part(block, credits,
                                        description=rules.cap_description(plan, block, credits),
                                        now=end)
-        if ends:
+        # A read (the wallet view, the spend pre-check) sees the period ends applied in memory
+        # and records nothing: a write in a read transaction fails on a busy database.
+        if ends and uow.write:
             repo.mark_ended(wallet.id, up_to, self.clock())
-        if close:
+        if close and uow.write:
             repo.close(wallet.id, up_to, self.clock())
 
     def apply_due_ends(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> None:

@@ -122,6 +122,9 @@ class IdempotencyRepository(Protocol):
 
 
 class UnitOfWork(Protocol):
+    # True for a write transaction; a read one is never committed and must not write.
+    write: bool
+
     # Read-only properties so that implementations may narrow the repository types.
     @property
     def wallets(self) -> WalletRepository: ...

@@ -192,3 +192,31 @@ def _iso(moment: object) -> str:
 
     assert isinstance(moment, datetime)
     return moment.isoformat().replace("+00:00", "Z")
+
+
+def test_pre_check_after_a_period_end_writes_nothing(world: PlanWorld) -> None:  # noqa: F811
+    """A spend pre-check between a period end and the worker's pass reads the period end's
+    effects in memory but writes nothing: an UPDATE in its read transaction could fail on a
+    busy database (SQLite's lock upgrade, PostgreSQL's serialization) and answer 500."""
+    from sqlalchemy import event
+
+    from app.services.budgets import BudgetService
+
+    w = world
+    assert w.event("customer.agreement_created", "org_basic", plan="basic",
+                   start=day(0), end=day(30)) == "processed"
+    w.clock.now = day(31)  # the period ended; the worker has not run
+    engine = w.container.store.engine
+    writes: list[str] = []
+
+    def spy(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            writes.append(" ".join(statement.split()[:3]))
+
+    event.listen(engine, "before_cursor_execute", spy)
+    try:
+        body = BudgetService(w.container.ledger).check("org_basic", "api", 1)
+    finally:
+        event.remove(engine, "before_cursor_execute", spy)
+    assert writes == []
+    assert body["wallet_available"] == 0  # the "expire" plan's allotment ended with its period
