@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from kinde_credits_client.client import CreditsClient, Hold
 from kinde_credits_client.errors import CreditsError, InsufficientCredits, MemberBudgetExceeded
+
+logger = logging.getLogger("kinde_credits_client")
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION = "kinde_credits_client"
@@ -75,7 +78,7 @@ def requires_credits(
             if response.status_code >= 400:
                 _release_quietly(hold)
             else:
-                hold.capture(hold.capture_credits)
+                _capture_or_log(hold)
             return response
 
         return cast(F, wrapper)
@@ -93,6 +96,24 @@ def _client(given: CreditsClient | Callable[[], CreditsClient] | None, app: Any
     if found is None:
         raise RuntimeError("requires_credits: pass client= or call init_app(app, client)")
     return cast(CreditsClient, found)
+
+
+def _capture_or_log(hold: Hold) -> None:
+    """Charge for the work the view did. Its response is ready, so a refused capture must not
+    turn it into a 500: more than was held is charged as the whole hold, and a hold that can no
+    longer be captured (it outlived `expires_in_seconds`) is logged for the operator."""
+    try:
+        hold.capture(hold.capture_credits)
+        return
+    except CreditsError as refused:
+        if refused.code == "capture_exceeds_hold" and hold.capture_credits is not None:
+            try:
+                hold.capture(None)
+                return
+            except CreditsError as again:
+                refused = again
+        logger.error("requires_credits: hold %s was not captured (%s): %s",
+                     hold.hold_id, refused.code, refused.message)
 
 
 def _release_quietly(hold: Hold) -> None:

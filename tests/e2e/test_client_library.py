@@ -210,6 +210,14 @@ def product(admin: CreditsClient, live_server: LiveServer, tokens: Tokens) -> It
     def make_report() -> object:
         return jsonify(report="ok"), 201
 
+    @app.post("/reports/greedy")
+    @requires_credits("report_generation")
+    def greedy() -> object:
+        hold = current_hold()
+        assert hold is not None
+        hold.capture_credits = 10**6  # more than was held: the whole hold is charged
+        return {"greedy": True}
+
     @app.post("/reports/draft")
     @requires_credits("report_generation", quantity=2)
     def draft() -> object:
@@ -241,6 +249,11 @@ def test_requires_credits_holds_then_captures_or_releases(
     assert admin.wallet(org).balance == 950
     assert client.post("/reports/draft", headers=alice).status_code == 200
     assert admin.wallet(org).balance == 910
+    # A refused capture never turns finished work into a 500 (the whole hold is charged).
+    greedy = client.post("/reports/greedy", headers={"X-Org": org})
+    assert greedy.status_code == 200 and greedy.json == {"greedy": True}
+    assert (admin.wallet(org).balance, admin.wallet(org).held) == (860, 0)
+    admin.top_up(org, credits=50, reason="give back the greedy report")
 
     with pytest.raises(ValueError, match="renderer crashed"):
         client.post("/reports/broken", headers=alice)
