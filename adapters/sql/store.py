@@ -11,6 +11,7 @@ Repositories are made on first use, so a unit of work costs only what it touches
 
 from __future__ import annotations
 
+from functools import cached_property
 from types import TracebackType
 from typing import Self
 
@@ -38,21 +39,11 @@ class SqlUnitOfWork:
         self.write = write
         self.conn: Connection | None = None
         self._gate: SqliteWriterGate | None = None
-        self._forget_repositories()
 
     def _forget_repositories(self) -> None:
         # Repositories hold the transaction's connection: none outlives it.
-        self._wallets: SqlWalletRepository | None = None
-        self._idempotency: SqlIdempotencyRepository | None = None
-        self._outbox: SqlOutboxRepository | None = None
-        self._billing: SqlBillingRepository | None = None
-        self._recharges: SqlRechargeRepository | None = None
-        self._inbox: SqlInboxRepository | None = None
-        self._meters: SqlMeterReadingRepository | None = None
-        self._plans: SqlPlanRepository | None = None
-        self._budgets: SqlBudgetRepository | None = None
-        self._revenue: SqlRevenueRepository | None = None
-        self._dashboard: SqlDashboardRepository | None = None
+        for name in _REPOSITORIES:
+            self.__dict__.pop(name, None)  # where cached_property keeps them
 
     def __enter__(self) -> Self:
         sqlite = self.engine.dialect.name == "sqlite"
@@ -85,71 +76,49 @@ class SqlUnitOfWork:
             raise RuntimeError("the unit of work is not open: use it in a `with` block")
         return self.conn
 
-    @property
+    @cached_property
     def wallets(self) -> SqlWalletRepository:
-        if self._wallets is None:
-            self._wallets = SqlWalletRepository(self.connection)
-        return self._wallets
+        return SqlWalletRepository(self.connection)
 
-    @property
+    @cached_property
     def idempotency(self) -> SqlIdempotencyRepository:
-        if self._idempotency is None:
-            self._idempotency = SqlIdempotencyRepository(self.connection)
-        return self._idempotency
+        return SqlIdempotencyRepository(self.connection)
 
-    @property
+    @cached_property
     def outbox(self) -> SqlOutboxRepository:
-        if self._outbox is None:
-            self._outbox = SqlOutboxRepository(self.connection)
-        return self._outbox
+        return SqlOutboxRepository(self.connection)
 
-    @property
+    @cached_property
     def billing(self) -> SqlBillingRepository:
-        if self._billing is None:
-            self._billing = SqlBillingRepository(self.connection)
-        return self._billing
+        return SqlBillingRepository(self.connection)
 
-    @property
+    @cached_property
     def recharges(self) -> SqlRechargeRepository:
-        if self._recharges is None:
-            self._recharges = SqlRechargeRepository(self.connection)
-        return self._recharges
+        return SqlRechargeRepository(self.connection)
 
-    @property
+    @cached_property
     def inbox(self) -> SqlInboxRepository:
-        if self._inbox is None:
-            self._inbox = SqlInboxRepository(self.connection)
-        return self._inbox
+        return SqlInboxRepository(self.connection)
 
-    @property
+    @cached_property
     def meters(self) -> SqlMeterReadingRepository:
-        if self._meters is None:
-            self._meters = SqlMeterReadingRepository(self.connection)
-        return self._meters
+        return SqlMeterReadingRepository(self.connection)
 
-    @property
+    @cached_property
     def plans(self) -> SqlPlanRepository:
-        if self._plans is None:
-            self._plans = SqlPlanRepository(self.connection)
-        return self._plans
+        return SqlPlanRepository(self.connection)
 
-    @property
+    @cached_property
     def budgets(self) -> SqlBudgetRepository:
-        if self._budgets is None:
-            self._budgets = SqlBudgetRepository(self.connection)
-        return self._budgets
+        return SqlBudgetRepository(self.connection)
 
-    @property
+    @cached_property
     def revenue(self) -> SqlRevenueRepository:
-        if self._revenue is None:
-            self._revenue = SqlRevenueRepository(self.connection)
-        return self._revenue
+        return SqlRevenueRepository(self.connection)
 
-    @property
+    @cached_property
     def dashboard(self) -> SqlDashboardRepository:
-        if self._dashboard is None:
-            self._dashboard = SqlDashboardRepository(self.connection)
-        return self._dashboard
+        return SqlDashboardRepository(self.connection)
 
     def commit(self) -> None:
         self.connection.commit()
@@ -180,6 +149,12 @@ class SqlUnitOfWork:
         gate, self._gate = self._gate, None
         if gate is not None:
             gate.leave()
+
+
+# The repositories a unit of work offers: made on first use, at most once per transaction.
+_REPOSITORIES = tuple(
+    name for name, member in vars(SqlUnitOfWork).items() if isinstance(member, cached_property)
+)
 
 
 class SqlStore:
