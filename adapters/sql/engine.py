@@ -122,6 +122,10 @@ class NestedWriteError(RuntimeError):
     database: it would wait for itself for ever, so it is refused at once."""
 
 
+class WriterGateTimeout(TimeoutError):
+    """Waited as long as SQLite's busy timeout for another write unit of work to end."""
+
+
 class SqliteWriterGate:
     """Admits one write transaction at a time to one SQLite database, across the threads of
     this process (a lock) and across processes (`flock` on `<db>.write-lock`)."""
@@ -140,7 +144,14 @@ class SqliteWriterGate:
                 "a write unit of work was opened inside another on the same SQLite database "
                 "in the same thread; commit the first before starting the next"
             )
-        self._threads.acquire()
+        # Bounded like SQLite's own wait: a writer stuck in this process (or a test holding a
+        # write open while it waits for another thread's write) fails as "database is locked"
+        # would, instead of hanging for ever.
+        if not self._threads.acquire(timeout=BUSY_TIMEOUT_SECONDS):
+            raise WriterGateTimeout(
+                f"no write transaction on this SQLite database for {BUSY_TIMEOUT_SECONDS}s: "
+                "another unit of work in this process kept it open"
+            )
         try:
             if self.lock_path is not None:
                 fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)

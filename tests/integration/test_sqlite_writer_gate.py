@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from adapters.sql.engine import NestedWriteError, make_engine, sqlite_writer_gate
+from adapters.sql import engine as engine_module
+from adapters.sql.engine import (
+    NestedWriteError,
+    WriterGateTimeout,
+    make_engine,
+    sqlite_writer_gate,
+)
 from adapters.sql.store import SqlStore
 from app.domain.catalog import load_catalog
 from app.domain.ledger import InsufficientCredits
@@ -169,3 +175,30 @@ def test_in_memory_databases_work_through_the_gate() -> None:
 
 def _now() -> datetime:
     return datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def test_a_writer_kept_waiting_too_long_fails_instead_of_hanging(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like SQLite's busy timeout (shortened here): a writer that cannot get in gives up."""
+    monkeypatch.setattr(engine_module, "BUSY_TIMEOUT_SECONDS", 0.05)
+    store = SqlStore(make_engine(sqlite_url))
+    failures: list[BaseException] = []
+
+    def second_writer() -> None:
+        try:
+            with store(True):
+                pass
+        except WriterGateTimeout as exc:
+            failures.append(exc)
+
+    try:
+        with store(True):
+            th = threading.Thread(target=second_writer)
+            th.start()
+            th.join(timeout=60)  # ends by itself: the second writer gives up
+        assert len(failures) == 1
+        with store(True):  # and the gate still works afterwards
+            pass
+    finally:
+        store.engine.dispose()
