@@ -61,7 +61,8 @@ def _fresh_sqlite(workdir: Path, name: str) -> str:
 @figure("store_debits_sqlite")
 def store_debits_sqlite(quick: bool, workdir: Path) -> Figure:
     """Sequential usage debits through LedgerService + SqlStore vs raw sqlite3."""
-    from adapters.sql.store import SqlStore, make_engine
+    from adapters.sql.engine import make_engine
+    from adapters.sql.store import SqlStore
     from app.domain.catalog import load_catalog
     from app.services.ledger import LedgerService
     from app.settings import DEFAULT_CATALOG
@@ -157,8 +158,9 @@ def store_debits_postgres(quick: bool, workdir: Path) -> Figure | None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
+    from adapters.sql.engine import make_engine
     from adapters.sql.migrate import upgrade
-    from adapters.sql.store import SqlStore, make_engine
+    from adapters.sql.store import SqlStore
     from app.domain.catalog import load_catalog
     from app.services.ledger import LedgerService
     from app.settings import DEFAULT_CATALOG

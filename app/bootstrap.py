@@ -7,7 +7,6 @@ In local mode (no KINDE_DOMAIN) the service signs and verifies with its own RSA 
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +14,8 @@ from adapters.dashboard_signing import ItsDangerousSigner, load_or_create_secret
 from adapters.kinde_api import KindeManagementClient
 from adapters.local_keys import LocalKeyring
 from adapters.notify import build_channels
-from adapters.sql.store import SqlStore, make_engine
+from adapters.sql.engine import make_engine
+from adapters.sql.store import SqlStore
 from adapters.tokens import AccessTokenVerifier, JwksKeySource, KeySource, WebhookVerifier
 from app.domain.catalog import Catalog, load_catalog
 from app.services.dashboard import DashboardService, policy_for
@@ -29,16 +29,6 @@ from app.services.usage_reporting import METER_USAGE, UsageReporter, usage_repor
 from app.settings import Settings
 
 LOCAL_AUDIENCE = "kinde-credits-local"
-
-# Modules that register SQL repositories on import (see adapters.sql.store.register_repository).
-REPOSITORY_MODULES: tuple[str, ...] = (
-    "adapters.sql.outbox",
-    "adapters.sql.recharges",
-    "adapters.sql.inbox",
-    "adapters.sql.dashboard",
-    "adapters.sql.plans",
-    "adapters.sql.revenue",
-)
 
 
 @dataclass
@@ -73,8 +63,6 @@ def build_container(
     key_source: KeySource | None = None,
     kinde: KindeManagementClient | None = None,
 ) -> Container:
-    for module in REPOSITORY_MODULES:
-        importlib.import_module(module)
     catalog = catalog or load_catalog(settings.catalog_path)
     store = SqlStore(make_engine(settings.database_url, pool_size=pool_size))
     ledger = LedgerService(

@@ -19,8 +19,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from adapters.sql.engine import make_engine
 from adapters.sql.migrate import upgrade
-from adapters.sql.store import SqlStore, make_engine
+from adapters.sql.store import SqlStore
 from app.domain.catalog import Catalog, load_catalog
 from app.services.ledger import LedgerService
 from app.settings import DEFAULT_CATALOG

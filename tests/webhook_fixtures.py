@@ -25,7 +25,6 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 from werkzeug.test import TestResponse
 
-import adapters.sql.inbox  # noqa: F401  (registers uow.inbox / uow.meters)
 from adapters.tokens import JwksKeySource
 from app import create_app
 from app.bootstrap import Container, build_container

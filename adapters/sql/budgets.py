@@ -11,13 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from adapters.sql import budget_schema as bt
+from adapters.sql import dialect
 from adapters.sql import schema as t
-from adapters.sql.store import register_repository
 from app.domain.budgets import Caps, MemberUsage, day_key, month_key
-from app.services.budgets import MemberRecord, SpendLine
+from app.services.ports import MemberRecord, SpendLine
 
 _b = bt.member_budgets.c
 _s = bt.member_spend.c
@@ -28,7 +27,6 @@ _h = t.holds.c
 class SqlBudgetRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
     def caps(self, wallet_id: str, member: str) -> Caps:
         row = self.conn.execute(
@@ -39,7 +37,7 @@ class SqlBudgetRepository:
         return Caps(row.credits_per_day, row.credits_per_month) if row else Caps()
 
     def set_caps(self, wallet_id: str, member: str, caps: Caps, now: datetime) -> None:
-        stmt = self.insert(bt.member_budgets).values(
+        stmt = dialect.upsert(self.conn, bt.member_budgets).values(
             wallet_id=wallet_id, member_id=member, credits_per_day=caps.credits_per_day,
             credits_per_month=caps.credits_per_month, updated_at=now,
         )
@@ -81,7 +79,7 @@ class SqlBudgetRepository:
     def add_spend(self, wallet_id: str, member: str, feature: str, credits: int, units: int,
                   now: datetime) -> None:
         for period in (day_key(now), month_key(now)):
-            stmt = self.insert(bt.member_spend).values(
+            stmt = dialect.upsert(self.conn, bt.member_spend).values(
                 wallet_id=wallet_id, member_id=member, period=period, feature=feature,
                 credits=credits, units=units, updated_at=now,
             )
@@ -125,6 +123,3 @@ class SqlBudgetRepository:
         for member, held in self._held(wallet_id, now).items():
             record(member).held = held
         return [records[m] for m in sorted(records)]
-
-
-register_repository("budgets", SqlBudgetRepository)

@@ -7,12 +7,11 @@ recorded."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from adapters.sql import dialect
 from adapters.sql import schema as t
-from adapters.sql.store import register_repository
 
 _e = t.entries.c
 
@@ -24,13 +23,7 @@ class SqlDashboardRepository:
     def daily_usage(self, wallet_id: str, since: datetime) -> list[tuple[date, str | None, int]]:
         """(UTC day, feature, credits used) for usage and captured holds since `since`."""
         when = func.coalesce(_e.occurred_at, _e.created_at)
-        day: Any
-        if self.conn.dialect.name == "postgresql":
-            # timestamptz -> the UTC calendar day, whatever the session time zone.
-            day = func.date(func.timezone("UTC", when))
-        else:
-            day = func.date(when)  # SQLite keeps naive UTC text
-        day = day.label("day")
+        day = dialect.utc_day(self.conn, when).label("day")
         rows = self.conn.execute(
             select(day, _e.feature, func.sum(_e.amount))
             .where(_e.wallet_id == wallet_id, _e.kind.in_(("usage", "capture")),
@@ -42,6 +35,3 @@ class SqlDashboardRepository:
             as_date = value if isinstance(value, date) else date.fromisoformat(str(value))
             out.append((as_date, feature, -int(total)))
         return out
-
-
-register_repository("dashboard", SqlDashboardRepository)

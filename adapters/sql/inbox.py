@@ -1,8 +1,7 @@
-"""SQL repositories for the webhook inbox (`webhook_events`) and meter readings.
+"""SQL webhook inbox (`webhook_events`), offered as `uow.inbox`.
 
-Importing this module registers them on every `SqlUnitOfWork` as `uow.inbox` and `uow.meters`
-(see `adapters.sql.store.register_repository`), so they share the unit's connection and
-transaction with the wallet changes an event causes.
+It shares the unit of work's connection and transaction with the wallet changes an event
+causes, so an event's effects and its inbox row commit together or not at all.
 """
 
 from __future__ import annotations
@@ -12,19 +11,15 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from adapters.sql import dialect
 from adapters.sql import schema as t
-from adapters.sql.store import register_repository
-from app.services.inbox_ports import InboxEvent, InboxStatus
-from app.services.ports import DuplicateKey
+from app.services.ports import DuplicateKey, InboxEvent, InboxStatus
 
 # Declarative `__table__` is typed as a FromClause; these are Tables (for insert/update typing).
 _EVENTS = cast(Table, t.webhook_events)
-_METERS = cast(Table, t.meter_readings)
 _E = _EVENTS.c
-_M = _METERS.c
 _EVENT_COLUMNS = (
     _E.event_id,
     _E.webhook_id,
@@ -63,13 +58,11 @@ def _event_from_row(row: Any) -> InboxEvent:
 class SqlInboxRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.dialect = conn.dialect.name
 
     def get(self, event_id: str, *, lock: bool = False) -> InboxEvent | None:
         stmt = select(*_EVENT_COLUMNS).where(_E.event_id == event_id)
-        if lock and self.dialect == "postgresql":
-            # SQLite needs no row lock: BEGIN IMMEDIATE already serialises all writers.
-            stmt = stmt.with_for_update()
+        if lock:
+            stmt = dialect.for_update(self.conn, stmt)
         row = self.conn.execute(stmt).first()
         return _event_from_row(row) if row else None
 
@@ -164,60 +157,3 @@ class SqlInboxRepository:
         if status is not None:
             stmt = stmt.where(_E.status == status)
         return int(self.conn.execute(stmt).scalar_one())
-
-
-class SqlMeterReadingRepository:
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.dialect = conn.dialect.name
-
-    def last_value(self, customer_key: str, feature_code: str, period_key: str) -> int | None:
-        return self.conn.execute(
-            select(_M.last_value).where(
-                _M.customer_id == customer_key,
-                _M.feature_code == feature_code,
-                _M.period_key == period_key,
-            )
-        ).scalar_one_or_none()
-
-    def reading(
-        self, customer_key: str, feature_code: str, period_key: str
-    ) -> tuple[int, datetime] | None:
-        row = self.conn.execute(
-            select(_M.last_value, _M.updated_at).where(
-                _M.customer_id == customer_key,
-                _M.feature_code == feature_code,
-                _M.period_key == period_key,
-            )
-        ).first()
-        return (int(row.last_value), row.updated_at) if row else None
-
-    def record(
-        self, customer_key: str, feature_code: str, period_key: str, value: int, now: datetime
-    ) -> None:
-        values = {
-            "customer_id": customer_key,
-            "feature_code": feature_code,
-            "period_key": period_key,
-            "last_value": value,
-            "updated_at": now,
-        }
-        stmt: Any
-        if self.dialect == "postgresql":
-            stmt = postgresql.insert(_METERS).values(**values)
-        else:
-            stmt = sqlite.insert(_METERS).values(**values)
-        # GREATEST/MAX in the upsert: even a racing writer can never lower the running total.
-        greatest = func.greatest if self.dialect == "postgresql" else func.max
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["customer_id", "feature_code", "period_key"],
-            set_={
-                "last_value": greatest(_M.last_value, stmt.excluded.last_value),
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
-        self.conn.execute(stmt)
-
-
-register_repository("inbox", SqlInboxRepository)
-register_repository("meters", SqlMeterReadingRepository)

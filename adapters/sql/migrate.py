@@ -25,7 +25,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 def current(url: str) -> str | None:
     from sqlalchemy import text
 
-    from adapters.sql.store import make_single_use_engine
+    from adapters.sql.engine import make_single_use_engine
 
     engine = make_single_use_engine(url)
     try:

@@ -8,8 +8,6 @@ failed or rate-limited attempt (`failed_version` set): new work never cancels a 
 workers pass over each other's rows; on SQLite the claim runs under `BEGIN IMMEDIATE`. A row is
 marked sent only if its version did not move while it was being delivered; otherwise it stays
 pending and the next pass delivers the newer state.
-
-Also here: the agreement cache and usage report state used by Kinde usage reporting.
 """
 
 from __future__ import annotations
@@ -21,18 +19,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from adapters.sql import dialect
 from adapters.sql import schema as t
-from adapters.sql.store import register_repository
-from app.services.outbox_ports import AgreementInfo, OutboxMessage, UsageReportState
+from app.services.ports import OutboxMessage
 
 _o = t.outbox.c
-
-
-def _upsert(dialect: str) -> Any:
-    return postgresql.insert(t.outbox) if dialect == "postgresql" else sqlite.insert(t.outbox)
 
 
 def _message(row: Any) -> OutboxMessage:
@@ -55,13 +48,12 @@ def _message(row: Any) -> OutboxMessage:
 class SqlOutboxRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.dialect = conn.dialect.name
 
     def enqueue(
         self, kind: str, topic: str, wallet_id: str | None, payload: dict[str, Any],
         now: datetime,
     ) -> None:
-        stmt = _upsert(self.dialect).values(
+        stmt = dialect.upsert(self.conn, t.outbox).values(
             kind=kind,
             topic=topic,
             wallet_id=wallet_id,
@@ -86,9 +78,7 @@ class SqlOutboxRepository:
                     "next_attempt_at": case(
                         (
                             _o.failed_version.is_(None),
-                            func.min(_o.next_attempt_at, now)
-                            if self.dialect == "sqlite"
-                            else func.least(_o.next_attempt_at, now),
+                            dialect.least(self.conn, _o.next_attempt_at, now),
                         ),
                         else_=_o.next_attempt_at,
                     ),
@@ -107,8 +97,8 @@ class SqlOutboxRepository:
             .order_by(_o.next_attempt_at, _o.id)
             .limit(limit)
         )
-        if self.dialect == "postgresql":
-            due = due.with_for_update(skip_locked=True)
+        # PostgreSQL: concurrent workers pass over each other's rows (SKIP LOCKED).
+        due = dialect.for_update(self.conn, due, skip_locked=True)
         ids = list(self.conn.execute(due).scalars())
         if not ids:
             return []
@@ -269,91 +259,3 @@ class SqlOutboxRepository:
                 )
             )
         return count
-
-
-class SqlBillingRepository:
-    """Agreement cache, usage report state and the units total behind each report."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.dialect = conn.dialect.name
-
-    def agreement(self, agreement_id: str) -> AgreementInfo | None:
-        row = self.conn.execute(
-            select(t.billing_agreements).where(t.billing_agreements.c.id == agreement_id)
-        ).first()
-        if row is None:
-            return None
-        return AgreementInfo(
-            id=row.id,
-            customer_id=row.customer_id,
-            plan_code=row.plan_code,
-            period_start=row.period_start,
-            period_end=row.period_end,
-            feature_codes=tuple(json.loads(row.feature_codes)),
-            fetched_at=row.fetched_at,
-        )
-
-    def save_agreement(self, info: AgreementInfo) -> None:
-        values = {
-            "customer_id": info.customer_id,
-            "plan_code": info.plan_code,
-            "period_start": info.period_start,
-            "period_end": info.period_end,
-            "feature_codes": json.dumps(list(info.feature_codes)),
-            "fetched_at": info.fetched_at,
-        }
-        ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
-            t.billing_agreements
-        ).values(id=info.id, **values)
-        self.conn.execute(ins.on_conflict_do_update(index_elements=["id"], set_=values))
-
-    def report_state(self, wallet_id: str, feature: str) -> UsageReportState:
-        r = t.usage_reports.c
-        row = self.conn.execute(
-            select(t.usage_reports).where(r.wallet_id == wallet_id, r.feature == feature)
-        ).first()
-        if row is None:
-            return UsageReportState(wallet_id, feature, None, None, 0, 0, None)
-        return UsageReportState(
-            wallet_id, feature, row.agreement_id, row.period_start, row.base_units,
-            row.last_sent_total, row.last_sent_at,
-        )
-
-    def save_report_state(self, state: UsageReportState) -> None:
-        values = {
-            "agreement_id": state.agreement_id,
-            "period_start": state.period_start,
-            "base_units": state.base_units,
-            "last_sent_total": state.last_sent_total,
-            "last_sent_at": state.last_sent_at,
-        }
-        ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
-            t.usage_reports
-        ).values(wallet_id=state.wallet_id, feature=state.feature, **values)
-        self.conn.execute(
-            ins.on_conflict_do_update(index_elements=["wallet_id", "feature"], set_=values)
-        )
-
-    def units_used(self, wallet_id: str, feature: str) -> int:
-        """All units of a feature the wallet has used (usage and captured holds), ever."""
-        e = t.entries.c
-        total = self.conn.execute(
-            select(func.coalesce(func.sum(e.quantity), 0)).where(
-                e.wallet_id == wallet_id, e.feature == feature, e.kind.in_(("usage", "capture"))
-            )
-        ).scalar_one()
-        return int(total)
-
-    def all_report_states(self) -> list[UsageReportState]:
-        return [
-            UsageReportState(
-                r.wallet_id, r.feature, r.agreement_id, r.period_start, r.base_units,
-                r.last_sent_total, r.last_sent_at,
-            )
-            for r in self.conn.execute(select(t.usage_reports))
-        ]
-
-
-register_repository("outbox", SqlOutboxRepository)
-register_repository("billing", SqlBillingRepository)

@@ -1,5 +1,5 @@
 """SQL side of plan periods: the `plan_allotments` rows (exactly once per period, and each
-period's bookkeeping). Registered on the unit of work as `uow.plans`.
+period's bookkeeping), offered by the unit of work as `uow.plans`.
 
 The agreement's current period itself is not kept here: it lives in `billing_agreements`
 (`uow.billing`), the one cache of Kinde's agreements that usage reporting reads too.
@@ -11,33 +11,31 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from adapters.sql import dialect
 from adapters.sql import schema as t
-from adapters.sql.store import register_repository
-from app.services.plans import AllotmentRecord
+from app.services.ports import AllotmentRecord
 
 _a = t.plan_allotments.c
 
 
-def _record(row: object) -> AllotmentRecord:
+def _record(row: Any) -> AllotmentRecord:
     return AllotmentRecord(
-        wallet_id=row.wallet_id,  # type: ignore[attr-defined]
-        agreement_id=row.agreement_id,  # type: ignore[attr-defined]
-        period_start=row.period_start,  # type: ignore[attr-defined]
-        plan_code=row.plan_code,  # type: ignore[attr-defined]
-        period_end=row.period_end,  # type: ignore[attr-defined]
-        credits=row.credits,  # type: ignore[attr-defined]
-        block_id=row.block_id,  # type: ignore[attr-defined]
-        ended_at=row.ended_at,  # type: ignore[attr-defined]
-        closed_at=row.closed_at,  # type: ignore[attr-defined]
+        wallet_id=row.wallet_id,
+        agreement_id=row.agreement_id,
+        period_start=row.period_start,
+        plan_code=row.plan_code,
+        period_end=row.period_end,
+        credits=row.credits,
+        block_id=row.block_id,
+        ended_at=row.ended_at,
+        closed_at=row.closed_at,
     )
 
 
 class SqlPlanRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.dialect = conn.dialect.name
 
     def claim(self, record: AllotmentRecord, now: datetime) -> bool:
         """Insert the period's row unless it exists; True when this call inserted it.
@@ -45,9 +43,7 @@ class SqlPlanRepository:
         ON CONFLICT DO NOTHING: on PostgreSQL a concurrent claim of the same key waits for the
         first transaction and then inserts nothing, so two grants can never both win.
         """
-        ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(
-            t.plan_allotments
-        ).values(
+        ins = dialect.insert_ignore(self.conn, t.plan_allotments).values(
             wallet_id=record.wallet_id,
             agreement_id=record.agreement_id,
             period_start=record.period_start,
@@ -58,7 +54,7 @@ class SqlPlanRepository:
             created_at=now,
         )
         # RETURNING, not rowcount: psycopg's rowcount is not reliable for ON CONFLICT.
-        inserted = self.conn.execute(ins.on_conflict_do_nothing().returning(_a.wallet_id))
+        inserted = self.conn.execute(ins.returning(_a.wallet_id))
         return inserted.first() is not None
 
     def set_block(self, record: AllotmentRecord, block_id: str) -> None:
@@ -142,6 +138,3 @@ class SqlPlanRepository:
             _a.period_start == record.period_start,
             _a.plan_code == record.plan_code,
         )
-
-
-register_repository("plans", SqlPlanRepository)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import Connection, func, insert, select, update
 
 from adapters.sql import schema as t
-from adapters.sql.store import register_repository
 
 _r = t.recharges.c
 
@@ -51,7 +50,7 @@ class SqlRechargeRepository:
         ).all()
         return len(rows), [r.id for r in rows if r.status != "invoiced"]
 
-    def mark_invoiced(self, ids: Sequence[str], now: datetime) -> int:
+    def mark_invoiced(self, ids: Iterable[str], now: datetime) -> int:
         """Kinde has a count that includes these purchases."""
         if not ids:
             return 0
@@ -76,7 +75,7 @@ class SqlRechargeRepository:
             )
         return ids
 
-    def any_auto(self, ids: Sequence[str]) -> bool:
+    def any_auto(self, ids: Iterable[str]) -> bool:
         if not ids:
             return False
         return self.conn.execute(
@@ -99,6 +98,3 @@ class SqlRechargeRepository:
             "failure_reason": row.failure_reason, "created_at": row.created_at,
             "settled_at": row.settled_at,
         }
-
-
-register_repository("recharges", SqlRechargeRepository)

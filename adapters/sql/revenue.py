@@ -13,8 +13,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, func, select
 
 from adapters.sql import schema as t
-from adapters.sql.store import register_repository
-from app.services.revenue import CostedBlock, CreditFlows, RevenueInputs
+from app.services.ports import CostedBlock, CreditFlows, RevenueInputs
 
 _b, _d = t.blocks.c, t.block_draws.c
 
@@ -89,6 +88,3 @@ class SqlRevenueRepository:
             else:
                 used += int(credits)
         return CreditFlows(made_before - drawn_before, added, used, expired)
-
-
-register_repository("revenue", SqlRevenueRepository)

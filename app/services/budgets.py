@@ -14,14 +14,12 @@ The rules themselves (windows, caps, what counts) are in `app.domain.budgets`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 from app.domain.budgets import (
     Caps,
     MemberBudgetExceeded,
-    MemberUsage,
     admit,
     day_key,
     month_key,
@@ -33,53 +31,14 @@ from app.domain.budgets import (
 )
 from app.domain.ledger import InsufficientCredits, LedgerError, Wallet, owner_type_of
 from app.services import views
-from app.services.ports import UnitOfWork
+from app.services.ports import BudgetRepository, MemberRecord, SpendLine, UnitOfWork
 
 if TYPE_CHECKING:
     from app.services.ledger import LedgerService, Outcome
 
 
-@dataclass(frozen=True)
-class SpendLine:
-    feature: str  # "" when not tied to a catalog feature
-    credits: int
-    units: int
-
-
-@dataclass
-class MemberRecord:
-    """What the store knows of one member of a wallet, for the members report."""
-
-    member: str
-    caps: Caps = field(default_factory=Caps)
-    today: list[SpendLine] = field(default_factory=list)
-    month: list[SpendLine] = field(default_factory=list)
-    held: int = 0
-
-
-class BudgetRepository(Protocol):
-    def caps(self, wallet_id: str, member: str) -> Caps: ...
-
-    def set_caps(self, wallet_id: str, member: str, caps: Caps, now: datetime) -> None: ...
-
-    def usage(self, wallet_id: str, member: str, now: datetime) -> MemberUsage:
-        """Spent in `now`'s UTC day and month, and held by open holds not expired at `now`."""
-
-    def add_spend(self, wallet_id: str, member: str, feature: str, credits: int, units: int,
-                  now: datetime) -> None:
-        """Add to the member's day and month rows (one per feature)."""
-
-    def add_hold(self, hold_id: str, wallet_id: str, member: str) -> None: ...
-
-    def hold_member(self, hold_id: str) -> str | None: ...
-
-    def members(self, wallet_id: str, now: datetime) -> list[MemberRecord]:
-        """Every member with caps, spend this month, or an open hold; ordered by member."""
-
-
 def budgets_of(uow: UnitOfWork) -> BudgetRepository:
-    # Registered by adapters.sql.budgets (and the in-memory fake) as `uow.budgets`.
-    return cast(BudgetRepository, cast(Any, uow).budgets)
+    return uow.budgets
 
 
 def member_for(wallet_id: str, member: Any) -> str | None:

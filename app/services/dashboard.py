@@ -196,7 +196,7 @@ class DashboardService:
         with self.ledger.uow(False) as uow:
             used_7d = uow.wallets.usage_since(
                 wallet_id, now - timedelta(days=rules.RUNWAY_WINDOW_DAYS))
-            daily = uow.dashboard.daily_usage(wallet_id, first_day)  # type: ignore[attr-defined]
+            daily = uow.dashboard.daily_usage(wallet_id, first_day)
         history = self.ledger.ledger_page(wallet_id, limit=rules.HISTORY_PAGE_SIZE,
                                           cursor=before)
         features = list(self.catalog.features.values())

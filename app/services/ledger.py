@@ -372,7 +372,7 @@ class LedgerService:
             )
             if gateway is not None:
                 purchase_id = new_id("rch")
-                uow.recharges.add(  # type: ignore[attr-defined]
+                uow.recharges.add(
                     purchase_id, wallet_id, bundle.key, bundle.credits, str(bundle.price),
                     bundle.currency, now.date().isoformat(), now, auto=False,
                 )
@@ -718,8 +718,7 @@ class LedgerService:
         with self.uow(False) as uow:
             wallet = uow.wallets.read(wallet_id)
             holds = uow.wallets.open_holds(wallet_id) if wallet else []
-            recharges = getattr(uow, "recharges", None) if wallet else None
-            last_purchase = recharges.latest_auto(wallet_id) if recharges else None
+            last_purchase = uow.recharges.latest_auto(wallet_id) if wallet else None
         if wallet is None:
             wallet = Wallet(id=wallet_id, owner_type=owner_type)
             return views.wallet_view(

@@ -15,8 +15,7 @@ from app.domain.alerts import Alert
 from app.domain.catalog import Catalog
 from app.domain.ledger import Wallet, new_id
 from app.domain.usage_terms import low_balance_message, plural
-from app.services.outbox_ports import DeliveryError, OutboxMessage
-from app.services.ports import UnitOfWork
+from app.services.ports import DeliveryError, OutboxMessage, UnitOfWork
 from app.services.recharge import Notice
 
 NOTIFY_PREFIX = "notify_"
@@ -98,7 +97,7 @@ class Notifier:
             for channel in self.channels:
                 if channel == "email" and not email:
                     continue  # no address known for this owner yet
-                uow.outbox.enqueue(  # type: ignore[attr-defined]
+                uow.outbox.enqueue(
                     NOTIFY_PREFIX + channel, f"notify:{notice_id}:{channel}", wallet.id,
                     payload, now,
                 )

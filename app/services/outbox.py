@@ -18,25 +18,20 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from app.services.outbox_ports import DeliveryError, NeedsConfirmation, OutboxMessage
-from app.services.ports import Clock
+from app.services.ports import (
+    Clock,
+    DeliveryError,
+    NeedsConfirmation,
+    OutboxMessage,
+    UnitOfWorkFactory,
+)
 
 log = logging.getLogger("kinde_credits.outbox")
 
 Handler = Callable[[OutboxMessage], None]
 MAX_WAIT_SECONDS = 3600.0
-
-
-class OutboxUnitOfWork(Protocol):
-    outbox: Any
-
-    def __enter__(self) -> OutboxUnitOfWork: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-    def commit(self) -> None: ...
 
 
 @dataclass
@@ -55,7 +50,7 @@ class RetryPolicy:
 class OutboxDispatcher:
     def __init__(
         self,
-        uow: Callable[[bool], Any],
+        uow: UnitOfWorkFactory,
         handlers: dict[str, Handler],
         clock: Clock,
         policy: RetryPolicy | None = None,
@@ -152,7 +147,7 @@ class OutboxDispatcher:
                 log.exception("dead-letter listener failed for row %s", message.id)
 
 
-def outbox_status(uow_factory: Callable[[bool], Any], now: datetime) -> dict[str, Any]:
+def outbox_status(uow_factory: UnitOfWorkFactory, now: datetime) -> dict[str, Any]:
     with uow_factory(False) as uow:
         counts = uow.outbox.counts()
         age = uow.outbox.oldest_pending_age(now)

@@ -31,8 +31,14 @@ from app.domain import plans as rules
 from app.domain.catalog import Plan
 from app.domain.ledger import Wallet
 from app.domain.plans import Period
-from app.services.outbox_ports import AgreementInfo
-from app.services.ports import Clock, UnitOfWork
+from app.services.ports import (
+    AgreementInfo,
+    AllotmentRecord,
+    BillingRepository,
+    Clock,
+    PlanRepository,
+    UnitOfWork,
+)
 
 log = logging.getLogger("kinde_credits.plans")
 
@@ -40,45 +46,6 @@ RETRY_BASE = timedelta(seconds=30)
 RETRY_MAX = timedelta(minutes=15)
 FIRST_SCAN_EVERY = timedelta(minutes=1)
 MAX_CATCH_UP = 1000  # periods per wallet per pass: a bound, never reached in practice
-
-
-@dataclass(frozen=True)
-class AllotmentRecord:
-    """One granted plan period (a `plan_allotments` row)."""
-
-    wallet_id: str
-    agreement_id: str
-    period_start: datetime
-    plan_code: str
-    period_end: datetime
-    credits: int
-    block_id: str | None = None
-    ended_at: datetime | None = None
-    closed_at: datetime | None = None
-
-    @property
-    def period(self) -> Period:
-        return Period(self.period_start, self.period_end)
-
-
-class PlanRepository(Protocol):
-    def claim(self, record: AllotmentRecord, now: datetime) -> bool: ...
-
-    def set_block(self, record: AllotmentRecord, block_id: str) -> None: ...
-
-    def open_periods(self, wallet_id: str) -> list[AllotmentRecord]: ...
-
-    def periods(self, wallet_id: str) -> list[AllotmentRecord]: ...
-
-    def mark_ended(self, wallet_id: str, up_to: datetime, now: datetime) -> None: ...
-
-    def close(self, wallet_id: str, up_to: datetime, now: datetime) -> None: ...
-
-    def close_agreement(self, wallet_id: str, agreement_id: str, now: datetime) -> None: ...
-
-    def due_wallets(self, now: datetime, limit: int) -> list[str]: ...
-
-    def wallets_without_allotment(self, plan_codes: list[str], limit: int) -> list[str]: ...
 
 
 class AgreementSource(Protocol):
@@ -99,11 +66,11 @@ def add_month(moment: datetime) -> datetime:
 
 
 def _plans(uow: UnitOfWork) -> PlanRepository:
-    return uow.plans  # type: ignore[attr-defined]
+    return uow.plans
 
 
-def _billing(uow: UnitOfWork) -> Any:
-    return uow.billing  # type: ignore[attr-defined]
+def _billing(uow: UnitOfWork) -> BillingRepository:
+    return uow.billing
 
 
 @dataclass

@@ -1,24 +1,33 @@
-"""Ports: the Protocols that services need from storage and the outside world.
+"""Ports: every Protocol the services need from storage and the outside world, in one module.
 
-Services depend only on these; `adapters/` implements them (SQL store) and tests implement
-them with fakes. A unit of work is one database transaction: everything a use case changes
-commits together or not at all.
+Services depend only on these; `adapters/` implements them (the SQL store) and tests implement
+them with fakes (tests/fakes/memory_store.py). A unit of work is one database transaction:
+everything a use case changes commits together or not at all, and it offers every repository
+as a typed property, so the type checker sees each use of `uow.<repository>`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
+from app.domain.alerts import AlertSettings
 from app.domain.audit import WalletAudit
+from app.domain.budgets import Caps, MemberUsage
 from app.domain.ledger import Hold, Wallet
+from app.domain.plans import Period
+from app.domain.recharge import AutoRecharge
 
 
 class DuplicateKey(Exception):
     """A unique key was taken by a concurrent transaction (raised by stores, not services)."""
+
+
+# -- wallets and idempotency --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -68,20 +77,21 @@ class WalletRepository(Protocol):
         """Load a wallet with its live blocks, without locking (for reads)."""
 
     def save(self, wallet: Wallet, now: datetime) -> list[int]:
-        """Persist the wallet's pending changes; returns the ids of its new entries in order."""
+        """Persist the wallet's pending changes and clear them (the wallet then reads as just
+        loaded, `reference_at_load` included); returns the ids of its new entries in order."""
 
     def get_hold(self, hold_id: str) -> Hold | None: ...
 
-    def open_holds(self, wallet_id: str) -> list[Hold]: ...
+    def open_holds(self, wallet_id: str) -> list[Hold]:
+        """The wallet's open holds, soonest expiry first."""
 
     def entries(
         self, wallet_id: str, limit: int, before_id: int | None = None
     ) -> list[RecordedEntry]:
         """Newest first; `before_id` is the keyset cursor (entries with a smaller id)."""
 
-    def wallets_due_for_sweep(self, now: datetime, limit: int) -> list[str]: ...
-
-    def wallet_ids(self, after: str | None, limit: int) -> list[str]: ...
+    def wallets_due_for_sweep(self, now: datetime, limit: int) -> list[str]:
+        """Wallets with an expiry or hold expiry at or before `now`, longest overdue first."""
 
     def usage_since(self, wallet_id: str, since: datetime) -> int:
         """Credits used (usage and captures) since a moment, for run-rate estimates."""
@@ -92,9 +102,9 @@ class WalletRepository(Protocol):
 
     def find_by_customer(self, billing_customer_id: str) -> str | None: ...
 
-    def save_alert_settings(self, wallet_id: str, settings: Any) -> None: ...
+    def save_alert_settings(self, wallet_id: str, settings: AlertSettings | None) -> None: ...
 
-    def save_auto_recharge(self, wallet_id: str, settings: Any) -> None: ...
+    def save_auto_recharge(self, wallet_id: str, settings: AutoRecharge) -> None: ...
 
     def audit(self, after: str | None, limit: int) -> list[WalletAudit]:
         """Per-wallet totals for the invariant check, a page of wallets ordered by id."""
@@ -118,19 +128,424 @@ class IdempotencyRepository(Protocol):
         status_code: int,
         body: dict[str, Any],
         now: datetime,
+    ) -> None:
+        """Store the answer for a key; `DuplicateKey` if another unit of work stored one."""
+
+
+# -- outbox and Kinde usage reporting -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    id: int
+    kind: str
+    topic: str
+    wallet_id: str | None
+    payload: dict[str, Any]
+    version: int
+    attempts: int
+    claimed_until: datetime | None
+    created_at: datetime
+    status: str = "pending"
+    last_error: str | None = None
+    # The version at the last failed or rate-limited attempt; None when not backing off.
+    failed_version: int | None = None
+
+    @property
+    def newer_than_failure(self) -> bool:
+        """Work arrived after the last failed attempt, so this version has not failed yet."""
+        return self.failed_version is not None and self.version != self.failed_version
+
+
+@dataclass(frozen=True)
+class AgreementInfo:
+    id: str
+    customer_id: str
+    plan_code: str | None
+    period_start: datetime | None
+    period_end: datetime | None
+    feature_codes: tuple[str, ...]
+    fetched_at: datetime
+
+
+@dataclass(frozen=True)
+class UsageReportState:
+    """What Kinde acknowledged for a wallet's feature: see adapters.sql.schema.UsageReportRow."""
+
+    wallet_id: str
+    feature: str
+    agreement_id: str | None
+    period_start: datetime | None
+    base_units: int
+    last_sent_total: int
+    last_sent_at: datetime | None
+
+
+class NeedsConfirmation(Exception):
+    """Delivered, but an earlier attempt whose outcome is unknown may still land after it:
+    deliver the same (absolute) state once more after `after_seconds`."""
+
+    def __init__(self, after_seconds: float) -> None:
+        super().__init__(f"confirm in {after_seconds}s")
+        self.after_seconds = after_seconds
+
+
+class DeliveryError(Exception):
+    """A delivery that did not go through. `retryable` errors are tried again with backoff;
+    `retry_after` (seconds) overrides the backoff, e.g. from RateLimit-Reset on a 429."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        rate_limited: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
+
+
+class OutboxRepository(Protocol):
+    def enqueue(
+        self, kind: str, topic: str, wallet_id: str | None, payload: dict[str, Any],
+        now: datetime,
     ) -> None: ...
+
+    def claim(self, now: datetime, lease_seconds: float, limit: int) -> list[OutboxMessage]: ...
+
+    def renew(self, message: OutboxMessage, until: datetime) -> OutboxMessage | None: ...
+
+    def mark_sent(self, message: OutboxMessage, now: datetime) -> bool: ...
+
+    def retry_later(self, message: OutboxMessage, when: datetime, error: str) -> None: ...
+
+    def schedule_confirmation(self, message: OutboxMessage, when: datetime) -> None: ...
+
+    def release(self, message: OutboxMessage, when: datetime, error: str) -> None: ...
+
+    def dead(self, message: OutboxMessage, error: str, now: datetime) -> bool: ...
+
+    def died_since(self, topic: str, since: datetime) -> bool: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def oldest_pending_age(self, now: datetime) -> float: ...
+
+    def list(self, status: str | None, limit: int) -> list[OutboxMessage]: ...
+
+    def requeue_dead(self, ids: Iterable[int] | None, now: datetime) -> int: ...
+
+
+class BillingRepository(Protocol):
+    """The agreement cache (current billing periods) and the usage report state."""
+
+    def agreement(self, agreement_id: str) -> AgreementInfo | None: ...
+
+    def save_agreement(self, info: AgreementInfo) -> None: ...
+
+    def report_state(self, wallet_id: str, feature: str) -> UsageReportState: ...
+
+    def save_report_state(self, state: UsageReportState) -> None: ...
+
+    def units_used(self, wallet_id: str, feature: str) -> int: ...
+
+
+class RechargeRepository(Protocol):
+    """Bundle purchases: auto-recharges and sales, and whether Kinde invoiced them."""
+
+    def add(self, recharge_id: str, wallet_id: str, bundle: str, credits: int, price: str,
+            currency: str, day: str, now: datetime, *, auto: bool = True,
+            meter: str | None = None) -> None:
+        """Record a purchase; `meter` is the usage-report key that invoices it (default: the
+        pack's sale code, "bundle:<key>")."""
+
+    def in_flight(self, wallet_id: str) -> bool:
+        """An auto-recharge whose invoice Kinde has not confirmed yet (nor given up on)."""
+
+    def count_on_day(self, wallet_id: str, day: str) -> int:
+        """Auto-recharges on one UTC day (sales through the API do not count)."""
+
+    def billable(self, wallet_id: str, meter: str) -> tuple[int, list[str]]:
+        """How many purchases one meter invoices, and the ids not yet invoiced."""
+
+    def mark_invoiced(self, ids: Iterable[str], now: datetime) -> int: ...
+
+    def mark_failed(self, wallet_id: str, meter: str, reason: str, now: datetime) -> list[str]:
+        """The meter's pending purchases have failed; returns their ids."""
+
+    def any_auto(self, ids: Iterable[str]) -> bool: ...
+
+    def latest_auto(self, wallet_id: str) -> dict[str, object] | None:
+        """The wallet's most recent auto-recharge purchase, for the wallet view."""
+
+
+# -- webhook inbox and meter readings -----------------------------------------------------------
+
+InboxStatus = Literal["received", "processed", "ignored", "parked"]
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    """One stored webhook delivery. The rows with a `wallet_id` are that wallet's history."""
+
+    event_id: str
+    webhook_id: str | None
+    type: str
+    status: str
+    payload: dict[str, Any]
+    park_reason: str | None  # why parked; for processed rows, a note (e.g. "app-source")
+    wallet_id: str | None
+    customer_id: str | None
+    attempts: int
+    received_at: datetime
+    processed_at: datetime | None
+
+
+class InboxRepository(Protocol):
+    def get(self, event_id: str, *, lock: bool = False) -> InboxEvent | None:
+        """One event; `lock` holds its row until the unit ends (PostgreSQL FOR UPDATE), so two
+        workers retrying one parked event apply it once."""
+
+    def webhook_id_taken(self, webhook_id: str) -> bool: ...
+
+    def add(
+        self,
+        event_id: str,
+        webhook_id: str | None,
+        event_type: str,
+        payload: str,
+        raw_body: str,
+        now: datetime,
+    ) -> None:
+        """Insert with status `received`. A concurrent insert of the same event raises
+        `DuplicateKey` (the primary key decides who applies it)."""
+
+    def finish(
+        self,
+        event_id: str,
+        status: InboxStatus,
+        *,
+        reason: str | None,
+        wallet_id: str | None,
+        customer_id: str | None,
+        now: datetime,
+    ) -> None:
+        """Set the outcome of one attempt (counting it)."""
+
+    def search(
+        self,
+        *,
+        status: str | None = None,
+        wallet_id: str | None = None,
+        event_type: str | None = None,
+        customer_id: str | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 100,
+    ) -> list[InboxEvent]:
+        """Oldest first by (received_at, event_id); `after` is the keyset cursor."""
+
+    def count(self, status: str | None = None) -> int: ...
+
+
+class MeterReadingRepository(Protocol):
+    def last_value(self, customer_key: str, feature_code: str, period_key: str) -> int | None: ...
+
+    def reading(
+        self, customer_key: str, feature_code: str, period_key: str
+    ) -> tuple[int, datetime] | None:
+        """The stored total and when it was last raised."""
+
+    def record(
+        self, customer_key: str, feature_code: str, period_key: str, value: int, now: datetime
+    ) -> None:
+        """Store `value` as the period's running total (callers only ever raise it)."""
+
+
+class AgreementDirectory(Protocol):
+    """What the webhook service asks Kinde (adapters.kinde_api.KindeManagementClient): a
+    billing customer's agreements, each with `id`, `plan_code`, `current_period_start`,
+    `current_period_end`, `expires_on` and `feature_codes`."""
+
+    def list_agreements(self, customer_id: str) -> list[Any]: ...
+
+
+# -- plan periods -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AllotmentRecord:
+    """One granted plan period (a `plan_allotments` row)."""
+
+    wallet_id: str
+    agreement_id: str
+    period_start: datetime
+    plan_code: str
+    period_end: datetime
+    credits: int
+    block_id: str | None = None
+    ended_at: datetime | None = None
+    closed_at: datetime | None = None
+
+    @property
+    def period(self) -> Period:
+        return Period(self.period_start, self.period_end)
+
+
+class PlanRepository(Protocol):
+    def claim(self, record: AllotmentRecord, now: datetime) -> bool:
+        """Insert the period's row unless it exists; True when this call inserted it."""
+
+    def set_block(self, record: AllotmentRecord, block_id: str) -> None: ...
+
+    def open_periods(self, wallet_id: str) -> list[AllotmentRecord]: ...
+
+    def periods(self, wallet_id: str) -> list[AllotmentRecord]: ...
+
+    def mark_ended(self, wallet_id: str, up_to: datetime, now: datetime) -> None: ...
+
+    def close(self, wallet_id: str, up_to: datetime, now: datetime) -> None: ...
+
+    def close_agreement(self, wallet_id: str, agreement_id: str, now: datetime) -> None: ...
+
+    def due_wallets(self, now: datetime, limit: int) -> list[str]: ...
+
+    def wallets_without_allotment(self, plan_codes: list[str], limit: int) -> list[str]: ...
+
+
+# -- team budgets -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpendLine:
+    feature: str  # "" when not tied to a catalog feature
+    credits: int
+    units: int
+
+
+@dataclass
+class MemberRecord:
+    """What the store knows of one member of a wallet, for the members report."""
+
+    member: str
+    caps: Caps = field(default_factory=Caps)
+    today: list[SpendLine] = field(default_factory=list)
+    month: list[SpendLine] = field(default_factory=list)
+    held: int = 0
+
+
+class BudgetRepository(Protocol):
+    def caps(self, wallet_id: str, member: str) -> Caps: ...
+
+    def set_caps(self, wallet_id: str, member: str, caps: Caps, now: datetime) -> None: ...
+
+    def usage(self, wallet_id: str, member: str, now: datetime) -> MemberUsage:
+        """Spent in `now`'s UTC day and month, and held by open holds not expired at `now`."""
+
+    def add_spend(self, wallet_id: str, member: str, feature: str, credits: int, units: int,
+                  now: datetime) -> None:
+        """Add to the member's day and month rows (one per feature)."""
+
+    def add_hold(self, hold_id: str, wallet_id: str, member: str) -> None: ...
+
+    def hold_member(self, hold_id: str) -> str | None: ...
+
+    def members(self, wallet_id: str, now: datetime) -> list[MemberRecord]:
+        """Every member with caps, spend this month, or an open hold; ordered by member."""
+
+
+# -- reports ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostedBlock:
+    """A block with a cost basis, created before the period's end."""
+
+    id: str
+    currency: str
+    cost: Decimal
+    original: int
+    created_at: datetime
+    consumed_before: int  # credits drawn before the period's start
+    # Draws inside the period in draw order: (credits, entry kind).
+    draws: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class CreditFlows:
+    """Credits without a cost basis: a roll-forward in credits."""
+
+    opening: int = 0
+    added: int = 0
+    used: int = 0
+    expired: int = 0
+
+    @property
+    def closing(self) -> int:
+        return self.opening + self.added - self.used - self.expired
+
+
+@dataclass(frozen=True)
+class RevenueInputs:
+    blocks: list[CostedBlock] = field(default_factory=list)
+    uncosted: CreditFlows = CreditFlows()
+
+
+class RevenueRepository(Protocol):
+    def revenue_inputs(self, since: datetime, until: datetime) -> RevenueInputs:
+        """Everything the report needs, read in ONE snapshot."""
+
+
+class DashboardRepository(Protocol):
+    def daily_usage(self, wallet_id: str, since: datetime) -> list[tuple[date, str | None, int]]:
+        """(UTC day, feature, credits used) for usage and captured holds since `since`."""
+
+
+# -- the unit of work ---------------------------------------------------------------------------
 
 
 class UnitOfWork(Protocol):
+    """One transaction offering every repository, each bound to that transaction."""
+
     # True for a write transaction; a read one is never committed and must not write.
     write: bool
 
-    # Read-only properties so that implementations may narrow the repository types.
+    # Read-only properties, so that implementations may narrow the repository types.
     @property
     def wallets(self) -> WalletRepository: ...
 
     @property
     def idempotency(self) -> IdempotencyRepository: ...
+
+    @property
+    def outbox(self) -> OutboxRepository: ...
+
+    @property
+    def billing(self) -> BillingRepository: ...
+
+    @property
+    def recharges(self) -> RechargeRepository: ...
+
+    @property
+    def inbox(self) -> InboxRepository: ...
+
+    @property
+    def meters(self) -> MeterReadingRepository: ...
+
+    @property
+    def plans(self) -> PlanRepository: ...
+
+    @property
+    def budgets(self) -> BudgetRepository: ...
+
+    @property
+    def revenue(self) -> RevenueRepository: ...
+
+    @property
+    def dashboard(self) -> DashboardRepository: ...
 
     def __enter__(self) -> Self: ...
 
@@ -145,6 +560,9 @@ class UnitOfWork(Protocol):
 
     def rollback(self) -> None: ...
 
+
+# The webhook service's name for the one unit of work (the same type, not a narrower one).
+WebhookUnitOfWork = UnitOfWork
 
 # write=True takes the database's write lock at the start (SQLite BEGIN IMMEDIATE), so two
 # writers never both read a balance and then race to update it.

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from app.domain.catalog import Bundle, Catalog
 from app.domain.ledger import Wallet, new_id
+from app.services.ports import UnitOfWork, UnitOfWorkFactory
 
 RECHARGE_REASON = "auto-recharge:"
 log = logging.getLogger("kinde_credits.recharge")
@@ -44,7 +45,7 @@ class PaymentGateway(Protocol):
     name: str
 
     def charge(
-        self, uow: Any, wallet_id: str, bundle: Bundle, price: Decimal, recharge_id: str,
+        self, uow: UnitOfWork, wallet_id: str, bundle: Bundle, price: Decimal, recharge_id: str,
         now: datetime, *, auto: bool = False,
     ) -> None:
         """Arrange payment inside the purchase's transaction (e.g. write an outbox row)."""
@@ -57,7 +58,7 @@ class KindeInvoiceGateway:
     name = "kinde"
 
     def charge(
-        self, uow: Any, wallet_id: str, bundle: Bundle, price: Decimal, recharge_id: str,
+        self, uow: UnitOfWork, wallet_id: str, bundle: Bundle, price: Decimal, recharge_id: str,
         now: datetime, *, auto: bool = False,
     ) -> None:
         from app.services.usage_reporting import METER_USAGE, meter_topic
@@ -77,7 +78,7 @@ class AutoRecharger:
         self.catalog = catalog
         self.gateway = gateway
 
-    def apply(self, uow: Any, wallet: Wallet, now: datetime) -> bool:
+    def apply(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> bool:
         """Buy the bundle if this write's debits triggered auto-recharge; True if bought."""
         settings = wallet.auto_recharge
         if settings is None or not settings.triggered_by(wallet.balance):
@@ -134,7 +135,7 @@ class AutoRecharger:
         }))
         return True
 
-    def suspend(self, uow: Any, wallet: Wallet, reason: str, now: datetime) -> None:
+    def suspend(self, uow: UnitOfWork, wallet: Wallet, reason: str, now: datetime) -> None:
         if wallet.auto_recharge is None or wallet.auto_recharge.suspended_reason:
             return
         wallet.auto_recharge = replace(wallet.auto_recharge, suspended_reason=reason)
@@ -162,7 +163,7 @@ class DeadInvoiceHandler:
     requeued or later report of the same meter still counts them, and marks them invoiced.
     """
 
-    def __init__(self, uow: Callable[[bool], Any], suspend_in: SuspendIn,
+    def __init__(self, uow: UnitOfWorkFactory, suspend_in: SuspendIn,
                  clock: Callable[[], datetime]) -> None:
         self.uow = uow
         self.suspend_in = suspend_in  # LedgerService.suspend_auto_recharge_in

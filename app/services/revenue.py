@@ -24,54 +24,15 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Protocol
+from typing import Any
+
+from app.services.ports import RevenueInputs, RevenueRepository, UnitOfWorkFactory
 
 CENT = Decimal("0.01")
 MONEY_FIELDS = ("opening_deferred", "sales", "recognised", "breakage", "closing_deferred")
 CREDIT_FIELDS = ("opening", "added", "used", "expired", "closing")
-
-
-@dataclass(frozen=True)
-class CostedBlock:
-    """A block with a cost basis, created before the period's end."""
-
-    id: str
-    currency: str
-    cost: Decimal
-    original: int
-    created_at: datetime
-    consumed_before: int  # credits drawn before the period's start
-    # Draws inside the period in draw order: (credits, entry kind).
-    draws: tuple[tuple[int, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class CreditFlows:
-    """Credits without a cost basis: a roll-forward in credits."""
-
-    opening: int = 0
-    added: int = 0
-    used: int = 0
-    expired: int = 0
-
-    @property
-    def closing(self) -> int:
-        return self.opening + self.added - self.used - self.expired
-
-
-@dataclass(frozen=True)
-class RevenueInputs:
-    blocks: list[CostedBlock] = field(default_factory=list)
-    uncosted: CreditFlows = CreditFlows()
-
-
-class RevenueRepository(Protocol):
-    def revenue_inputs(self, since: datetime, until: datetime) -> RevenueInputs:
-        """Everything the report needs, read in ONE snapshot."""
 
 
 def _money(cost: Decimal, original: int, credits: int) -> Decimal:
@@ -124,7 +85,7 @@ def roll_forward(inputs: RevenueInputs, since: datetime, until: datetime) -> dic
 
 
 def revenue_report(
-    uow_factory: Callable[[bool], Any], since: datetime, until: datetime
+    uow_factory: UnitOfWorkFactory, since: datetime, until: datetime
 ) -> dict[str, Any]:
     with uow_factory(False) as uow:
         repo: RevenueRepository = uow.revenue

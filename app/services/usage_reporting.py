@@ -34,14 +34,16 @@ from typing import Any, Protocol
 
 from app.domain.catalog import AUTO_METER_PREFIX, SALE_METER_PREFIX, Catalog, Feature
 from app.domain.ledger import Wallet
-from app.services.outbox_ports import (
+from app.services.ports import (
     AgreementInfo,
+    Clock,
     DeliveryError,
     NeedsConfirmation,
     OutboxMessage,
+    UnitOfWork,
+    UnitOfWorkFactory,
     UsageReportState,
 )
-from app.services.ports import Clock, UnitOfWork
 
 METER_USAGE = "meter_usage"
 AGREEMENT_CACHE_WITHOUT_PERIOD = timedelta(hours=1)
@@ -94,7 +96,7 @@ def usage_report_hook(
             if entry.kind in ("usage", "capture") and entry.feature in reported:
                 touched[entry.feature] = entry.created_at
         for feature, when in sorted(touched.items()):
-            uow.outbox.enqueue(  # type: ignore[attr-defined]
+            uow.outbox.enqueue(
                 METER_USAGE,
                 meter_topic(wallet.id, feature),
                 wallet.id,
@@ -143,7 +145,7 @@ class UsageReporter:
 
     def __init__(
         self,
-        uow: Callable[[bool], Any],
+        uow: UnitOfWorkFactory,
         catalog: Catalog,
         kinde: KindeBilling,
         clock: Clock,

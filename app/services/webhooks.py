@@ -50,16 +50,16 @@ from app.domain.kinde_events import (
 )
 from app.domain.ledger import Wallet
 from app.domain.usage_terms import describe_debit
-from app.services.inbox_ports import (
+from app.services.ledger import LedgerService, request_fingerprint
+from app.services.plans import PlanService, plan_service_for
+from app.services.ports import (
     AgreementDirectory,
+    AgreementInfo,
+    DuplicateKey,
     InboxEvent,
     InboxStatus,
     WebhookUnitOfWork,
 )
-from app.services.ledger import LedgerService, request_fingerprint
-from app.services.outbox_ports import AgreementInfo
-from app.services.plans import PlanService, plan_service_for
-from app.services.ports import DuplicateKey
 
 log = logging.getLogger("kinde_credits.webhooks")
 
@@ -144,9 +144,7 @@ class WebhookService:
         return self.ledger.catalog
 
     def _uow(self, write: bool) -> AbstractContextManager[WebhookUnitOfWork]:
-        # The store's unit of work offers `inbox` and `meters` once adapters.sql.inbox is
-        # imported (the composition root does it); the Protocol says so for the type checker.
-        return cast(AbstractContextManager[WebhookUnitOfWork], self.ledger.uow(write))
+        return self.ledger.uow(write)
 
     # -- receiving ------------------------------------------------------------------------
 

@@ -1,23 +1,48 @@
 """An in-memory implementation of the storage ports, for fast unit tests of the services.
 
 Transactions are copy-on-enter, swap-on-commit, under one lock for writers, which gives the
-same all-or-nothing and serialised-writer behaviour the SQL store guarantees.
+same all-or-nothing and serialised-writer behaviour the SQL store guarantees. The repositories
+follow the SQL store's contract where services can tell (what `save` writes and resets, the
+orders of lists, what a claimed idempotency key does); tests/unit/test_store_parity.py runs the
+same scenarios on both. The outbox, plan periods and the revenue report are SQL-only: their
+properties raise, so a unit test that reaches them fails loudly instead of passing on a stub.
+mypy checks this module against the ports (see the assignments at the end).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, Self
 
+from app.domain.alerts import AlertSettings
 from app.domain.audit import WalletAudit
 from app.domain.budgets import Caps, MemberUsage, day_key, month_key
 from app.domain.ledger import Block, Hold, Wallet, owner_type_of
-from app.services.budgets import MemberRecord, SpendLine
-from app.services.ports import DuplicateKey, RecordedEntry, StoredResponse, WalletProfile
+from app.domain.recharge import AutoRecharge
+from app.services.ports import (
+    AgreementInfo,
+    BillingRepository,
+    DuplicateKey,
+    InboxEvent,
+    InboxStatus,
+    MemberRecord,
+    OutboxRepository,
+    PlanRepository,
+    RecordedEntry,
+    RevenueRepository,
+    SpendLine,
+    StoredResponse,
+    UnitOfWork,
+    UnitOfWorkFactory,
+    UsageReportState,
+    WalletProfile,
+)
 
 
 @dataclass
@@ -35,6 +60,51 @@ class _State:
     # (wallet, member, period, feature) -> [credits, units]
     spend: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
     member_holds: dict[str, tuple[str, str]] = field(default_factory=dict)
+    purchases: dict[str, _Purchase] = field(default_factory=dict)
+    # The webhook inbox (with each event's raw body), meter readings and when each was last
+    # raised, and the billing state (agreement cache, usage report state).
+    events: dict[str, InboxEvent] = field(default_factory=dict)
+    raw: dict[str, str] = field(default_factory=dict)
+    readings: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    raised: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
+    agreements: dict[str, AgreementInfo] = field(default_factory=dict)
+    report_states: dict[tuple[str, str], UsageReportState] = field(default_factory=dict)
+
+
+@dataclass
+class _Purchase:
+    """A `recharges` row."""
+
+    id: str
+    wallet_id: str
+    bundle: str
+    auto: bool
+    credits: int
+    price: str
+    currency: str
+    day: str
+    meter: str
+    created_at: datetime
+    status: str = "pending"
+    failure_reason: str | None = None
+    settled_at: datetime | None = None
+
+
+def _stored_row(wallet: Wallet, stored: Wallet | None) -> Wallet:
+    """The wallet as its `wallets` row: what SQL `save` writes (balances, expiry dates, fired
+    alerts) taken from `wallet`; settings (alerts, auto-recharge, overdraft) kept from the
+    row, since SQL changes those only through their own methods. No pending changes."""
+    base = stored or wallet
+    return Wallet(
+        id=wallet.id, owner_type=base.owner_type, balance=wallet.balance, held=wallet.held,
+        arrears=wallet.arrears, overdraft_limit=base.overdraft_limit,
+        reference_balance=wallet.reference_balance, next_expiry_at=wallet.next_expiry_at,
+        next_hold_expiry_at=wallet.next_hold_expiry_at, alert_settings=base.alert_settings,
+        alerts_fired=wallet.alerts_fired, auto_recharge=base.auto_recharge,
+    )
+
+
+_PROFILE_FIELDS = {"billing_customer_id", "agreement_id", "plan_code", "email"}
 
 
 class MemoryWallets:
@@ -45,8 +115,7 @@ class MemoryWallets:
         stored = self.s.wallets.get(wallet_id)
         if stored is None:
             return None
-        wallet = replace(stored, blocks=[], new_entries=[], new_blocks=[], touched_blocks={},
-                         new_holds=[], touched_holds={})
+        wallet = _stored_row(stored, stored)
         wallet.blocks = [
             copy.copy(b)
             for b in self.s.blocks.values()
@@ -88,12 +157,14 @@ class MemoryWallets:
             self.s.draws.extend(
                 (entry_id, block_id, credits, e.kind, e.created_at) for block_id, credits in e.draws
             )
-        self.s.wallets[wallet.id] = replace(wallet, blocks=[], new_entries=[], new_blocks=[],
-                                            touched_blocks={}, new_holds=[], touched_holds={})
-        for attr in ("new_entries", "new_blocks", "new_holds"):
-            getattr(wallet, attr).clear()
+        self.s.wallets[wallet.id] = _stored_row(wallet, self.s.wallets.get(wallet.id))
+        wallet.new_entries.clear()
+        wallet.new_blocks.clear()
+        wallet.new_holds.clear()
         wallet.touched_blocks.clear()
         wallet.touched_holds.clear()
+        # As after SQL's save: the saved state is the one "loaded" (alert crossings from here).
+        wallet.reference_at_load = wallet.reference_balance
         return ids
 
     def get_hold(self, hold_id: str) -> Hold | None:
@@ -122,8 +193,16 @@ class MemoryWallets:
 
         return [w.id for w in sorted(due, key=lambda w: (due_at(w), w.id))][:limit]
 
-    def wallet_ids(self, after: str | None, limit: int) -> list[str]:
-        return sorted(i for i in self.s.wallets if after is None or i > after)[:limit]
+    def save_alert_settings(self, wallet_id: str, settings: AlertSettings | None) -> None:
+        stored = self.s.wallets.get(wallet_id)
+        if stored is not None:
+            stored.alert_settings = settings
+
+    def save_auto_recharge(self, wallet_id: str, settings: AutoRecharge) -> None:
+        stored = self.s.wallets.get(wallet_id)
+        if stored is not None:
+            # SQL keeps no settings without a bundle, and stores an absent threshold as 0.
+            stored.auto_recharge = settings if settings.bundle else None
 
     def usage_since(self, wallet_id: str, since: datetime) -> int:
         return -sum(e.amount for e in self.s.entries if e.wallet_id == wallet_id
@@ -133,7 +212,19 @@ class MemoryWallets:
         return self.s.profiles.get(wallet_id)
 
     def update_profile(self, wallet_id: str, **fields: str | None) -> None:
-        self.s.profiles[wallet_id] = replace(self.s.profiles[wallet_id], **fields)  # type: ignore[arg-type]
+        unknown = set(fields) - _PROFILE_FIELDS
+        if unknown:
+            raise ValueError(f"not profile fields: {sorted(unknown)}")
+        profile = self.s.profiles.get(wallet_id)
+        if profile is None:  # like an UPDATE of no row
+            return
+        self.s.profiles[wallet_id] = WalletProfile(
+            wallet_id,
+            fields.get("billing_customer_id", profile.billing_customer_id),
+            fields.get("agreement_id", profile.agreement_id),
+            fields.get("plan_code", profile.plan_code),
+            fields.get("email", profile.email),
+        )
 
     def find_by_customer(self, billing_customer_id: str) -> str | None:
         for p in self.s.profiles.values():
@@ -143,7 +234,8 @@ class MemoryWallets:
 
     def audit(self, after: str | None, limit: int) -> list[WalletAudit]:
         out = []
-        for wallet_id in self.wallet_ids(after, limit):
+        page = sorted(i for i in self.s.wallets if after is None or i > after)[:limit]
+        for wallet_id in page:
             w = self.s.wallets[wallet_id]
             entries = sorted((e for e in self.s.entries if e.wallet_id == wallet_id),
                              key=lambda e: e.id)
@@ -162,7 +254,8 @@ class MemoryWallets:
                 overfull_blocks=sum(b.remaining > b.original for b in blocks),
                 broken_chain_entries=broken,
                 last_balance_after=entries[-1].balance_after if entries else None,
-                has_unrefusable_usage=any(e.reason.startswith("kinde:") for e in entries),
+                has_unrefusable_usage=any(e.kind == "usage" and e.reason.startswith("kinde:")
+                                          for e in entries),
             ))
         return out
 
@@ -172,7 +265,8 @@ class MemoryIdempotency:
         self.s = state
 
     def get(self, scope: str, key: str) -> StoredResponse | None:
-        return self.s.keys.get((scope, key))
+        # A copy, like a fresh read of the row: callers may not change the stored answer.
+        return copy.deepcopy(self.s.keys.get((scope, key)))
 
     def claim(self, scope: str, key: str, request_hash: str,
               now: datetime) -> StoredResponse | None:
@@ -245,6 +339,184 @@ class MemoryBudgets:
         return [records[m] for m in sorted(records)]
 
 
+class MemoryRecharges:
+    """Bundle purchases (the same contract as adapters.sql.recharges)."""
+
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def add(self, recharge_id: str, wallet_id: str, bundle: str, credits: int, price: str,
+            currency: str, day: str, now: datetime, *, auto: bool = True,
+            meter: str | None = None) -> None:
+        if recharge_id in self.s.purchases:
+            raise DuplicateKey(recharge_id)
+        self.s.purchases[recharge_id] = _Purchase(
+            recharge_id, wallet_id, bundle, auto, credits, price, currency, day,
+            meter or f"bundle:{bundle}", now)
+
+    def in_flight(self, wallet_id: str) -> bool:
+        return any(p.wallet_id == wallet_id and p.status == "pending" and p.auto
+                   for p in self.s.purchases.values())
+
+    def count_on_day(self, wallet_id: str, day: str) -> int:
+        return sum(p.wallet_id == wallet_id and p.day == day and p.auto
+                   for p in self.s.purchases.values())
+
+    def billable(self, wallet_id: str, meter: str) -> tuple[int, list[str]]:
+        rows = [p for p in self.s.purchases.values()
+                if p.wallet_id == wallet_id and p.meter == meter]
+        return len(rows), [p.id for p in rows if p.status != "invoiced"]
+
+    def mark_invoiced(self, ids: Iterable[str], now: datetime) -> int:
+        done = 0
+        for purchase_id in set(ids):
+            p = self.s.purchases.get(purchase_id)
+            if p is not None and p.status != "invoiced":
+                p.status, p.settled_at, p.failure_reason = "invoiced", now, None
+                done += 1
+        return done
+
+    def mark_failed(self, wallet_id: str, meter: str, reason: str, now: datetime) -> list[str]:
+        failed = []
+        for p in self.s.purchases.values():
+            if p.wallet_id == wallet_id and p.meter == meter and p.status == "pending":
+                p.status, p.failure_reason, p.settled_at = "failed", reason[:2000], now
+                failed.append(p.id)
+        return failed
+
+    def any_auto(self, ids: Iterable[str]) -> bool:
+        return any(p.auto for i in ids if (p := self.s.purchases.get(i)) is not None)
+
+    def latest_auto(self, wallet_id: str) -> dict[str, object] | None:
+        autos = [p for p in self.s.purchases.values() if p.wallet_id == wallet_id and p.auto]
+        if not autos:
+            return None
+        p = max(autos, key=lambda p: (p.created_at, p.id))
+        return {
+            "id": p.id, "bundle": p.bundle, "credits": p.credits, "price": p.price,
+            "currency": p.currency, "status": p.status, "failure_reason": p.failure_reason,
+            "created_at": p.created_at, "settled_at": p.settled_at,
+        }
+
+
+class MemoryInbox:
+    """The webhook inbox (the same contract as adapters.sql.inbox)."""
+
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def get(self, event_id: str, *, lock: bool = False) -> InboxEvent | None:
+        return self.s.events.get(event_id)
+
+    def webhook_id_taken(self, webhook_id: str) -> bool:
+        return any(e.webhook_id == webhook_id for e in self.s.events.values())
+
+    def add(self, event_id: str, webhook_id: str | None, event_type: str, payload: str,
+            raw_body: str, now: datetime) -> None:
+        if event_id in self.s.events or (webhook_id and self.webhook_id_taken(webhook_id)):
+            raise DuplicateKey(event_id)
+        self.s.events[event_id] = InboxEvent(
+            event_id=event_id, webhook_id=webhook_id, type=event_type, status="received",
+            payload=json.loads(payload), park_reason=None, wallet_id=None, customer_id=None,
+            attempts=0, received_at=now, processed_at=None,
+        )
+        self.s.raw[event_id] = raw_body
+
+    def finish(self, event_id: str, status: InboxStatus, *, reason: str | None,
+               wallet_id: str | None, customer_id: str | None, now: datetime) -> None:
+        e = self.s.events[event_id]
+        self.s.events[event_id] = replace(
+            e, status=status, park_reason=reason, wallet_id=wallet_id, customer_id=customer_id,
+            attempts=e.attempts + 1, processed_at=None if status == "parked" else now,
+        )
+
+    def search(self, *, status: str | None = None, wallet_id: str | None = None,
+               event_type: str | None = None, customer_id: str | None = None,
+               after: tuple[datetime, str] | None = None, limit: int = 100) -> list[InboxEvent]:
+        rows = sorted(self.s.events.values(), key=lambda e: (e.received_at, e.event_id))
+        out = [
+            e for e in rows
+            if (status is None or e.status == status)
+            and (wallet_id is None or e.wallet_id == wallet_id)
+            and (event_type is None or e.type == event_type)
+            and (customer_id is None or e.customer_id == customer_id)
+            and (after is None or (e.received_at, e.event_id) > after)
+        ]
+        return out[:limit]
+
+    def count(self, status: str | None = None) -> int:
+        return sum(1 for e in self.s.events.values() if status is None or e.status == status)
+
+
+class MemoryMeters:
+    """Meter readings (the same contract as adapters.sql.meters): totals only ever rise."""
+
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def reading(self, customer_key: str, feature_code: str,
+                period_key: str) -> tuple[int, datetime] | None:
+        key = (customer_key, feature_code, period_key)
+        if key not in self.s.readings:
+            return None
+        return self.s.readings[key], self.s.raised.get(key, datetime.min.replace(tzinfo=UTC))
+
+    def last_value(self, customer_key: str, feature_code: str, period_key: str) -> int | None:
+        return self.s.readings.get((customer_key, feature_code, period_key))
+
+    def record(self, customer_key: str, feature_code: str, period_key: str, value: int,
+               now: datetime) -> None:
+        key = (customer_key, feature_code, period_key)
+        if value >= self.s.readings.get(key, value):
+            self.s.raised[key] = now
+        self.s.readings[key] = max(value, self.s.readings.get(key, value))
+
+
+class MemoryBilling:
+    """The agreement cache and usage report state (the contract of adapters.sql.billing)."""
+
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def agreement(self, agreement_id: str) -> AgreementInfo | None:
+        return self.s.agreements.get(agreement_id)
+
+    def save_agreement(self, info: AgreementInfo) -> None:
+        self.s.agreements[info.id] = info
+
+    def report_state(self, wallet_id: str, feature: str) -> UsageReportState:
+        return self.s.report_states.get(
+            (wallet_id, feature), UsageReportState(wallet_id, feature, None, None, 0, 0, None))
+
+    def save_report_state(self, state: UsageReportState) -> None:
+        self.s.report_states[(state.wallet_id, state.feature)] = state
+
+    def units_used(self, wallet_id: str, feature: str) -> int:
+        return sum(e.quantity or 0 for e in self.s.entries
+                   if e.wallet_id == wallet_id and e.feature == feature
+                   and e.kind in ("usage", "capture"))
+
+
+class MemoryDashboard:
+    """Credits used per UTC day and feature (the contract of adapters.sql.dashboard)."""
+
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def daily_usage(self, wallet_id: str, since: datetime) -> list[tuple[date, str | None, int]]:
+        totals: dict[tuple[date, str | None], int] = {}
+        for e in self.s.entries:
+            when = e.occurred_at or e.created_at
+            if e.wallet_id == wallet_id and e.kind in ("usage", "capture") and when >= since:
+                key = (when.astimezone(UTC).date(), e.feature)
+                totals[key] = totals.get(key, 0) - e.amount
+        return [(day, feature, credits) for (day, feature), credits in totals.items()]
+
+
+def _sql_only(name: str) -> NotImplementedError:
+    return NotImplementedError(f"uow.{name} has no in-memory fake: test it on the SQL store")
+
+
 class MemoryUnitOfWork:
     def __init__(self, store: MemoryStore, write: bool) -> None:
         self.store = store
@@ -254,11 +526,63 @@ class MemoryUnitOfWork:
     def __enter__(self) -> Self:
         if self.write:
             self.store.write_lock.acquire()
-        self.state = copy.deepcopy(self.store.state)
-        self.wallets = MemoryWallets(self.state)
-        self.idempotency = MemoryIdempotency(self.state)
-        self.budgets = MemoryBudgets(self.state)
+        self._bind(copy.deepcopy(self.store.state))
         return self
+
+    def _bind(self, state: _State) -> None:
+        self.state = state
+        self._wallets = MemoryWallets(state)
+        self._idempotency = MemoryIdempotency(state)
+        self._budgets = MemoryBudgets(state)
+        self._recharges = MemoryRecharges(state)
+        self._inbox = MemoryInbox(state)
+        self._meters = MemoryMeters(state)
+        self._billing = MemoryBilling(state)
+        self._dashboard = MemoryDashboard(state)
+
+    @property
+    def wallets(self) -> MemoryWallets:
+        return self._wallets
+
+    @property
+    def idempotency(self) -> MemoryIdempotency:
+        return self._idempotency
+
+    @property
+    def budgets(self) -> MemoryBudgets:
+        return self._budgets
+
+    @property
+    def recharges(self) -> MemoryRecharges:
+        return self._recharges
+
+    @property
+    def inbox(self) -> MemoryInbox:
+        return self._inbox
+
+    @property
+    def meters(self) -> MemoryMeters:
+        return self._meters
+
+    @property
+    def billing(self) -> MemoryBilling:
+        return self._billing
+
+    @property
+    def dashboard(self) -> MemoryDashboard:
+        return self._dashboard
+
+    @property
+    def outbox(self) -> OutboxRepository:
+        raise _sql_only("outbox")
+
+    @property
+    def plans(self) -> PlanRepository:
+        raise _sql_only("plans")
+
+    @property
+    def revenue(self) -> RevenueRepository:
+        raise _sql_only("revenue")
 
     def commit(self) -> None:
         if not self.write:
@@ -268,7 +592,7 @@ class MemoryUnitOfWork:
         self.committed = True
 
     def rollback(self) -> None:
-        self.state = copy.deepcopy(self.store.state)
+        self._bind(copy.deepcopy(self.store.state))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -286,3 +610,9 @@ class MemoryStore:
 
     def __call__(self, write: bool) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self, write)
+
+
+# mypy checks the fake against the ports here (tests/fakes is in its run, see scripts/test).
+_unit_of_work: type[UnitOfWork] = MemoryUnitOfWork
+_billing: type[BillingRepository] = MemoryBilling
+_factory: UnitOfWorkFactory = MemoryStore()

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from adapters.sql.store import SqlStore, make_engine
+from adapters.sql.engine import make_engine
+from adapters.sql.store import SqlStore
 from app.domain.budgets import MemberBudgetExceeded
 from app.domain.catalog import load_catalog
 from app.domain.ledger import InsufficientCredits

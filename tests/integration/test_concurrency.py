@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from adapters.sql.store import SqlStore, make_engine
+from adapters.sql.engine import make_engine
+from adapters.sql.store import SqlStore
 from app.domain.catalog import load_catalog
 from app.domain.ledger import InsufficientCredits
 from app.services.ledger import LedgerService, verify_ledger

@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from adapters.sql.engine import make_engine
 from adapters.sql.migrate import upgrade
-from adapters.sql.store import SqlStore, make_engine
+from adapters.sql.store import SqlStore
 from app.domain.catalog import load_catalog
 from app.domain.ledger import CaptureExceedsHold, HoldNotOpen, InsufficientCredits
 from app.services.ledger import IdempotencyConflict, LedgerService, verify_ledger

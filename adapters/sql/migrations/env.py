@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from adapters.sql.engine import make_single_use_engine
 from adapters.sql.schema import Base
-from adapters.sql.store import make_single_use_engine
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,0 +1,103 @@
+"""SQL idempotency keys: one stored answer per (scope, key), claimed before the work it answers.
+
+Keys are claimed first (an insert that waits for a concurrent holder of the same key), so
+racing requests with one key are serialised on the key and the losers read the winner's stored
+answer, on both databases.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from adapters.sql import dialect
+from adapters.sql import schema as t
+from app.services.ports import DuplicateKey, StoredResponse
+
+
+class SqlIdempotencyRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        # Keys this transaction claimed: their row exists (as a placeholder) and `put` fills it.
+        self._claimed: set[tuple[str, str]] = set()
+
+    def get(self, scope: str, key: str) -> StoredResponse | None:
+        row = self.conn.execute(
+            select(
+                t.idempotency_keys.c.request_hash,
+                t.idempotency_keys.c.status_code,
+                t.idempotency_keys.c.response,
+            ).where(t.idempotency_keys.c.scope == scope, t.idempotency_keys.c.key == key)
+        ).first()
+        if row is None:
+            return None
+        return StoredResponse(row.request_hash, row.status_code, json.loads(row.response))
+
+    def claim(
+        self, scope: str, key: str, request_hash: str, now: datetime
+    ) -> StoredResponse | None:
+        """Take the key for this transaction, or return the answer stored with it.
+
+        The insert waits while another open transaction holds the same key (PostgreSQL's
+        unique index; SQLite has one writer anyway). If that one commits, the key is taken and
+        the stored answer is read with a fresh statement, which under READ COMMITTED sees it;
+        if it rolls back (a refused request stores nothing), the key is ours. The placeholder
+        row is never visible to others: `put` fills it before the transaction commits.
+        """
+        inserted = self.conn.execute(
+            dialect.insert_ignore(self.conn, t.idempotency_keys)
+            .values(
+                scope=scope,
+                key=key,
+                request_hash=request_hash,
+                status_code=0,
+                response="null",
+                created_at=now,
+            )
+            # RETURNING, not rowcount: SQLAlchemy does not report a row count for an INSERT.
+            .returning(t.idempotency_keys.c.scope)
+        ).first()
+        if inserted is not None:
+            self._claimed.add((scope, key))
+            return None
+        stored = self.get(scope, key)
+        if stored is None:  # keys are kept for good, so this is a race we cannot explain
+            raise DuplicateKey(f"idempotency key {scope}/{key}")
+        return stored
+
+    def put(
+        self,
+        scope: str,
+        key: str,
+        request_hash: str,
+        status_code: int,
+        body: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        response = json.dumps(body, separators=(",", ":"))
+        if (scope, key) in self._claimed:
+            self._claimed.discard((scope, key))
+            self.conn.execute(
+                update(t.idempotency_keys)
+                .where(t.idempotency_keys.c.scope == scope, t.idempotency_keys.c.key == key)
+                .values(request_hash=request_hash, status_code=status_code, response=response)
+            )
+            return
+        # A plain INSERT: the primary key turns a racing duplicate into an error and a rollback.
+        try:
+            self.conn.execute(
+                insert(t.idempotency_keys).values(
+                    scope=scope,
+                    key=key,
+                    request_hash=request_hash,
+                    status_code=status_code,
+                    response=response,
+                    created_at=now,
+                )
+            )
+        except IntegrityError as exc:
+            raise DuplicateKey(f"idempotency key {scope}/{key}") from exc
