@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,17 +49,19 @@ from app.domain.kinde_events import (
     text_problem,
 )
 from app.domain.ledger import Wallet
-from app.domain.usage_terms import describe_debit
+from app.domain.usage_terms import describe_metered_debit, describe_signup_credit
+from app.services.idempotency import request_fingerprint
 from app.services.inbox_ports import (
     AgreementDirectory,
     InboxEvent,
     InboxStatus,
     WebhookUnitOfWork,
 )
-from app.services.ledger import LedgerService, request_fingerprint
 from app.services.outbox_ports import AgreementInfo
 from app.services.plans import PlanService, plan_service_for
 from app.services.ports import DuplicateKey
+from app.services.wallet_settings import WalletSettingsService
+from app.services.wallet_writer import WalletWriter
 
 log = logging.getLogger("kinde_credits.webhooks")
 
@@ -129,7 +131,7 @@ def _parked(
 
 @dataclass
 class WebhookService:
-    ledger: LedgerService
+    writer: WalletWriter
     # Kinde's agreements (current billing periods), asked by the worker only; None without
     # Management API credentials (then periods come only from events).
     kinde: AgreementDirectory | None = None
@@ -141,12 +143,12 @@ class WebhookService:
 
     @property
     def catalog(self) -> Catalog:
-        return self.ledger.catalog
+        return self.writer.catalog
 
     def _uow(self, write: bool) -> AbstractContextManager[WebhookUnitOfWork]:
         # The store's unit of work offers `inbox` and `meters` once adapters.sql.inbox is
         # imported (the composition root does it); the Protocol says so for the type checker.
-        return cast(AbstractContextManager[WebhookUnitOfWork], self.ledger.uow(write))
+        return cast(AbstractContextManager[WebhookUnitOfWork], self.writer.uow(write))
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class WebhookService:
                 if webhook_id is not None and uow.inbox.webhook_id_taken(webhook_id):
                     # webhook-id is not signed: never let it block or alias a signed event_id.
                     webhook_id = None
-                now = self.ledger.clock()
+                now = self.writer.clock()
                 # The row goes in first: on PostgreSQL this insert is where a racing
                 # redelivery waits, before either touches a wallet.
                 uow.inbox.add(event.event_id, webhook_id, event.type, payload, raw_body, now)
@@ -232,7 +234,7 @@ class WebhookService:
                 return False
             if webhook_id is not None and uow.inbox.webhook_id_taken(webhook_id):
                 webhook_id = None
-            now = self.ledger.clock()
+            now = self.writer.clock()
             uow.inbox.add(event.event_id, webhook_id, event.type, payload, raw_body, now)
             uow.inbox.finish(event.event_id, "parked", reason=reason, wallet_id=None,
                              customer_id=None, now=now)
@@ -280,7 +282,7 @@ class WebhookService:
             row = uow.inbox.get(event_id, lock=True)
             if row is None or row.status != "parked":
                 return None, None
-            now = self.ledger.clock()
+            now = self.writer.clock()
             try:
                 event = parse_envelope(row.payload, fallback_id=event_id)
                 applied = self._apply(uow, event, now)
@@ -297,7 +299,7 @@ class WebhookService:
                 return None, None
             uow.inbox.finish(event_id, "parked", reason=_failure_reason(failure),
                              wallet_id=row.wallet_id, customer_id=row.customer_id,
-                             now=self.ledger.clock())
+                             now=self.writer.clock())
             uow.commit()
         return "parked", None
 
@@ -320,7 +322,7 @@ class WebhookService:
         feature is now in the catalog, a failure's back-off has passed, their billing period
         is now known, asking Kinde if need be); with `force`, every parked event. Returns how
         many got applied (the worker sleeps when it is 0)."""
-        now = self.ledger.clock()
+        now = self.writer.clock()
         ready: list[str] = []
         # Billing customer -> events waiting for its agreement's current period.
         periods: dict[str, list[str]] = {}
@@ -470,43 +472,41 @@ class WebhookService:
                 "data.organization.code (org_...)"
             )
             return _parked(f"{event.type} without a usable {where}")
-        wallet = self.ledger.sweep_locked(uow, uow.wallets.lock_or_create(wallet_id, now), now)
-        if email:
-            uow.wallets.update_profile(wallet_id, email=email)
-        problem = self._learn(uow, wallet_id, fields, agreement=True)
-        if problem:
-            self._save(uow, wallet, now)
-            return _parked(problem, fields, wallet_id)
-        signup = self.catalog.signup
-        credits = signup.user_credits if wallet.owner_type == "user" else signup.org_credits
-        note: str | None = None
-        if credits <= 0:
-            note = "no sign-up credits configured"
-        elif uow.idempotency.get(SIGNUP_SCOPE, wallet_id) is not None:
-            # Kinde may send a second creation event (a new event_id) for one owner.
-            note = "sign-up credits were already granted to this wallet"
-        else:
-            expires = (
-                now + timedelta(days=signup.expires_after_days)
-                if signup.expires_after_days
-                else None
-            )
-            wallet.credit(
-                credits,
-                kind="grant",
-                reason="signup",
-                description=f"+{credits:,} sign-up credits",
-                now=now,
-                expires_at=expires,
-            )
-            body = {"event_id": event.event_id, "credits": credits}
-            uow.idempotency.put(
-                SIGNUP_SCOPE, wallet_id, request_fingerprint({"op": "signup", **body}), 201,
-                body, now,
-            )
-        self._save(uow, wallet, now)
-        return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id,
-                        mapped_customer=fields.customer_id)
+        signup_wallet = wallet_id
+
+        def sign_up(wallet: Wallet) -> _Applied:
+            if email:
+                uow.wallets.update_profile(signup_wallet, email=email)
+            problem = self._learn(uow, signup_wallet, fields, agreement=True)
+            if problem:
+                return _parked(problem, fields, signup_wallet)
+            signup = self.catalog.signup
+            credits = signup.user_credits if wallet.owner_type == "user" else signup.org_credits
+            note: str | None = None
+            if credits <= 0:
+                note = "no sign-up credits configured"
+            elif uow.idempotency.get(SIGNUP_SCOPE, signup_wallet) is not None:
+                # Kinde may send a second creation event (a new event_id) for one owner.
+                note = "sign-up credits were already granted to this wallet"
+            else:
+                wallet.credit(
+                    credits,
+                    kind="grant",
+                    reason="signup",
+                    description=describe_signup_credit(credits),
+                    now=now,
+                    expires_at=now + timedelta(days=signup.expires_after_days)
+                    if signup.expires_after_days else None,
+                )
+                body = {"event_id": event.event_id, "credits": credits}
+                uow.idempotency.put(
+                    SIGNUP_SCOPE, signup_wallet,
+                    request_fingerprint({"op": "signup", **body}), 201, body, now,
+                )
+            return _Applied("processed", note, wallet_id=signup_wallet,
+                            customer_id=fields.customer_id, mapped_customer=fields.customer_id)
+
+        return self._write(uow, wallet_id, now, sign_up)
 
     def _meter_usage(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
         fields = extract_billing(event)
@@ -539,54 +539,59 @@ class WebhookService:
         wallet_id, problem = self._resolve(uow, fields)
         if wallet_id is None:
             return _parked(problem or "no wallet", fields)
-        wallet = self.ledger.sweep_locked(uow, uow.wallets.lock_or_create(wallet_id, now), now)
-        problem = self._learn(uow, wallet_id, fields, agreement=False)
-        if problem:
-            self._save(uow, wallet, now)
-            return _parked(problem, fields, wallet_id)
-        units = fields.value
-        if fields.meter_type == "absolute":
-            # Kinde's absolute value is the period's running total: debit only the increase
-            # over the last total seen (the wallet lock serialises this read-then-write).
-            # Keyed by the resolved wallet: events naming the customer and events naming only
-            # the user or org must share one running total, or the total is debited twice.
-            # And keyed by the real billing period, never a guessed one: a guess that differs
-            # between two events of one period debits the whole total again.
-            start, problem = self._absolute_period(uow, fields, wallet_id, now)
-            if start is None:
-                self._save(uow, wallet, now)
-                return _parked(problem or PERIOD_PREFIX, fields, wallet_id)
-            key, period = wallet_id, period_key(start)
-            if fields.period_start is not None:
-                # A stated period serves later events of its agreement that state none.
-                self._remember_period(uow, fields, wallet_id, now)
-            last = uow.meters.last_value(key, code, period)
-            if last is None:
-                last = _legacy_month_total(uow, key, code, start, fields.occurred_at or now)
-            units = max(0, fields.value - (last or 0))
-            if last is None or fields.value > last:
-                uow.meters.record(key, code, period, fields.value, now)
-        note: str | None = None
-        if units > 0:
-            credits = units * feature.credits_per_unit
-            wallet.debit(
-                credits,
-                reason=f"kinde:{event.event_id}",
-                description=describe_debit(credits, feature.label, units, feature.unit)
-                + " (metered by Kinde)",
-                now=now,
-                refusable=False,  # usage that already happened: a shortfall becomes arrears
-                feature=feature.key,
-                quantity=units,
-                occurred_at=fields.occurred_at,
-            )
-        else:
-            note = "no new usage" if fields.meter_type == "delta" else (
-                "absolute value not above the last one seen for this period"
-            )
-        self._save(uow, wallet, now)
-        return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id,
-                        mapped_customer=fields.customer_id)
+        resolved, value = wallet_id, fields.value
+
+        def debit(wallet: Wallet) -> _Applied:
+            wallet_id = resolved
+            assert value is not None
+            problem = self._learn(uow, wallet_id, fields, agreement=False)
+            if problem:
+                return _parked(problem, fields, wallet_id)
+            units = value
+            if fields.meter_type == "absolute":
+                # Kinde's absolute value is the period's running total: debit only the
+                # increase over the last total seen (the wallet lock serialises this
+                # read-then-write). Keyed by the resolved wallet: events naming the customer
+                # and events naming only the user or org must share one running total, or
+                # the total is debited twice. And keyed by the real billing period, never a
+                # guessed one: a guess that differs between two events of one period debits
+                # the whole total again.
+                start, problem = self._absolute_period(uow, fields, wallet_id, now)
+                if start is None:
+                    return _parked(problem or PERIOD_PREFIX, fields, wallet_id)
+                key, period = wallet_id, period_key(start)
+                if fields.period_start is not None:
+                    # A stated period serves later events of its agreement that state none.
+                    self._remember_period(uow, fields, wallet_id, now)
+                last = uow.meters.last_value(key, code, period)
+                if last is None:
+                    last = _legacy_month_total(uow, key, code, start, fields.occurred_at or now)
+                units = max(0, value - (last or 0))
+                if last is None or value > last:
+                    uow.meters.record(key, code, period, value, now)
+            note: str | None = None
+            if units > 0:
+                credits = units * feature.credits_per_unit
+                wallet.debit(
+                    credits,
+                    reason=f"kinde:{event.event_id}",
+                    description=describe_metered_debit(credits, feature.label, units,
+                                                       feature.unit),
+                    now=now,
+                    # Usage that already happened: a shortfall becomes arrears.
+                    refusable=False,
+                    feature=feature.key,
+                    quantity=units,
+                    occurred_at=fields.occurred_at,
+                )
+            else:
+                note = "no new usage" if fields.meter_type == "delta" else (
+                    "absolute value not above the last one seen for this period"
+                )
+            return _Applied("processed", note, wallet_id=wallet_id,
+                            customer_id=fields.customer_id, mapped_customer=fields.customer_id)
+
+        return self._write(uow, wallet_id, now, debit)
 
     def _mapping(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
         fields = extract_billing(event)
@@ -599,11 +604,15 @@ class WebhookService:
             return _parked(problem, fields, wallet_id)
         self._remember_period(uow, fields, wallet_id, now)
         note: str | None = None
-        if self.plans is not None:
-            # Plan credits for the agreement's current period, once (app.services.plans).
-            wallet = self.ledger.sweep_locked(uow, wallet, now)
-            note = self.plans.on_agreement_event(uow, wallet, fields, event.timestamp, now)
-            self._save(uow, wallet, now)
+        plans = self.plans
+        if plans is not None:
+            # Plan credits for the agreement's current period, once (app.services.plans),
+            # after the profile learned the event's plan (its period ends apply that plan).
+            written = self.writer.write(
+                uow, wallet_id, now,
+                lambda w: plans.on_agreement_event(uow, w, fields, event.timestamp, now),
+                create=True)
+            note = written.result if written is not None else None
         return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id,
                         mapped_customer=fields.customer_id)
 
@@ -614,9 +623,9 @@ class WebhookService:
         if wallet_id is None:
             return _parked(problem or "no wallet", fields)
         note: str | None = None
-        if event.type == "customer.payment_failed" and self.ledger.suspend_auto_recharge_in(
-            uow, wallet_id, "Kinde reported a failed payment", now
-        ):
+        if event.type == "customer.payment_failed" and WalletSettingsService(
+            self.writer
+        ).suspend_auto_recharge_in(uow, wallet_id, "Kinde reported a failed payment", now):
             # Never keep buying on a card that fails: the owner re-enables it after fixing it.
             note = "auto-recharge suspended"
         if event.type == "customer.agreement_cancelled" and self.plans is not None:
@@ -626,9 +635,14 @@ class WebhookService:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _save(self, uow: WebhookUnitOfWork, wallet: Wallet, now: datetime) -> None:
-        if wallet.has_pending_changes() or wallet.touched_blocks or wallet.new_blocks:
-            self.ledger.save_wallet(uow, wallet, now)
+    def _write(
+        self, uow: WebhookUnitOfWork, wallet_id: str, now: datetime,
+        apply: Callable[[Wallet], _Applied],
+    ) -> _Applied:
+        """Apply an event's change to its wallet (created if new) through the wallet writer."""
+        written = self.writer.write(uow, wallet_id, now, apply, create=True)
+        assert written is not None  # created when missing
+        return written.result
 
     def _absolute_period(
         self, uow: WebhookUnitOfWork, fields: BillingFields, wallet_id: str, now: datetime
@@ -863,7 +877,8 @@ def service_for(container: Any) -> WebhookService:
     if service is None:
         # The Kinde client (when Management API credentials are set) lets the worker learn
         # agreement periods for absolute meter values that state none.
-        service = WebhookService(container.ledger, kinde=getattr(container, "kinde", None),
+        service = WebhookService(container.ledger.writer,
+                                 kinde=getattr(container, "kinde", None),
                                  plans=plan_service_for(container))
         container.extras["webhook_service"] = service
     return cast(WebhookService, service)

@@ -57,7 +57,7 @@ class Harness:
     def __init__(self, catalog: Catalog, clock: FakeClock) -> None:
         self.store = MemoryWebhookStore()
         self.ledger = LedgerService(self.store, catalog, clock)
-        self.service = WebhookService(self.ledger)
+        self.service = WebhookService(self.ledger.writer)
         self.clock = clock
 
     def send(self, claims: dict[str, Any], webhook_id: str | None = None) -> str:
