@@ -49,6 +49,7 @@ from app.domain.kinde_events import (
     text_problem,
 )
 from app.domain.ledger import Wallet
+from app.domain.park_reasons import ParkKind, ParkReason
 from app.domain.usage_terms import describe_metered_debit, describe_signup_credit
 from app.services.idempotency import request_fingerprint
 from app.services.inbox_ports import (
@@ -73,17 +74,15 @@ INLINE_RETRY_LIMIT = 20
 # (30 s, 2 min, 8 min, 32 min, ~2 h after receipt), then wait for `events --retry`.
 FAILURE_RETRY_BASE = timedelta(seconds=30)
 FAILURE_RETRY_MAX_ATTEMPTS = 5
-FAILED_PREFIX = "failed: "
 # Absolute meter events whose billing period is not known yet: the worker asks Kinde for the
 # agreement's current period and retries them, with growing delays up to an hour apart, for as
 # long as it takes (never debiting on a guessed period meanwhile).
-PERIOD_PREFIX = "period unknown: "
 PERIOD_RETRY_MAX_DELAY = timedelta(hours=1)
 # A stored agreement period without an end date is trusted for this long after it was read.
 AGREEMENT_FRESH_WITHOUT_END = timedelta(hours=1)
 # What an HTTP answer says about a handler failure: the details (which may hold SQL or values
 # from the event) stay in the log and in the stored reason, never in a response body.
-FAILURE_ANSWER = FAILED_PREFIX + "could not be applied; kept and retried later"
+FAILURE_ANSWER = ParkReason(ParkKind.FAILED, "could not be applied; kept and retried later").text
 
 __all__ = [
     "InvalidEvent",
@@ -122,11 +121,16 @@ class _Applied:
 
 
 def _parked(
-    reason: str, fields: BillingFields | None = None, wallet_id: str | None = None
+    reason: ParkReason, fields: BillingFields | None = None, wallet_id: str | None = None
 ) -> _Applied:
     return _Applied(
-        "parked", reason, wallet_id=wallet_id, customer_id=fields.customer_id if fields else None
+        "parked", reason.text, wallet_id=wallet_id,
+        customer_id=fields.customer_id if fields else None,
     )
+
+
+def _malformed(detail: str) -> _Applied:
+    return _parked(ParkReason(ParkKind.MALFORMED, detail))
 
 
 @dataclass
@@ -329,7 +333,7 @@ class WebhookService:
         with self._uow(False) as uow:
             rows = uow.inbox.search(status="parked", after=self._scan_after, limit=limit)
             for row in rows:
-                waiting = (row.park_reason or "").startswith(PERIOD_PREFIX)
+                waiting = ParkReason.parse(row.park_reason).kind is ParkKind.PERIOD_UNKNOWN
                 if waiting and self.kinde is not None and (force or _period_retry_due(row, now)):
                     customer = row.customer_id or _profile_customer(uow, row.wallet_id)
                     if customer:
@@ -384,44 +388,36 @@ class WebhookService:
             uow.commit()
 
     def _ready(self, uow: WebhookUnitOfWork, row: InboxEvent, now: datetime) -> bool:
-        """Would a retry get further than last time? Read-only and cheap: the worker asks this
-        every pass, so it must not take the write lock for events that would only park again."""
-        reason = row.park_reason or ""
-        if reason.startswith(FAILED_PREFIX):
+        """Would a retry get further than last time? A lookup on what the event waits for (its
+        park reason's kind). Read-only and cheap: the worker asks this every pass, so it must
+        not take the write lock for events that would only park again."""
+        reason = ParkReason.parse(row.park_reason)
+        if reason.kind is ParkKind.FAILED:
             due = row.received_at + FAILURE_RETRY_BASE * (4 ** max(row.attempts - 1, 0))
             return row.attempts < FAILURE_RETRY_MAX_ATTEMPTS and now >= due
-        event = parse_envelope(row.payload, fallback_id=row.event_id)
-        if event.problems:
+        if reason.kind is ParkKind.MALFORMED:
             return False  # a malformed event stays malformed
-        kind = event.kind
-        if kind not in (EventKind.METER_USAGE, EventKind.MAPPING, EventKind.HISTORY):
-            return False  # a sign-up without a usable id won't grow one
-        fields = extract_billing(event)
-        if fields.problems:
-            return False
-        needs_period = False
-        if kind is EventKind.METER_USAGE:
-            # Mirrors the handler's checks that depend on the event alone: they don't fix
-            # themselves. (The catalog changes only with a restart, and then too we re-check.)
+        fields = extract_billing(parse_envelope(row.payload, fallback_id=row.event_id))
+        if reason.kind is ParkKind.UNKNOWN_FEATURE:
             code = fields.feature_code
-            feature = self.catalog.feature_by_kinde_code(code) if code else None
-            if feature is None:
-                return False
-            if feature.source == "kinde" and fields.value is None:
-                return False
-            needs_period = feature.source == "kinde" and fields.meter_type == "absolute"
+            return code is not None and self.catalog.feature_by_kinde_code(code) is not None
+        wallet_id = self._mapped_wallet(uow, fields)
+        if reason.kind is ParkKind.NO_WALLET or wallet_id is None:
+            return wallet_id is not None
+        # Waiting for a period: ready once an agreement event (or Kinde) has brought it.
+        start, _ = self._absolute_period(uow, fields, wallet_id, now)
+        return start is not None
+
+    def _mapped_wallet(self, uow: WebhookUnitOfWork, fields: BillingFields) -> str | None:
+        """The event's wallet, when it resolves and does not contradict its billing customer."""
         wallet_id, _ = self._resolve(uow, fields)
         if wallet_id is None:
-            return False
+            return None
         profile = uow.wallets.profile(wallet_id)
         known = profile.billing_customer_id if profile else None
         if known and fields.customer_id and known != fields.customer_id:
-            return False
-        if needs_period:
-            # Waiting for a period: ready once an agreement event (or Kinde) has brought it.
-            start, _ = self._absolute_period(uow, fields, wallet_id, now)
-            return start is not None
-        return True
+            return None
+        return wallet_id
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -443,14 +439,14 @@ class WebhookService:
 
     def _apply(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
         if event.problems:
-            return _parked("malformed event: " + "; ".join(event.problems))
+            return _malformed("event: " + "; ".join(event.problems))
         kind = event.kind
         if kind in (EventKind.METER_USAGE, EventKind.MAPPING, EventKind.HISTORY):
             fields = extract_billing(event)
             if fields.problems:
                 # Acting on part of an event (or storing a value that breaks the database)
                 # would be worse than waiting for a person to look at it.
-                return _parked("malformed billing event: " + "; ".join(fields.problems))
+                return _malformed("billing event: " + "; ".join(fields.problems))
         if kind in (EventKind.USER_CREATED, EventKind.ORG_CREATED):
             return self._signup(uow, event, now)
         if kind is EventKind.METER_USAGE:
@@ -466,12 +462,12 @@ class WebhookService:
         fields = extract_billing(event)
         problems += fields.problems
         if problems:
-            return _parked(f"malformed {event.type} event: " + "; ".join(problems))
+            return _malformed(f"{event.type} event: " + "; ".join(problems))
         if wallet_id is None:
             where = "data.user.id (kp_...)" if event.kind is EventKind.USER_CREATED else (
                 "data.organization.code (org_...)"
             )
-            return _parked(f"{event.type} without a usable {where}")
+            return _malformed(f"{event.type} without a usable {where}")
         signup_wallet = wallet_id
 
         def sign_up(wallet: Wallet) -> _Applied:
@@ -479,7 +475,7 @@ class WebhookService:
                 uow.wallets.update_profile(signup_wallet, email=email)
             problem = self._learn(uow, signup_wallet, fields, agreement=True)
             if problem:
-                return _parked(problem, fields, signup_wallet)
+                return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, signup_wallet)
             signup = self.catalog.signup
             credits = signup.user_credits if wallet.owner_type == "user" else signup.org_credits
             note: str | None = None
@@ -512,10 +508,10 @@ class WebhookService:
         fields = extract_billing(event)
         code = fields.feature_code
         if code is None:
-            return _parked(
+            return _parked(ParkReason(
+                ParkKind.MALFORMED,
                 "no feature code (data.feature_code / data.billing_feature_code / data.meter_id)",
-                fields,
-            )
+            ), fields)
         feature = self.catalog.feature_by_kinde_code(code)
         if feature is None:
             if self.catalog.bundle_by_kinde_code(code) is not None:
@@ -523,8 +519,10 @@ class WebhookService:
                 return _Applied("processed", f"credit pack invoice usage on {code!r}; nothing "
                                 "to debit", wallet_id=self._peek_wallet(uow, fields),
                                 customer_id=fields.customer_id)
-            return _parked(f"unknown feature code {code!r}: not in the credits catalog "
-                           f"({self.catalog.path})", fields)
+            return _parked(ParkReason(
+                ParkKind.UNKNOWN_FEATURE,
+                f"code {code!r} is not in the credits catalog "
+                f"({self.catalog.path})"), fields)
         if feature.source == "app":
             # The product already reported this usage to us (and we to Kinde): debiting again
             # would charge twice. Keep the event for reconciliation only.
@@ -535,10 +533,11 @@ class WebhookService:
                 customer_id=fields.customer_id,
             )
         if fields.value is None:
-            return _parked(fields.value_problem or "no meter value", fields)
+            return _parked(
+                ParkReason(ParkKind.MALFORMED, fields.value_problem or "no meter value"), fields)
         wallet_id, problem = self._resolve(uow, fields)
         if wallet_id is None:
-            return _parked(problem or "no wallet", fields)
+            return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
         resolved, value = wallet_id, fields.value
 
         def debit(wallet: Wallet) -> _Applied:
@@ -546,7 +545,7 @@ class WebhookService:
             assert value is not None
             problem = self._learn(uow, wallet_id, fields, agreement=False)
             if problem:
-                return _parked(problem, fields, wallet_id)
+                return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, wallet_id)
             units = value
             if fields.meter_type == "absolute":
                 # Kinde's absolute value is the period's running total: debit only the
@@ -556,9 +555,10 @@ class WebhookService:
                 # the total is debited twice. And keyed by the real billing period, never a
                 # guessed one: a guess that differs between two events of one period debits
                 # the whole total again.
-                start, problem = self._absolute_period(uow, fields, wallet_id, now)
+                start, waiting = self._absolute_period(uow, fields, wallet_id, now)
                 if start is None:
-                    return _parked(problem or PERIOD_PREFIX, fields, wallet_id)
+                    assert waiting is not None
+                    return _parked(waiting, fields, wallet_id)
                 key, period = wallet_id, period_key(start)
                 if fields.period_start is not None:
                     # A stated period serves later events of its agreement that state none.
@@ -597,11 +597,11 @@ class WebhookService:
         fields = extract_billing(event)
         wallet_id, problem = self._resolve(uow, fields)
         if wallet_id is None:
-            return _parked(problem or "no wallet", fields)
+            return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
         wallet = uow.wallets.lock_or_create(wallet_id, now)  # the lock orders profile updates
         problem = self._learn(uow, wallet.id, fields, agreement=True)
         if problem:
-            return _parked(problem, fields, wallet_id)
+            return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, wallet_id)
         self._remember_period(uow, fields, wallet_id, now)
         note: str | None = None
         plans = self.plans
@@ -621,7 +621,7 @@ class WebhookService:
         fields = extract_billing(event)
         wallet_id, problem = self._resolve(uow, fields)
         if wallet_id is None:
-            return _parked(problem or "no wallet", fields)
+            return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
         note: str | None = None
         if event.type == "customer.payment_failed" and WalletSettingsService(
             self.writer
@@ -646,7 +646,7 @@ class WebhookService:
 
     def _absolute_period(
         self, uow: WebhookUnitOfWork, fields: BillingFields, wallet_id: str, now: datetime
-    ) -> tuple[datetime | None, str | None]:
+    ) -> tuple[datetime | None, ParkReason | None]:
         """The start of the billing period an absolute meter value belongs to: the period the
         event states, else the current period of the agreement (when the usage falls inside
         it). (None, why) when neither is known: the caller parks the event."""
@@ -661,7 +661,8 @@ class WebhookService:
             if at < start:
                 # Usage from before the period we know of (a late event): which period it
                 # counted in is not ours to guess.
-                return None, (
+                return None, ParkReason(
+                    ParkKind.PERIOD_PAST,
                     f"absolute meter value for {at:%Y-%m-%d %H:%M} UTC predates the current "
                     f"period of agreement {agreement_id} (from {start:%Y-%m-%d %H:%M} UTC); "
                     "its billing period is unknown, so it is not debited on a guess"
@@ -678,8 +679,9 @@ class WebhookService:
             "current_period_end (no Kinde Management API credentials are configured)"
         )
         subject = f"agreement {agreement_id}" if agreement_id else "the customer's agreement"
-        return None, (
-            f"{PERIOD_PREFIX}the absolute meter value states no billing period and the current "
+        return None, ParkReason(
+            ParkKind.PERIOD_UNKNOWN,
+            f"the absolute meter value states no billing period and the current "
             f"period of {subject} is not known for {at:%Y-%m-%d %H:%M} UTC; {where}"
         )
 
@@ -794,10 +796,10 @@ def _failure_reason(exc: BaseException | None) -> str:
     """A stored reason for a handler failure: the exception's type and first line, without the
     SQL statement and parameters a database error appends (they may echo the event's values)."""
     if exc is None:
-        return f"{FAILED_PREFIX}unknown error"
+        return ParkReason(ParkKind.FAILED, "unknown error").text
     detail = str(exc).split("\n", 1)[0].split("[SQL", 1)[0].strip()
     detail = "".join("?" if ord(ch) < 32 or ord(ch) == 127 else ch for ch in detail)[:200]
-    return f"{FAILED_PREFIX}{type(exc).__name__}: {detail}"
+    return ParkReason(ParkKind.FAILED, f"{type(exc).__name__}: {detail}").text
 
 
 def _legacy_month_total(
