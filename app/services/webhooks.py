@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from app.domain.catalog import Catalog
@@ -63,6 +63,15 @@ from app.services.plans import PlanService, plan_service_for
 from app.services.ports import DuplicateKey
 from app.services.wallet_settings import WalletSettingsService
 from app.services.wallet_writer import WalletWriter
+from app.services.webhook_billing import (
+    absolute_period,
+    aware,
+    learn,
+    legacy_month_total,
+    peek_wallet,
+    remember_period,
+    resolve,
+)
 
 log = logging.getLogger("kinde_credits.webhooks")
 
@@ -78,8 +87,6 @@ FAILURE_RETRY_MAX_ATTEMPTS = 5
 # agreement's current period and retries them, with growing delays up to an hour apart, for as
 # long as it takes (never debiting on a guessed period meanwhile).
 PERIOD_RETRY_MAX_DELAY = timedelta(hours=1)
-# A stored agreement period without an end date is trusted for this long after it was read.
-AGREEMENT_FRESH_WITHOUT_END = timedelta(hours=1)
 # What an HTTP answer says about a handler failure: the details (which may hold SQL or values
 # from the event) stay in the log and in the stored reason, never in a response body.
 FAILURE_ANSWER = ParkReason(ParkKind.FAILED, "could not be applied; kept and retried later").text
@@ -364,7 +371,7 @@ class WebhookService:
         try:
             agreements = [
                 a for a in self.kinde.list_agreements(customer_id)
-                if a.expires_on is None or _aware(a.expires_on) > now
+                if a.expires_on is None or aware(a.expires_on) > now
             ]
         except Exception as exc:
             log.warning("could not read the agreements of %s from Kinde (%s); parked meter "
@@ -405,12 +412,13 @@ class WebhookService:
         if reason.kind is ParkKind.NO_WALLET or wallet_id is None:
             return wallet_id is not None
         # Waiting for a period: ready once an agreement event (or Kinde) has brought it.
-        start, _ = self._absolute_period(uow, fields, wallet_id, now)
+        start, _ = absolute_period(uow, fields, wallet_id, now,
+                                   asks_kinde=self.kinde is not None)
         return start is not None
 
     def _mapped_wallet(self, uow: WebhookUnitOfWork, fields: BillingFields) -> str | None:
         """The event's wallet, when it resolves and does not contradict its billing customer."""
-        wallet_id, _ = self._resolve(uow, fields)
+        wallet_id, _ = resolve(uow, fields)
         if wallet_id is None:
             return None
         profile = uow.wallets.profile(wallet_id)
@@ -473,7 +481,7 @@ class WebhookService:
         def sign_up(wallet: Wallet) -> _Applied:
             if email:
                 uow.wallets.update_profile(signup_wallet, email=email)
-            problem = self._learn(uow, signup_wallet, fields, agreement=True)
+            problem = learn(uow, signup_wallet, fields, agreement=True)
             if problem:
                 return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, signup_wallet)
             signup = self.catalog.signup
@@ -517,7 +525,7 @@ class WebhookService:
             if self.catalog.bundle_by_kinde_code(code) is not None:
                 # Our own invoice for a credit pack (reported as meter usage): not usage.
                 return _Applied("processed", f"credit pack invoice usage on {code!r}; nothing "
-                                "to debit", wallet_id=self._peek_wallet(uow, fields),
+                                "to debit", wallet_id=peek_wallet(uow, fields),
                                 customer_id=fields.customer_id)
             return _parked(ParkReason(
                 ParkKind.UNKNOWN_FEATURE,
@@ -529,13 +537,13 @@ class WebhookService:
             return _Applied(
                 "processed",
                 f"feature {feature.key!r} has source 'app': recorded for reconciliation only",
-                wallet_id=self._peek_wallet(uow, fields),
+                wallet_id=peek_wallet(uow, fields),
                 customer_id=fields.customer_id,
             )
         if fields.value is None:
             return _parked(
                 ParkReason(ParkKind.MALFORMED, fields.value_problem or "no meter value"), fields)
-        wallet_id, problem = self._resolve(uow, fields)
+        wallet_id, problem = resolve(uow, fields)
         if wallet_id is None:
             return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
         resolved, value = wallet_id, fields.value
@@ -543,7 +551,7 @@ class WebhookService:
         def debit(wallet: Wallet) -> _Applied:
             wallet_id = resolved
             assert value is not None
-            problem = self._learn(uow, wallet_id, fields, agreement=False)
+            problem = learn(uow, wallet_id, fields, agreement=False)
             if problem:
                 return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, wallet_id)
             units = value
@@ -555,17 +563,18 @@ class WebhookService:
                 # the total is debited twice. And keyed by the real billing period, never a
                 # guessed one: a guess that differs between two events of one period debits
                 # the whole total again.
-                start, waiting = self._absolute_period(uow, fields, wallet_id, now)
+                start, waiting = absolute_period(uow, fields, wallet_id, now,
+                                   asks_kinde=self.kinde is not None)
                 if start is None:
                     assert waiting is not None
                     return _parked(waiting, fields, wallet_id)
                 key, period = wallet_id, period_key(start)
                 if fields.period_start is not None:
                     # A stated period serves later events of its agreement that state none.
-                    self._remember_period(uow, fields, wallet_id, now)
+                    remember_period(uow, fields, wallet_id, now)
                 last = uow.meters.last_value(key, code, period)
                 if last is None:
-                    last = _legacy_month_total(uow, key, code, start, fields.occurred_at or now)
+                    last = legacy_month_total(uow, key, code, start, fields.occurred_at or now)
                 units = max(0, value - (last or 0))
                 if last is None or value > last:
                     uow.meters.record(key, code, period, value, now)
@@ -595,14 +604,14 @@ class WebhookService:
 
     def _mapping(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
         fields = extract_billing(event)
-        wallet_id, problem = self._resolve(uow, fields)
+        wallet_id, problem = resolve(uow, fields)
         if wallet_id is None:
             return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
         wallet = uow.wallets.lock_or_create(wallet_id, now)  # the lock orders profile updates
-        problem = self._learn(uow, wallet.id, fields, agreement=True)
+        problem = learn(uow, wallet.id, fields, agreement=True)
         if problem:
             return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, wallet_id)
-        self._remember_period(uow, fields, wallet_id, now)
+        remember_period(uow, fields, wallet_id, now)
         note: str | None = None
         plans = self.plans
         if plans is not None:
@@ -619,7 +628,7 @@ class WebhookService:
     def _history(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
         # The inbox row with its wallet id set IS the wallet's history entry.
         fields = extract_billing(event)
-        wallet_id, problem = self._resolve(uow, fields)
+        wallet_id, problem = resolve(uow, fields)
         if wallet_id is None:
             return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
         note: str | None = None
@@ -644,149 +653,6 @@ class WebhookService:
         assert written is not None  # created when missing
         return written.result
 
-    def _absolute_period(
-        self, uow: WebhookUnitOfWork, fields: BillingFields, wallet_id: str, now: datetime
-    ) -> tuple[datetime | None, ParkReason | None]:
-        """The start of the billing period an absolute meter value belongs to: the period the
-        event states, else the current period of the agreement (when the usage falls inside
-        it). (None, why) when neither is known: the caller parks the event."""
-        if fields.period_start is not None:
-            return fields.period_start, None
-        at = fields.occurred_at or now
-        profile = uow.wallets.profile(wallet_id)
-        agreement_id = fields.agreement_id or (profile.agreement_id if profile else None)
-        info = uow.billing.agreement(agreement_id) if agreement_id else None
-        if info is not None and info.period_start is not None:
-            start = _aware(info.period_start)
-            if at < start:
-                # Usage from before the period we know of (a late event): which period it
-                # counted in is not ours to guess.
-                return None, ParkReason(
-                    ParkKind.PERIOD_PAST,
-                    f"absolute meter value for {at:%Y-%m-%d %H:%M} UTC predates the current "
-                    f"period of agreement {agreement_id} (from {start:%Y-%m-%d %H:%M} UTC); "
-                    "its billing period is unknown, so it is not debited on a guess"
-                )
-            end = _aware(info.period_end) if info.period_end is not None else None
-            if (end is not None and at < end) or (
-                end is None and now - _aware(info.fetched_at) < AGREEMENT_FRESH_WITHOUT_END
-            ):
-                return start, None
-        where = (
-            "asking Kinde for the agreement's current period"
-            if self.kinde is not None
-            else "waiting for an agreement event stating current_period_start and "
-            "current_period_end (no Kinde Management API credentials are configured)"
-        )
-        subject = f"agreement {agreement_id}" if agreement_id else "the customer's agreement"
-        return None, ParkReason(
-            ParkKind.PERIOD_UNKNOWN,
-            f"the absolute meter value states no billing period and the current "
-            f"period of {subject} is not known for {at:%Y-%m-%d %H:%M} UTC; {where}"
-        )
-
-    @staticmethod
-    def _remember_period(
-        uow: WebhookUnitOfWork, fields: BillingFields, wallet_id: str, now: datetime
-    ) -> None:
-        """Keep the current period an event states for its agreement, for absolute meter values
-        that don't state theirs. Never replaces a later period already known (events come in
-        any order)."""
-        profile = uow.wallets.profile(wallet_id)
-        customer_id = fields.customer_id or (profile.billing_customer_id if profile else None)
-        if not (fields.agreement_id and customer_id and fields.period_start):
-            return
-        known = uow.billing.agreement(fields.agreement_id)
-        if (
-            known is not None
-            and known.period_start is not None
-            and _aware(known.period_start) >= fields.period_start
-        ):
-            return
-        uow.billing.save_agreement(AgreementInfo(
-            id=fields.agreement_id,
-            customer_id=customer_id,
-            plan_code=fields.plan_code or (known.plan_code if known else None),
-            period_start=fields.period_start,
-            period_end=fields.period_end,
-            feature_codes=known.feature_codes if known else (),
-            fetched_at=now,
-        ))
-
-    @staticmethod
-    def _resolve(uow: WebhookUnitOfWork, fields: BillingFields) -> tuple[str | None, str | None]:
-        """The wallet a billing event is about: the owner it names (user id / org code), or
-        the wallet mapped to its billing customer. (None, why) when neither is known yet."""
-        mapped = (
-            uow.wallets.find_by_customer(fields.customer_id) if fields.customer_id else None
-        )
-        named = [o for o in (fields.org_code, fields.user_id) if o]
-        if mapped is not None:
-            if named and mapped not in named:
-                return None, (
-                    f"customer {fields.customer_id} belongs to wallet {mapped}, but the event "
-                    f"names {' / '.join(named)}"
-                )
-            return mapped, None
-        if named:
-            return named[0], None
-        if fields.customer_id:
-            return None, (
-                f"unknown customer {fields.customer_id}: no wallet is mapped to it yet "
-                "(waiting for customer.agreement_created or an event naming the user/org)"
-            )
-        return None, (
-            "no customer id (data.customer_id / data.customer.id) and no data.user_id / "
-            "data.org_code"
-        )
-
-    @staticmethod
-    def _peek_wallet(uow: WebhookUnitOfWork, fields: BillingFields) -> str | None:
-        """Best-effort wallet for history of events that change nothing (never parks)."""
-        if fields.customer_id:
-            found = uow.wallets.find_by_customer(fields.customer_id)
-            if found:
-                return found
-        return fields.owner_id
-
-    @staticmethod
-    def _learn(
-        uow: WebhookUnitOfWork, wallet_id: str, fields: BillingFields, *, agreement: bool
-    ) -> str | None:
-        """Record the billing customer (and agreement / plan) on a locked wallet. Returns a
-        reason to park when the event contradicts what the wallet already knows."""
-        profile = uow.wallets.profile(wallet_id)
-        updates: dict[str, str | None] = {}
-        if fields.customer_id:
-            known = profile.billing_customer_id if profile else None
-            if known and known != fields.customer_id:
-                return (
-                    f"wallet {wallet_id} is billed as customer {known}, but the event says "
-                    f"{fields.customer_id}"
-                )
-            if not known:
-                other = uow.wallets.find_by_customer(fields.customer_id)
-                if other is not None and other != wallet_id:
-                    return (
-                        f"customer {fields.customer_id} already belongs to wallet {other}, not "
-                        f"{wallet_id}"
-                    )
-                updates["billing_customer_id"] = fields.customer_id
-        known_agreement = profile.agreement_id if profile else None
-        # Meter events only fill in a missing agreement; agreement/plan events may change it.
-        if (
-            fields.agreement_id
-            and (agreement or not known_agreement)
-            and known_agreement != fields.agreement_id
-        ):
-            updates["agreement_id"] = fields.agreement_id
-        known_plan = profile.plan_code if profile else None
-        if agreement and fields.plan_code and known_plan != fields.plan_code:
-            updates["plan_code"] = fields.plan_code
-        if updates:
-            uow.wallets.update_profile(wallet_id, **updates)
-        return None
-
 
 def _receipt(event_id: str, applied: _Applied) -> Receipt:
     return Receipt(applied.status, event_id, applied.reason)
@@ -800,30 +666,6 @@ def _failure_reason(exc: BaseException | None) -> str:
     detail = str(exc).split("\n", 1)[0].split("[SQL", 1)[0].strip()
     detail = "".join("?" if ord(ch) < 32 or ord(ch) == 127 else ch for ch in detail)[:200]
     return ParkReason(ParkKind.FAILED, f"{type(exc).__name__}: {detail}").text
-
-
-def _legacy_month_total(
-    uow: WebhookUnitOfWork, wallet_id: str, code: str, start: datetime, at: datetime
-) -> int | None:
-    """The running total an earlier version stored for this period under a calendar-month key
-    ("month:YYYY-MM"), so that upgrading never debits a period's total again. Only readings
-    raised since the period started count: a month reading last raised before that belongs to
-    the previous period."""
-    best: int | None = None
-    month = start.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    last_month = max(at, start).astimezone(UTC)
-    for _ in range(14):  # a billing period spans at most 13 calendar months (yearly plans)
-        if month > last_month:
-            break
-        found = uow.meters.reading(wallet_id, code, f"month:{month:%Y-%m}")
-        if found is not None and _aware(found[1]) >= start:
-            best = max(best or 0, found[0])
-        month = (month + timedelta(days=32)).replace(day=1)
-    return best
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _period_retry_due(row: InboxEvent, now: datetime) -> bool:
