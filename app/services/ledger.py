@@ -8,7 +8,7 @@ that changes a wallet goes through the one `WalletWriter` they share (app.servic
 from __future__ import annotations
 
 from app.domain.catalog import Catalog
-from app.domain.limits import DEFAULT_HOLD_SECONDS, MAX_CREDITS, MAX_HOLD_SECONDS, MAX_QUANTITY
+from app.domain.limits import MAX_CREDITS, MAX_HOLD_SECONDS, MAX_QUANTITY
 from app.services.credits import CreditService
 from app.services.errors import (
     IdempotencyConflict,
@@ -18,7 +18,7 @@ from app.services.errors import (
     status_for,
 )
 from app.services.holds import HoldService
-from app.services.idempotency import Outcome, request_fingerprint, utc_now
+from app.services.idempotency import Outcome, utc_now
 from app.services.payments import PaidElsewhere, Payments
 from app.services.ports import Clock, UnitOfWorkFactory
 from app.services.reads import ReadService, verify_ledger
@@ -29,9 +29,10 @@ from app.services.wallet_settings import WalletSettingsService
 from app.services.wallet_writer import AfterWrite, BeforeSweep, WalletWriter
 
 __all__ = [
-    "DEFAULT_HOLD_SECONDS", "MAX_CREDITS", "MAX_HOLD_SECONDS", "MAX_QUANTITY",
+    # Re-exported for the HTTP layer and tests that import them from here.
+    "MAX_CREDITS", "MAX_HOLD_SECONDS", "MAX_QUANTITY",
     "IdempotencyConflict", "LedgerService", "NotFound", "Outcome", "UnknownBundle",
-    "UnknownFeature", "request_fingerprint", "status_for", "utc_now", "verify_ledger",
+    "UnknownFeature", "status_for", "utc_now", "verify_ledger",
 ]
 
 
