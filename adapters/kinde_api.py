@@ -27,6 +27,15 @@ from urllib.parse import quote
 import requests
 from urllib3.exceptions import NewConnectionError
 
+from app.services.outside import (
+    KindeApiError,
+    KindeAuthError,
+    KindeNotFound,
+    KindeRateLimited,
+    KindeRequestRejected,
+    KindeUnavailable,
+)
+
 log = logging.getLogger(__name__)
 
 MeterTypeCode = Literal["absolute", "delta"]
@@ -50,49 +59,8 @@ _BROKEN_ANSWER = (
 # -- exceptions -------------------------------------------------------------------------------
 
 
-class KindeApiError(Exception):
-    """Any failure of a call to Kinde. `status` is None when no HTTP answer arrived."""
-
-    def __init__(self, status: int | None, code: str, message: str) -> None:
-        super().__init__(f"Kinde API error (status={status}, code={code}): {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-class KindeUnavailable(KindeApiError):
-    """Transient: connection error, timeout or 5xx. Retry later with backoff.
-
-    `outcome_unknown` is True when the request may have reached Kinde and been applied (read
-    timeout, connection dropped after sending, most 5xx). A caller resending a non-idempotent
-    request (a `delta` meter usage) must take that into account; an `absolute` total is safe.
-    """
-
-    def __init__(
-        self, status: int | None, code: str, message: str, *, outcome_unknown: bool
-    ) -> None:
-        super().__init__(status, code, message)
-        self.outcome_unknown = outcome_unknown
-
-
-class KindeRateLimited(KindeApiError):
-    """429. Retry no sooner than `retry_after_seconds` (from the `RateLimit-Reset` header)."""
-
-    def __init__(self, code: str, message: str, *, retry_after_seconds: float) -> None:
-        super().__init__(429, code, message)
-        self.retry_after_seconds = retry_after_seconds
-
-
-class KindeAuthError(KindeApiError):
-    """Bad client credentials, or the M2M app lacks a scope. Needs a human; retrying won't help."""
-
-
-class KindeNotFound(KindeApiError):
-    """404: the resource (or the route) does not exist."""
-
-
-class KindeRequestRejected(KindeApiError):
-    """Any other 4xx: Kinde refused this request as sent; resending it unchanged won't help."""
+# The error types live with the port (app.services.outside), so services never import this
+# module; they are re-exported here for the client's callers.
 
 
 # -- results ----------------------------------------------------------------------------------

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr, parsedate_to_datetime
-from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 import requests
 from standardwebhooks import Webhook
 
+from app.services.outside import DeliveryFailed, Notification, NotificationChannel
 from app.settings import SettingsError, is_loopback
 
 __all__ = [
@@ -53,49 +53,6 @@ _MSGID_SAFE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 
 class NotifyConfigError(SettingsError):
     """A notification channel is misconfigured; the message names the variable."""
-
-
-class DeliveryFailed(Exception):
-    """One delivery attempt failed.
-
-    `retryable` says whether the same message may succeed later (server busy, network down) or
-    never will as things stand (rejected, misconfigured). `retry_after` is the receiver's own
-    wish in seconds (`Retry-After`), when it stated one.
-    """
-
-    def __init__(self, retryable: bool, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.message = message
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class Notification:
-    """A message for a person or system. `id` must stay the same across delivery attempts."""
-
-    id: str
-    type: str
-    timestamp: datetime
-    data: dict[str, Any]
-    recipient_email: str | None
-    subject: str
-    text: str
-
-    def __post_init__(self) -> None:
-        # A naive time would be signed and dated as if it were UTC by some libraries and as
-        # local time by others; refuse it rather than send a wrong date.
-        if self.timestamp.tzinfo is None or self.timestamp.utcoffset() is None:
-            raise ValueError("Notification.timestamp must be timezone-aware")
-        if not self.id:
-            raise ValueError("Notification.id must not be empty")
-
-
-@runtime_checkable
-class NotificationChannel(Protocol):
-    name: str
-
-    def send(self, notification: Notification) -> None: ...
 
 
 def _utc_iso(ts: datetime) -> str:

@@ -20,12 +20,14 @@ from adapters.tokens import AccessTokenVerifier, JwksKeySource, KeySource, Webho
 from app.domain.catalog import Catalog, load_catalog
 from app.services.dashboard import DashboardService, policy_for
 from app.services.ledger import LedgerService, utc_now
-from app.services.notifications import NOTIFY_PREFIX, ChannelHandler, Notifier
+from app.services.notifications import ChannelHandler, Notifier
 from app.services.outbox import OutboxDispatcher, RetryPolicy
+from app.services.outbox_kinds import METER_USAGE, NOTIFY_PREFIX, PACK_INVOICE
+from app.services.payments import KindeInvoicing, sale_payments
 from app.services.plans import PlanService
 from app.services.ports import Clock
-from app.services.recharge import AutoRecharger, DeadInvoiceHandler, KindeInvoiceGateway
-from app.services.usage_reporting import METER_USAGE, UsageReporter, usage_report_hook
+from app.services.recharge import AutoRecharger, DeadInvoiceHandler
+from app.services.usage_reporting import PackInvoicer, UsageReporter, usage_report_hook
 from app.settings import Settings
 
 LOCAL_AUDIENCE = "kinde-credits-local"
@@ -65,9 +67,7 @@ def build_container(
 ) -> Container:
     catalog = catalog or load_catalog(settings.catalog_path)
     store = SqlStore(make_engine(settings.database_url, pool_size=pool_size))
-    ledger = LedgerService(
-        store, catalog, clock, unbilled_sales_allowed=settings.sales_paid_elsewhere
-    )
+    ledger = LedgerService(store, catalog, clock)
 
     keyring: LocalKeyring | None = None
     if key_source is None:
@@ -87,13 +87,19 @@ def build_container(
             settings.kinde_m2m_client_secret or "",
         )
     handlers: dict[str, Any] = {}
+    # How a sold pack is paid for (app.services.payments): decided here, once.
+    ledger.payments = sale_payments(kinde_billing=kinde is not None,
+                                    paid_elsewhere=settings.sales_paid_elsewhere)
     if kinde is not None:
         ledger.after_write.append(usage_report_hook(catalog))
         handlers[METER_USAGE] = UsageReporter(
             store, catalog, kinde, clock, settings.outbox_confirm_seconds
         )
+        handlers[PACK_INVOICE] = PackInvoicer(
+            store, catalog, kinde, clock, settings.outbox_confirm_seconds
+        )
         # Auto-recharge needs a way to charge: with Kinde, purchases are invoiced through it.
-        ledger.recharger = AutoRecharger(catalog, KindeInvoiceGateway())
+        ledger.recharger = AutoRecharger(catalog, KindeInvoicing())
 
     channels = build_channels(settings.as_env())
     ledger.after_write.append(Notifier(catalog, [c.name for c in channels], settings.top_up_url))
@@ -112,7 +118,7 @@ def build_container(
         DeadInvoiceHandler(store, ledger.suspend_auto_recharge_in, clock)
     )
     # Plan periods: allotments and period ends (the worker renews, sweeps apply due ends).
-    plans = PlanService(ledger, kinde, local_mode=settings.local_mode)
+    plans = PlanService(ledger.writer, kinde, local_mode=settings.local_mode)
     ledger.before_sweep.append(plans.apply_due_ends)
     container = Container(
         settings=settings,

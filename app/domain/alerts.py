@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.domain.ledger import InvalidAmount
+from app.domain.ledger import InvalidRequest
+from app.domain.limits import is_whole_credits
 
 
 @dataclass(frozen=True)
@@ -34,22 +35,20 @@ class AlertSettings:
         """Validate user input (PUT /alerts); unknown keys and bad values are refused."""
         unknown = set(data) - {"thresholds_percent", "thresholds_credits", "notify_at_zero"}
         if unknown:
-            raise InvalidAmount(f"unknown alert setting(s): {', '.join(sorted(unknown))}")
+            raise InvalidRequest(f"unknown alert setting(s): {', '.join(sorted(unknown))}")
         percent = data.get("thresholds_percent", list(defaults.thresholds_percent))
         credits = data.get("thresholds_credits", list(defaults.thresholds_credits))
         zero = data.get("notify_at_zero", defaults.notify_at_zero)
         if not isinstance(percent, list) or not all(
             isinstance(p, int) and not isinstance(p, bool) and 0 < p < 100 for p in percent
         ):
-            raise InvalidAmount("thresholds_percent must be whole percentages from 1 to 99")
-        if not isinstance(credits, list) or not all(
-            isinstance(c, int) and not isinstance(c, bool) and 0 < c <= 10**12 for c in credits
-        ):
-            raise InvalidAmount("thresholds_credits must be positive whole numbers of credits")
+            raise InvalidRequest("thresholds_percent must be whole percentages from 1 to 99")
+        if not isinstance(credits, list) or not all(is_whole_credits(c) for c in credits):
+            raise InvalidRequest("thresholds_credits must be positive whole numbers of credits")
         if len(percent) + len(credits) > 20:
-            raise InvalidAmount("at most 20 thresholds")
+            raise InvalidRequest("at most 20 thresholds")
         if not isinstance(zero, bool):
-            raise InvalidAmount("notify_at_zero must be true or false")
+            raise InvalidRequest("notify_at_zero must be true or false")
         return cls(
             tuple(sorted(set(percent), reverse=True)),
             tuple(sorted(set(credits), reverse=True)),

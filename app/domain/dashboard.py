@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from app.domain.ledger import InvalidAmount
+from app.domain.ledger import InvalidRequest
 from app.domain.usage_terms import fmt, plural, units_left
 
 DEFAULT_LINK_TTL = 900
@@ -42,7 +42,7 @@ def link_ttl(ttl_seconds: object) -> int:
     if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not (
         1 <= ttl_seconds <= MAX_LINK_TTL
     ):
-        raise InvalidAmount(f"ttl_seconds must be a whole number from 1 to {MAX_LINK_TTL}")
+        raise InvalidRequest(f"ttl_seconds must be a whole number from 1 to {MAX_LINK_TTL}")
     return ttl_seconds
 
 
@@ -102,7 +102,7 @@ def parse_number_list(text: str, what: str) -> list[int]:
     for part in items:
         cleaned = part.replace("_", "")
         if not cleaned.isascii() or not cleaned.isdigit() or len(cleaned) > 13:
-            raise InvalidAmount(f"{what} must be whole numbers separated by commas, "
+            raise InvalidRequest(f"{what} must be whole numbers separated by commas, "
                                 f"not {part[:20]!r}")
         numbers.append(int(cleaned))
     return numbers
@@ -111,7 +111,7 @@ def parse_number_list(text: str, what: str) -> list[int]:
 def parse_whole_number(text: str, what: str) -> int:
     cleaned = text.strip().replace(",", "").replace("_", "")
     if not cleaned.isascii() or not cleaned.isdigit() or len(cleaned) > 13:
-        raise InvalidAmount(f"{what} must be a whole number of credits")
+        raise InvalidRequest(f"{what} must be a whole number of credits")
     return int(cleaned)
 
 

@@ -22,19 +22,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-EntryKind = Literal[
-    "grant",
-    "purchase",
-    "allotment",
-    "usage",
-    "hold",
-    "capture",
-    "release",
-    "expiry",
-    "adjustment",
-    "void",
-]
-ENTRY_KINDS: tuple[str, ...] = EntryKind.__args__  # type: ignore[attr-defined]
+from app.domain.usage_terms import describe_expiry, describe_unused_expiry
+
 CREDIT_KINDS = frozenset({"grant", "purchase", "allotment", "adjustment"})
 OwnerType = Literal["user", "org"]
 HoldStatus = Literal["open", "captured", "released", "expired"]
@@ -50,7 +39,9 @@ class LedgerError(Exception):
         self.message = message
 
 
-class InvalidAmount(LedgerError):
+class InvalidRequest(LedgerError):
+    """A request whose values break a rule (answered 422 invalid_request)."""
+
     code = "invalid_request"
 
 
@@ -252,7 +243,7 @@ class Wallet:
         """Expire `amount` unused credits of one live block (all of it, or a part: a cap)."""
         _require_positive(amount)
         if not any(b is block for b in self.blocks) or amount > block.remaining:
-            raise InvalidAmount(f"block {block.id} has fewer than {amount:,} credits left")
+            raise InvalidRequest(f"block {block.id} has fewer than {amount:,} credits left")
         block.remaining -= amount
         self.touched_blocks[block.id] = block
         self.balance -= amount
@@ -288,10 +279,10 @@ class Wallet:
     ) -> NewEntry:
         """Add credits as a new block; arrears are paid from it first."""
         if kind not in CREDIT_KINDS:
-            raise InvalidAmount(f"{kind!r} is not a kind of credit")
+            raise InvalidRequest(f"{kind!r} is not a kind of credit")
         _require_positive(amount)
         if expires_at is not None and expires_at <= now:
-            raise InvalidAmount("credits must expire in the future")
+            raise InvalidRequest("credits must expire in the future")
         self.expire_blocks(now)
         paid = min(self.arrears, amount)
         self.arrears -= paid
@@ -401,7 +392,7 @@ class Wallet:
     ) -> Hold:
         _require_positive(amount)
         if expires_at <= now:
-            raise InvalidAmount("a hold must expire in the future")
+            raise InvalidRequest("a hold must expire in the future")
         self.expire_blocks(now)
         if amount > self.available + self.overdraft_limit:
             raise InsufficientCredits(amount, self.available)
@@ -533,10 +524,10 @@ REASON_WHEN_SEPARATOR = " | "
 def expiry_description(block: Block, amount: int) -> str:
     what, sep, when = block.reason.partition(REASON_WHEN_SEPARATOR)
     if sep:
-        return f"-{amount:,} credits: unused {what} expired {when}"
-    return f"-{amount:,} credits expired ({block.reason})"
+        return describe_unused_expiry(amount, what, when)
+    return describe_expiry(amount, block.reason)
 
 
 def _require_positive(amount: int) -> None:
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise InvalidAmount(f"credits must be a positive whole number, got {amount!r}")
+        raise InvalidRequest(f"credits must be a positive whole number, got {amount!r}")

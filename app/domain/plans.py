@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 from app.domain.catalog import Plan
 from app.domain.ledger import REASON_WHEN_SEPARATOR, Block
+from app.domain.usage_terms import describe_credit, describe_unused_expiry
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,8 @@ def allotment_description(plan: Plan, period: Period) -> str:
         "period ends",
         "full": "rolls over; never expires",
     }[plan.rollover]
-    return (f"+{plan.credits_per_period:,} credits: {plan.name} plan allotment for "
-            f"{period.label} ({policy})")
+    return describe_credit(plan.credits_per_period,
+                           f"{plan.name} plan allotment for {period.label} ({policy})")
 
 
 def cap_expiries(plan: Plan, blocks: list[Block], at: datetime,
@@ -108,8 +109,9 @@ def cap_expiries(plan: Plan, blocks: list[Block], at: datetime,
 
 def cap_description(plan: Plan, block: Block, credits: int) -> str:
     what = block.reason.partition(REASON_WHEN_SEPARATOR)[0]
-    return (f"-{credits:,} credits: unused {what} expired at period end (over the "
-            f"{plan.rollover_max_credits:,}-credit rollover cap of the {plan.name} plan)")
+    return describe_unused_expiry(
+        credits, what, f"at period end (over the {plan.rollover_max_credits:,}-credit rollover "
+        f"cap of the {plan.name} plan)")
 
 
 def next_local_period(period: Period) -> Period:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.domain.ledger import InvalidAmount
+from app.domain.ledger import InvalidRequest
+from app.domain.limits import is_whole_credits
 
 
 @dataclass(frozen=True)
@@ -31,21 +32,19 @@ class AutoRecharge:
     def parse(cls, data: dict[str, Any], bundles: set[str]) -> AutoRecharge:
         unknown = set(data) - {"enabled", "threshold_credits", "bundle"}
         if unknown:
-            raise InvalidAmount(f"unknown auto-recharge setting(s): {', '.join(sorted(unknown))}")
+            raise InvalidRequest(f"unknown auto-recharge setting(s): {', '.join(sorted(unknown))}")
         enabled = data.get("enabled")
         if not isinstance(enabled, bool):
-            raise InvalidAmount("enabled must be true or false")
+            raise InvalidRequest("enabled must be true or false")
         threshold = data.get("threshold_credits")
         bundle = data.get("bundle")
         if not enabled and threshold is None and bundle is None:
             return cls(False, 0, "")
-        if isinstance(threshold, bool) or not isinstance(threshold, int) or not (
-            0 < threshold <= 10**12
-        ):
-            raise InvalidAmount("threshold_credits must be a positive whole number")
+        if not is_whole_credits(threshold):
+            raise InvalidRequest("threshold_credits must be a positive whole number")
         if not isinstance(bundle, str) or bundle not in bundles:
             known = ", ".join(sorted(bundles)) or "none configured"
-            raise InvalidAmount(f"bundle must be one of the catalog's bundles: {known}")
+            raise InvalidRequest(f"bundle must be one of the catalog's bundles: {known}")
         return cls(enabled, threshold, bundle)
 
     def as_dict(self) -> dict[str, Any]:

@@ -56,30 +56,52 @@ def describe_debit(credits: int, label: str, quantity: int, unit: str) -> str:
     return f"-{_credits(credits)} for {label} ({used})"
 
 
+def describe_metered_debit(credits: int, label: str, quantity: int, unit: str) -> str:
+    """Usage Kinde metered, e.g. "-50 credits for Report Generation (1 report) (metered by
+    Kinde)"."""
+    return describe_debit(credits, label, quantity, unit) + " (metered by Kinde)"
+
+
 def describe_credit(credits: int, reason: str) -> str:
-    """Credit entry text, e.g. "+5,000 credits: Starter pack"."""
+    """Credit entry text, e.g. "+5,000 credits: Starter pack", "+1 credit: goodwill"."""
     return f"+{_credits(credits)}: {reason}"
 
 
-def describe_hold(credits: int, label: str) -> str:
+def describe_signup_credit(credits: int) -> str:
+    """Sign-up grant text, e.g. "+500 sign-up credits"."""
+    return f"+{fmt(abs(credits))} sign-up {credits_word(credits)}"
+
+
+def describe_hold(credits: int, label: str | None = None) -> str:
     """Hold text, e.g. "Held 50 credits for Report Generation" (no sign: balance unchanged)."""
-    return f"Held {_credits(credits)} for {label}"
+    return f"Held {_credits(credits)}" + (f" for {label}" if label else "")
 
 
-def describe_capture(credits: int, label: str) -> str:
+def describe_capture(credits: int, label: str | None = None) -> str:
     """Capture text, e.g. "-45 credits for Report Generation (captured hold)"."""
-    return f"-{_credits(credits)} for {label} (captured hold)"
+    return f"-{_credits(credits)}" + (f" for {label}" if label else "") + " (captured hold)"
 
 
-def describe_release(credits: int, label: str) -> str:
+def describe_release(credits: int, label: str | None = None) -> str:
     """Release text, e.g. "Released 5 held credits for Report Generation"."""
     word = "held credit" if abs(credits) == 1 else "held credits"
-    return f"Released {fmt(abs(credits))} {word} for {label}"
+    return f"Released {fmt(abs(credits))} {word}" + (f" for {label}" if label else "")
+
+
+def describe_hold_expired(credits: int) -> str:
+    """A hold that ran out, e.g. "Hold of 50 credits expired unused"."""
+    return f"Hold of {_credits(credits)} expired unused"
 
 
 def describe_expiry(credits: int, reason: str) -> str:
     """Expiry text, e.g. "-300 credits expired (Starter pack)"."""
     return f"-{_credits(credits)} expired ({reason})"
+
+
+def describe_unused_expiry(credits: int, what: str, when: str) -> str:
+    """Expiry of unused plan credits, e.g. "-700 credits: unused Basic plan credits for Nov
+    2026 expired at period end"."""
+    return f"-{_credits(credits)}: unused {what} expired {when}"
 
 
 def units_left(balance: int, credits_per_unit: int) -> int:

@@ -30,11 +30,14 @@ from app.domain.budgets import (
     validate_member,
 )
 from app.domain.ledger import InsufficientCredits, LedgerError, Wallet, owner_type_of
+from app.domain.limits import usage_credits
 from app.services import views
+from app.services.features import app_feature
+from app.services.idempotency import Outcome, run_write
 from app.services.ports import BudgetRepository, MemberRecord, SpendLine, UnitOfWork
 
 if TYPE_CHECKING:
-    from app.services.ledger import LedgerService, Outcome
+    from app.services.ledger import LedgerService
 
 
 def budgets_of(uow: UnitOfWork) -> BudgetRepository:
@@ -105,7 +108,9 @@ class BudgetService:
             return 200, {"wallet_id": wallet_id, "member": member, **caps.as_dict()}
 
         request = {"op": "member_budget", "member": member, **data}
-        return self.ledger._write(f"wallet:{wallet_id}", idempotency_key, request, action)
+        writer = self.ledger.writer
+        return run_write(writer.uow, writer.clock, f"wallet:{wallet_id}", idempotency_key,
+                         request, action)
 
     def members(self, wallet_id: str, only: str | None = None) -> dict[str, Any]:
         owner_type_of(wallet_id)
@@ -132,10 +137,8 @@ class BudgetService:
         first, then the wallet's available credits and overdraft limit. Blocks and holds that
         are due to expire are expired in memory only (the read transaction is never committed).
         """
-        from app.services.ledger import _usage_credits
-
-        feature = self.ledger._feature(feature_key)
-        credits = _usage_credits(feature, quantity)
+        feature = app_feature(self.ledger.writer, feature_key)
+        credits = usage_credits(feature, quantity)
         owner_type_of(wallet_id)
         member = member_for(wallet_id, member)
         with self.ledger.uow(False) as uow:
@@ -144,7 +147,7 @@ class BudgetService:
             if wallet is None:
                 spendable = 0
             else:
-                wallet = self.ledger.sweep_locked(uow, wallet, now)
+                wallet = self.ledger.writer.sweep(uow, wallet, now)
                 spendable = wallet.available + wallet.overdraft_limit
             left: int | None = None
             window: str | None = None

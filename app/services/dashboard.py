@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from app.domain import dashboard as rules
 from app.domain.dashboard import AccessRefused
-from app.domain.ledger import InvalidAmount
+from app.domain.ledger import InvalidRequest
 from app.domain.usage_terms import fmt
 from app.services.ledger import LedgerService, Outcome
 
@@ -272,9 +272,9 @@ class DashboardService:
         if reason is not None:
             raise BuyingDisabled(reason)
         if bundle not in self.catalog.bundles:
-            raise InvalidAmount("that pack is not for sale; reload the page")
+            raise InvalidRequest("that pack is not for sale; reload the page")
         if not BUY_KEY_RE.match(idempotency_key or ""):
-            raise InvalidAmount("the form is out of date; reload the page and try again")
+            raise InvalidRequest("the form is out of date; reload the page and try again")
         return self.ledger.top_up_bundle(wallet_id, bundle, idempotency_key=idempotency_key)
 
     def save_alerts(self, wallet_id: str, form: Mapping[str, str]) -> Outcome:

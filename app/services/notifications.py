@@ -15,10 +15,10 @@ from app.domain.alerts import Alert
 from app.domain.catalog import Catalog
 from app.domain.ledger import Wallet, new_id
 from app.domain.usage_terms import low_balance_message, plural
+from app.services.outbox_kinds import NOTIFY_PREFIX
+from app.services.outside import DeliveryFailed, Notification, NotificationChannel
 from app.services.ports import DeliveryError, OutboxMessage, UnitOfWork
 from app.services.recharge import Notice
-
-NOTIFY_PREFIX = "notify_"
 
 
 def paused_features(catalog: Catalog, feature_key: str | None) -> list[str]:
@@ -114,14 +114,12 @@ class Notifier:
 
 
 class ChannelHandler:
-    """Outbox handler for one notification channel (adapters.notify)."""
+    """Outbox handler for one notification channel (implemented in adapters.notify)."""
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: NotificationChannel) -> None:
         self.channel = channel
 
     def __call__(self, message: OutboxMessage) -> None:
-        from adapters.notify import DeliveryFailed, Notification
-
         p = message.payload
         notification = Notification(
             id=p["id"],
@@ -138,5 +136,5 @@ class ChannelHandler:
             raise DeliveryError(
                 f"{self.channel.name}: {exc}",
                 retryable=exc.retryable,
-                retry_after=getattr(exc, "retry_after", None),
+                retry_after=exc.retry_after,
             ) from exc

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.services.outbox_kinds import kind_of
 from app.services.ports import (
     Clock,
     DeliveryError,
@@ -84,7 +85,7 @@ class OutboxDispatcher:
         if message is None:
             log.info("outbox row %s was taken over by another worker; skipped", claimed.id)
             return
-        handler = self.handlers.get(message.kind)
+        handler = self.handlers.get(kind_of(message))
         try:
             if handler is None:
                 raise DeliveryError(f"no handler for outbox kind {message.kind!r}",

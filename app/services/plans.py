@@ -39,6 +39,7 @@ from app.services.ports import (
     PlanRepository,
     UnitOfWork,
 )
+from app.services.wallet_writer import WalletWriter
 
 log = logging.getLogger("kinde_credits.plans")
 
@@ -75,7 +76,7 @@ def _billing(uow: UnitOfWork) -> BillingRepository:
 
 @dataclass
 class PlanService:
-    ledger: Any  # LedgerService (typed loosely: it imports nothing from here)
+    writer: WalletWriter
     kinde: AgreementSource | None = None
     # Local mode (no KINDE_DOMAIN): periods repeat with the same length. With Kinde but
     # without Management API credentials nothing is guessed: periods come from events only.
@@ -89,10 +90,10 @@ class PlanService:
 
     @property
     def clock(self) -> Clock:
-        return self.ledger.clock
+        return self.writer.clock
 
     def plan(self, code: str | None) -> Plan | None:
-        return self.ledger.catalog.plans.get(code) if code else None
+        return self.writer.catalog.plans.get(code) if code else None
 
     # -- granting -------------------------------------------------------------------------
 
@@ -259,10 +260,10 @@ class PlanService:
         """Worker step: first allotments to learn, period ends to apply, renewals to grant.
         Returns how much was done (the worker sleeps when 0)."""
         done = 0
-        codes = sorted(self.ledger.catalog.plans)
+        codes = sorted(self.writer.catalog.plans)
         now = self.clock()
         scan = self._first_scan_at is None or now - self._first_scan_at >= FIRST_SCAN_EVERY
-        with self.ledger.uow(False) as uow:
+        with self.writer.uow(False) as uow:
             first = _plans(uow).wallets_without_allotment(codes, limit) if scan else []
             due = _plans(uow).due_wallets(now, limit)
         if scan:
@@ -285,7 +286,7 @@ class PlanService:
     def first_allotment(self, wallet_id: str) -> int:
         """A wallet on a plan whose agreement has no allotment yet (its event carried no
         period): read the period from the cache or Kinde, then grant."""
-        with self.ledger.uow(False) as uow:
+        with self.writer.uow(False) as uow:
             profile = uow.wallets.profile(wallet_id)
             cached = _billing(uow).agreement(profile.agreement_id) if profile and (
                 profile.agreement_id) else None
@@ -314,16 +315,14 @@ class PlanService:
             period = current
         if period.start > now:
             return 0  # granted when it starts
-        with self.ledger.uow(True) as uow:
-            wallet = uow.wallets.lock(wallet_id)
-            if wallet is None:
-                return 0
+        agreement_id = profile.agreement_id
+        with self.writer.uow(True) as uow:
             now = self.clock()
-            self.ledger.sweep_locked(uow, wallet, now)
-            granted = self.grant_locked(uow, wallet, profile.agreement_id, plan, period, now)
-            self.ledger.save_wallet(uow, wallet, now)
+            written = self.writer.write(
+                uow, wallet_id, now,
+                lambda wallet: self.grant_locked(uow, wallet, agreement_id, plan, period, now))
             uow.commit()
-        return int(granted)
+        return int(written is not None and written.result)
 
     def renew(self, wallet_id: str) -> int:
         """Apply due period ends of one wallet and grant what follows them, catching up over
@@ -338,20 +337,22 @@ class PlanService:
 
     def _renew_once(self, wallet_id: str) -> int:
         # 1. Apply the earliest due period end on its own: it needs nothing from Kinde.
-        with self.ledger.uow(True) as uow:
+        with self.writer.uow(True) as uow:
             now = self.clock()
-            wallet = uow.wallets.lock(wallet_id)
-            if wallet is None:
+            if uow.wallets.lock(wallet_id) is None:  # held for the whole step
                 return 0
             due = [r for r in _plans(uow).open_periods(wallet_id) if r.period_end <= now]
             if not due:
                 return 0
             end = min(r.period_end for r in due)
             group = [r for r in due if r.period_end == end]
-            profile = uow.wallets.profile(wallet_id)
             if any(r.ended_at is None for r in group):
-                self.end_periods_locked(uow, wallet, end, close=False)
-                self.ledger.save_wallet(uow, wallet, now)
+                # Not swept: this end is applied on its own, dated when it happened.
+                self.writer.write(
+                    uow, wallet_id, now,
+                    lambda wallet: self.end_periods_locked(uow, wallet, end, close=False),
+                    sweep=False)
+            profile = uow.wallets.profile(wallet_id)
             plan = self.plan(profile.plan_code if profile else None)
             current = next(
                 (r for r in group if profile and r.agreement_id == profile.agreement_id), None
@@ -389,24 +390,26 @@ class PlanService:
                 self._back_off(wallet_id, now, str(exc))
                 return 0
             if asked is None:
-                with self.ledger.uow(True) as uow:  # the agreement is over: nothing follows
+                with self.writer.uow(True) as uow:  # the agreement is over: nothing follows
                     _plans(uow).close(wallet_id, end, self.clock())
                     uow.commit()
                 return 1
             upcoming = rules.periods_between(last, asked)
         # 3. Grant, each dated at its period's start (the cap of each end comes first).
-        with self.ledger.uow(True) as uow:
-            wallet = uow.wallets.lock(wallet_id)
-            if wallet is None:
-                return 0
-            now = self.clock()
-            started = [p for p in upcoming if p.start <= now]
-            if upcoming and not started:
-                return 0  # the next period has not begun: asked again on a later pass
+        now = self.clock()
+        started = [p for p in upcoming if p.start <= now]
+        if upcoming and not started:
+            return 0  # the next period has not begun: asked again on a later pass
+
+        def grant_started(wallet: Wallet) -> None:
             for period in started:
                 self.grant_locked(uow, wallet, current.agreement_id, plan, period, period.start)
             _plans(uow).close(wallet_id, end, now)
-            self.ledger.save_wallet(uow, wallet, now)
+
+        with self.writer.uow(True) as uow:
+            # Not swept: each period is granted dated at its start, its end's cap first.
+            if self.writer.write(uow, wallet_id, now, grant_started, sweep=False) is None:
+                return 0
             uow.commit()
         self._retry_at.pop(wallet_id, None)
         return 1
@@ -432,7 +435,7 @@ class PlanService:
         except Exception as exc:  # unreachable, 5xx, 429, auth: all mean "ask again later"
             raise PeriodUnknown(f"Kinde did not answer: {type(exc).__name__}: {exc}") from exc
         found = next((a for a in agreements if a.id == agreement_id), None)
-        with self.ledger.uow(True) as uow:
+        with self.writer.uow(True) as uow:
             for a in agreements:
                 _billing(uow).save_agreement(AgreementInfo(
                     id=a.id, customer_id=customer_id, plan_code=a.plan_code,
@@ -465,7 +468,7 @@ def plan_service_for(container: Any) -> PlanService:
     """The container's period service, made once per container."""
     service = container.extras.get("plan_service")
     if service is None:
-        service = PlanService(container.ledger, container.kinde)
+        service = PlanService(container.ledger.writer, container.kinde)
         container.extras["plan_service"] = service
     return service
 

@@ -10,8 +10,9 @@ Runs inside the debit's own transaction, under the wallet's lock, so that:
   owner turns it back on with `PUT /v1/wallets/{id}/auto-recharge`. A dead invoice also marks
   its purchases `failed` (shown as the wallet's `auto_recharge.last_purchase`), so they no
   longer count as in flight and a re-enabled auto-recharge buys again.
-The charge itself goes through a PaymentGateway port; with Kinde it is a meter usage report
-(Kinde has no one-off purchase API), delivered by the outbox: sales on the bundle's
+The charge itself goes through the payment strategy (app.services.payments); with Kinde it is a
+meter usage report (Kinde has no one-off purchase API), delivered by the outbox as a
+`pack_invoice`: sales on the bundle's
 `kinde_feature_code`, auto-recharges on its `auto_recharge_kinde_feature_code` (a feature priced
 at the discounted pack price), each code with its own absolute count of packs.
 """
@@ -23,11 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Protocol
+from typing import Any
 
-from app.domain.catalog import Bundle, Catalog
-from app.domain.ledger import Wallet, new_id
-from app.services.ports import UnitOfWork, UnitOfWorkFactory
+from app.domain.catalog import Catalog
+from app.domain.ledger import Wallet
+from app.domain.usage_terms import describe_credit
+from app.services.outbox_kinds import PACK_INVOICE, kind_of
+from app.services.payments import Payments
+from app.services.ports import Clock, DeliveryError, OutboxMessage, UnitOfWork, UnitOfWorkFactory
 
 RECHARGE_REASON = "auto-recharge:"
 log = logging.getLogger("kinde_credits.recharge")
@@ -41,42 +45,10 @@ class Notice:
     data: dict[str, Any]
 
 
-class PaymentGateway(Protocol):
-    name: str
-
-    def charge(
-        self, uow: UnitOfWork, wallet_id: str, bundle: Bundle, price: Decimal, recharge_id: str,
-        now: datetime, *, auto: bool = False,
-    ) -> None:
-        """Arrange payment inside the purchase's transaction (e.g. write an outbox row)."""
-
-
-class KindeInvoiceGateway:
-    """Invoices a bundle through Kinde: an `absolute` meter report of the packs bought on one
-    Kinde code (the sale code, or the auto-recharge code for auto-recharges)."""
-
-    name = "kinde"
-
-    def charge(
-        self, uow: UnitOfWork, wallet_id: str, bundle: Bundle, price: Decimal, recharge_id: str,
-        now: datetime, *, auto: bool = False,
-    ) -> None:
-        from app.services.usage_reporting import METER_USAGE, meter_topic
-
-        meter = bundle.invoice_meter(auto)
-        uow.outbox.enqueue(
-            METER_USAGE,
-            meter_topic(wallet_id, meter),
-            wallet_id,
-            {"wallet_id": wallet_id, "bundle": bundle.key, "meter": meter, "auto": auto},
-            now,
-        )
-
-
 class AutoRecharger:
-    def __init__(self, catalog: Catalog, gateway: PaymentGateway) -> None:
+    def __init__(self, catalog: Catalog, payments: Payments) -> None:
         self.catalog = catalog
-        self.gateway = gateway
+        self.payments = payments
 
     def apply(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> bool:
         """Buy the bundle if this write's debits triggered auto-recharge; True if bought."""
@@ -88,7 +60,7 @@ class AutoRecharger:
             # hold, or a credit.
             return False
         bundle = self.catalog.bundles.get(settings.bundle)
-        if bundle is None or not bundle.kinde_feature_code and self.gateway.name == "kinde":
+        if bundle is None or self.payments.refusal(bundle) is not None:
             self.suspend(uow, wallet, f"bundle {settings.bundle!r} can no longer be bought", now)
             return False
         if uow.recharges.in_flight(wallet.id):
@@ -109,23 +81,19 @@ class AutoRecharger:
         price = (bundle.price * (Decimal(100) - discount) / Decimal(100)).quantize(
             Decimal("0.01"), rounding=ROUND_HALF_UP
         )
-        recharge_id = new_id("rch")
         expires = now + timedelta(days=bundle.expires_after_days) if bundle.expires_after_days \
             else None
         wallet.credit(
             bundle.credits,
             kind="purchase",
             reason=f"{RECHARGE_REASON}{bundle.key}",
-            description=f"+{bundle.credits:,} credits: auto-recharge, {bundle.description}",
+            description=describe_credit(bundle.credits, f"auto-recharge, {bundle.description}"),
             now=now,
             expires_at=expires,
             cost_amount=price,
             currency=bundle.currency,
         )
-        uow.recharges.add(recharge_id, wallet.id, bundle.key, bundle.credits, str(price),
-                          bundle.currency, day, now, auto=True,
-                          meter=bundle.invoice_meter(auto=True))
-        self.gateway.charge(uow, wallet.id, bundle, price, recharge_id, now, auto=True)
+        recharge_id = self.payments.charge(uow, wallet.id, bundle, price, now, auto=True)
         wallet.new_alerts.append(Notice("credits.auto_recharged", {
             "wallet_id": wallet.id, "balance": wallet.balance, "bundle": bundle.key,
             "credits": bundle.credits, "price": str(price), "currency": bundle.currency,
@@ -151,7 +119,8 @@ def suspended_notice(wallet_id: str, reason: str) -> Notice:
     })
 
 
-SuspendIn = Callable[[Any, str, str, datetime], bool]
+# Suspends a wallet's auto-recharge inside a caller's unit of work (wallet_settings).
+SuspendIn = Callable[[UnitOfWork, str, str, datetime], bool]
 
 
 class DeadInvoiceHandler:
@@ -163,25 +132,23 @@ class DeadInvoiceHandler:
     requeued or later report of the same meter still counts them, and marks them invoiced.
     """
 
-    def __init__(self, uow: UnitOfWorkFactory, suspend_in: SuspendIn,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, suspend_in: SuspendIn, clock: Clock) -> None:
         self.uow = uow
-        self.suspend_in = suspend_in  # LedgerService.suspend_auto_recharge_in
+        self.suspend_in = suspend_in
         self.clock = clock
 
-    def __call__(self, message: Any, error: Any) -> None:
-        from app.services.usage_reporting import METER_USAGE
-
-        payload = message.payload
-        if message.kind != METER_USAGE or "bundle" not in payload:
+    def __call__(self, message: OutboxMessage, error: DeliveryError) -> None:
+        if kind_of(message) != PACK_INVOICE:
             return
+        payload = message.payload
         wallet_id = payload["wallet_id"]
         meter = payload.get("meter") or f"bundle:{payload['bundle']}"
         reason = f"the auto-recharge charge failed ({error.message})"
         now = self.clock()
         with self.uow(True) as uow:
-            failed = uow.recharges.mark_failed(wallet_id, meter, error.message, now)
-            if payload.get("auto") or uow.recharges.any_auto(failed):
+            recharges = uow.recharges
+            failed = recharges.mark_failed(wallet_id, meter, error.message, now)
+            if payload.get("auto") or recharges.any_auto(failed):
                 self.suspend_in(uow, wallet_id, reason, now)
             uow.commit()
         log.error("pack invoice for %s (%s) dead: %d purchase(s) marked failed",

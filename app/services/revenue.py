@@ -133,7 +133,7 @@ def parse_bound(value: str | None, name: str) -> datetime | None:
     """`YYYY-MM-DD` (midnight UTC) or an ISO 8601 date-time (an offset or Z; none = UTC)."""
     from datetime import UTC
 
-    from app.domain.ledger import InvalidAmount
+    from app.domain.ledger import InvalidRequest
 
     if value is None or not value.strip():
         return None
@@ -145,7 +145,7 @@ def parse_bound(value: str | None, name: str) -> datetime | None:
         # A moment at the edge of the calendar (9999-12-31T23:00-05:00) overflows in UTC.
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise InvalidAmount(
+        raise InvalidRequest(
             f"{name} must be a date (2026-11-01) or an ISO 8601 date-time, got {value[:40]!r}"
         ) from None
 
@@ -154,11 +154,11 @@ def report_bounds(
     since: str | None, until: str | None, now: datetime
 ) -> tuple[datetime, datetime]:
     """The period asked for; by default from the first of this month (UTC) until now."""
-    from app.domain.ledger import InvalidAmount
+    from app.domain.ledger import InvalidRequest
 
     start = parse_bound(since, "since") or now.replace(day=1, hour=0, minute=0, second=0,
                                                        microsecond=0)
     end = parse_bound(until, "until") or now
     if end <= start:
-        raise InvalidAmount("until must be after since")
+        raise InvalidRequest("until must be after since")
     return start, end

@@ -34,6 +34,14 @@ from typing import Any, Protocol
 
 from app.domain.catalog import AUTO_METER_PREFIX, SALE_METER_PREFIX, Catalog, Feature
 from app.domain.ledger import Wallet
+from app.services.outbox_kinds import METER_USAGE, meter_topic
+from app.services.outside import (
+    KindeAuthError,
+    KindeNotFound,
+    KindeRateLimited,
+    KindeRequestRejected,
+    KindeUnavailable,
+)
 from app.services.ports import (
     AgreementInfo,
     Clock,
@@ -45,16 +53,11 @@ from app.services.ports import (
     UsageReportState,
 )
 
-METER_USAGE = "meter_usage"
 AGREEMENT_CACHE_WITHOUT_PERIOD = timedelta(hours=1)
 # How long after a period's end a total that landed late is re-sent until Kinde lists the new
 # period. Past it the agreement is not lagging a renewal (it ended, say): the next report goes
 # with the next usage, rather than every few minutes for good.
 LATE_RECHECK_WINDOW = timedelta(days=1)
-
-
-def meter_topic(wallet_id: str, feature: str) -> str:
-    return f"meter:{wallet_id}:{feature}"
 
 
 def units_for_credits(feature: Feature, credits: int) -> int:
@@ -109,14 +112,6 @@ def usage_report_hook(
 
 def kinde_delivery_error(exc: Exception) -> DeliveryError:
     """Turn the Kinde client's typed errors into retry decisions."""
-    from adapters.kinde_api import (
-        KindeAuthError,
-        KindeNotFound,
-        KindeRateLimited,
-        KindeRequestRejected,
-        KindeUnavailable,
-    )
-
     if isinstance(exc, KindeRateLimited):
         return DeliveryError(str(exc), rate_limited=True, retry_after=exc.retry_after_seconds)
     if isinstance(exc, KindeUnavailable):
@@ -131,6 +126,55 @@ def kinde_delivery_error(exc: Exception) -> DeliveryError:
     return DeliveryError(f"{type(exc).__name__}: {exc}")
 
 
+# -- the report protocol, as pure functions ----------------------------------------------------
+
+
+def baseline(state: UsageReportState, agreement: AgreementInfo) -> tuple[int, int | None]:
+    """(units Kinde counted before this period, the total it acknowledged in this period).
+
+    In a new period or agreement what Kinde acknowledged stays where it was counted: it joins
+    the base, and nothing is acknowledged yet.
+    """
+    if state.agreement_id == agreement.id and state.period_start == agreement.period_start:
+        return state.base_units, state.last_sent_total
+    return state.base_units + (state.last_sent_total if state.agreement_id else 0), None
+
+
+def must_send(value: int, acknowledged: int | None, *, confirming: bool) -> bool:
+    """Whether to send `value`: Kinde may not have it, or this send confirms an earlier one."""
+    return confirming or value != acknowledged
+
+
+def landed_late(period_end: datetime | None, sent_at: datetime) -> bool:
+    """A total sent at or after its period's end counts in Kinde's next cycle: it is not the
+    acknowledged total of the period it was computed for."""
+    return period_end is not None and sent_at >= period_end
+
+
+def recheck_late(period_end: datetime | None, sent_at: datetime) -> bool:
+    """A late total is sent again (to correct the next period) for a while after the end."""
+    return landed_late(period_end, sent_at) and period_end is not None and (
+        sent_at - period_end < LATE_RECHECK_WINDOW)
+
+
+def confirmation_due(
+    *, attempts: int, late: bool, recently_dead: bool, confirm_left: float | None,
+    confirm_after: float,
+) -> float | None:
+    """Seconds until the current total must be sent once more, or None when it need not be.
+
+    An earlier attempt whose outcome is unknown (attempts > 1, or the topic's previous row died
+    recently) may still land after this send with an older, smaller total; so may the request
+    a pending confirmation was waiting out (then the rest of its wait). A total that landed
+    late is sent again to correct the next period.
+    """
+    if attempts > 1 or late or recently_dead:
+        return confirm_after
+    if confirm_left is not None and confirm_left > 0:
+        return confirm_left
+    return None
+
+
 @dataclass(frozen=True)
 class Meter:
     """What one report counts: a feature's units, or the purchases of an auto-recharge bundle."""
@@ -141,7 +185,7 @@ class Meter:
 
 
 class UsageReporter:
-    """Outbox handler for `meter_usage` rows."""
+    """Outbox handler for `meter_usage` rows: a feature's absolute units in the period."""
 
     def __init__(
         self,
@@ -165,22 +209,22 @@ class UsageReporter:
             return  # the catalog changed since: nothing of ours to report
         confirm_at = message.payload.get("confirm_at")
         try:
-            landed_late = self._report(wallet_id, meter, force=confirm_at is not None)
+            late = self._report(wallet_id, meter, force=confirm_at is not None)
         except DeliveryError:
             raise
         except Exception as exc:
             raise kinde_delivery_error(exc) from exc
-        if message.attempts > 1 or landed_late or self._recently_dead(message.topic):
-            # An earlier attempt of this row failed in a way that may have reached Kinde
-            # (timeout, lost answer, a worker killed mid-send), and that may be a confirmation
-            # itself: that older, smaller absolute total could land after ours and override
-            # it, so send the current total again once it can't. A total that landed after
-            # its period closed is sent again too, to correct the next period's.
-            raise NeedsConfirmation(self.confirm_after_seconds)
-        if confirm_at is not None:
-            left = (datetime.fromisoformat(confirm_at) - self.clock()).total_seconds()
-            if left > 0:  # sent early because of new usage: the old request may still land
-                raise NeedsConfirmation(left)
+        due = confirmation_due(
+            attempts=message.attempts,
+            late=late,
+            recently_dead=message.attempts <= 1 and not late
+            and self._recently_dead(message.topic),
+            confirm_left=(datetime.fromisoformat(confirm_at) - self.clock()).total_seconds()
+            if confirm_at is not None else None,
+            confirm_after=self.confirm_after_seconds,
+        )
+        if due is not None:
+            raise NeedsConfirmation(due)
 
     def _recently_dead(self, topic: str) -> bool:
         """The topic's previous row was dead-lettered so recently that its last attempt (a
@@ -190,23 +234,7 @@ class UsageReporter:
             return bool(uow.outbox.died_since(topic, since))
 
     def _meter(self, payload: dict[str, Any]) -> Meter | None:
-        if "bundle" in payload:
-            key = payload.get("meter") or f"{SALE_METER_PREFIX}{payload['bundle']}"
-            bundle = self.catalog.bundles.get(payload["bundle"])
-            code = None
-            if bundle is not None:
-                code = bundle.invoice_code(auto=key.startswith(AUTO_METER_PREFIX))
-                if bundle.invoice_meter(auto=key.startswith(AUTO_METER_PREFIX)) != key:
-                    code = None  # the catalog no longer invoices this meter on its own code
-            if code is None:
-                # Purchases exist (their credits were granted) but can no longer be invoiced:
-                # dead-letter, so they are marked failed and an operator sees it.
-                raise DeliveryError(
-                    f"bundle {payload['bundle']!r} has no Kinde code for {key!r} in the "
-                    f"catalog any more: its purchases cannot be invoiced",
-                    retryable=False,
-                )
-            return Meter(key, code, bundle=bundle.key if bundle else None)
+        """What the row counts: an app-source feature's units (None: no longer reported)."""
         feature = self.catalog.features.get(payload["feature"])
         if feature is None or feature.source != "app":
             return None
@@ -232,22 +260,14 @@ class UsageReporter:
                 units, counted = uow.recharges.billable(wallet_id, feature.key)
             else:
                 units = uow.billing.units_used(wallet_id, feature.key)
-        same_period = (
-            state.agreement_id == agreement.id and state.period_start == agreement.period_start
-        )
-        if same_period:
-            base, acknowledged = state.base_units, state.last_sent_total
-        else:
-            # New period or agreement: what Kinde acknowledged stays where it was counted.
-            base = state.base_units + (state.last_sent_total if state.agreement_id else 0)
-            acknowledged = None
+        base, acknowledged = baseline(state, agreement)
         value = units - base
         if value < 0:
             raise DeliveryError(
                 f"usage total for {wallet_id}/{feature.key} went below what Kinde has",
                 retryable=False,
             )
-        if value == acknowledged and not force:
+        if not must_send(value, acknowledged, confirming=force):
             if counted:
                 # Kinde already has this count, so every purchase counted is invoiced.
                 with self.uow(True) as uow:
@@ -260,8 +280,7 @@ class UsageReporter:
         )
         # Kinde counts what arrives after a cycle closed in the next cycle: such a total is
         # not this period's acknowledged total (it is corrected by a later send).
-        period_end = agreement.period_end
-        late = period_end is not None and sent_at >= period_end
+        late = landed_late(agreement.period_end, sent_at)
         with self.uow(True) as uow:
             if not late:
                 uow.billing.save_report_state(
@@ -279,7 +298,7 @@ class UsageReporter:
                 # Kinde now has every purchase counted above (in this cycle or the next).
                 uow.recharges.mark_invoiced(counted, self.clock())
             uow.commit()
-        return period_end is not None and late and sent_at - period_end < LATE_RECHECK_WINDOW
+        return recheck_late(agreement.period_end, sent_at)
 
     def _resolve_customer(self, wallet_id: str) -> str:
         email: str | None = None
@@ -368,3 +387,25 @@ def _fresh(info: AgreementInfo, now: datetime) -> bool:
     if info.period_end is not None:
         return now < info.period_end
     return now - info.fetched_at < AGREEMENT_CACHE_WITHOUT_PERIOD
+
+
+class PackInvoicer(UsageReporter):
+    """Outbox handler for `pack_invoice` rows: the absolute count of packs bought on one Kinde
+    code, by the same report protocol. Its dead letters are handled by
+    recharge.DeadInvoiceHandler (the purchases fail, auto-recharge suspends)."""
+
+    def _meter(self, payload: dict[str, Any]) -> Meter | None:
+        key = payload.get("meter") or f"{SALE_METER_PREFIX}{payload['bundle']}"
+        auto = key.startswith(AUTO_METER_PREFIX)
+        bundle = self.catalog.bundles.get(payload["bundle"])
+        code = bundle.invoice_code(auto=auto) if bundle is not None else None
+        if bundle is None or code is None or bundle.invoice_meter(auto=auto) != key:
+            # Purchases exist (their credits were granted) but can no longer be invoiced (the
+            # catalog no longer invoices this meter on its own code): dead-letter, so they are
+            # marked failed and an operator sees it.
+            raise DeliveryError(
+                f"bundle {payload['bundle']!r} has no Kinde code for {key!r} in the "
+                f"catalog any more: its purchases cannot be invoiced",
+                retryable=False,
+            )
+        return Meter(key, code, bundle=bundle.key)

@@ -29,10 +29,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from app.domain.catalog import Catalog
@@ -49,8 +49,9 @@ from app.domain.kinde_events import (
     text_problem,
 )
 from app.domain.ledger import Wallet
-from app.domain.usage_terms import describe_debit
-from app.services.ledger import LedgerService, request_fingerprint
+from app.domain.park_reasons import ParkKind, ParkReason
+from app.domain.usage_terms import describe_metered_debit, describe_signup_credit
+from app.services.idempotency import request_fingerprint
 from app.services.plans import PlanService, plan_service_for
 from app.services.ports import (
     AgreementDirectory,
@@ -59,6 +60,17 @@ from app.services.ports import (
     InboxEvent,
     InboxStatus,
     WebhookUnitOfWork,
+)
+from app.services.wallet_settings import WalletSettingsService
+from app.services.wallet_writer import WalletWriter
+from app.services.webhook_billing import (
+    absolute_period,
+    aware,
+    learn,
+    legacy_month_total,
+    peek_wallet,
+    remember_period,
+    resolve,
 )
 
 log = logging.getLogger("kinde_credits.webhooks")
@@ -71,17 +83,13 @@ INLINE_RETRY_LIMIT = 20
 # (30 s, 2 min, 8 min, 32 min, ~2 h after receipt), then wait for `events --retry`.
 FAILURE_RETRY_BASE = timedelta(seconds=30)
 FAILURE_RETRY_MAX_ATTEMPTS = 5
-FAILED_PREFIX = "failed: "
 # Absolute meter events whose billing period is not known yet: the worker asks Kinde for the
 # agreement's current period and retries them, with growing delays up to an hour apart, for as
 # long as it takes (never debiting on a guessed period meanwhile).
-PERIOD_PREFIX = "period unknown: "
 PERIOD_RETRY_MAX_DELAY = timedelta(hours=1)
-# A stored agreement period without an end date is trusted for this long after it was read.
-AGREEMENT_FRESH_WITHOUT_END = timedelta(hours=1)
 # What an HTTP answer says about a handler failure: the details (which may hold SQL or values
 # from the event) stay in the log and in the stored reason, never in a response body.
-FAILURE_ANSWER = FAILED_PREFIX + "could not be applied; kept and retried later"
+FAILURE_ANSWER = ParkReason(ParkKind.FAILED, "could not be applied; kept and retried later").text
 
 __all__ = [
     "InvalidEvent",
@@ -120,16 +128,21 @@ class _Applied:
 
 
 def _parked(
-    reason: str, fields: BillingFields | None = None, wallet_id: str | None = None
+    reason: ParkReason, fields: BillingFields | None = None, wallet_id: str | None = None
 ) -> _Applied:
     return _Applied(
-        "parked", reason, wallet_id=wallet_id, customer_id=fields.customer_id if fields else None
+        "parked", reason.text, wallet_id=wallet_id,
+        customer_id=fields.customer_id if fields else None,
     )
+
+
+def _malformed(detail: str) -> _Applied:
+    return _parked(ParkReason(ParkKind.MALFORMED, detail))
 
 
 @dataclass
 class WebhookService:
-    ledger: LedgerService
+    writer: WalletWriter
     # Kinde's agreements (current billing periods), asked by the worker only; None without
     # Management API credentials (then periods come only from events).
     kinde: AgreementDirectory | None = None
@@ -141,10 +154,10 @@ class WebhookService:
 
     @property
     def catalog(self) -> Catalog:
-        return self.ledger.catalog
+        return self.writer.catalog
 
     def _uow(self, write: bool) -> AbstractContextManager[WebhookUnitOfWork]:
-        return self.ledger.uow(write)
+        return self.writer.uow(write)
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -190,7 +203,7 @@ class WebhookService:
                 if webhook_id is not None and uow.inbox.webhook_id_taken(webhook_id):
                     # webhook-id is not signed: never let it block or alias a signed event_id.
                     webhook_id = None
-                now = self.ledger.clock()
+                now = self.writer.clock()
                 # The row goes in first: on PostgreSQL this insert is where a racing
                 # redelivery waits, before either touches a wallet.
                 uow.inbox.add(event.event_id, webhook_id, event.type, payload, raw_body, now)
@@ -230,7 +243,7 @@ class WebhookService:
                 return False
             if webhook_id is not None and uow.inbox.webhook_id_taken(webhook_id):
                 webhook_id = None
-            now = self.ledger.clock()
+            now = self.writer.clock()
             uow.inbox.add(event.event_id, webhook_id, event.type, payload, raw_body, now)
             uow.inbox.finish(event.event_id, "parked", reason=reason, wallet_id=None,
                              customer_id=None, now=now)
@@ -278,7 +291,7 @@ class WebhookService:
             row = uow.inbox.get(event_id, lock=True)
             if row is None or row.status != "parked":
                 return None, None
-            now = self.ledger.clock()
+            now = self.writer.clock()
             try:
                 event = parse_envelope(row.payload, fallback_id=event_id)
                 applied = self._apply(uow, event, now)
@@ -295,7 +308,7 @@ class WebhookService:
                 return None, None
             uow.inbox.finish(event_id, "parked", reason=_failure_reason(failure),
                              wallet_id=row.wallet_id, customer_id=row.customer_id,
-                             now=self.ledger.clock())
+                             now=self.writer.clock())
             uow.commit()
         return "parked", None
 
@@ -318,14 +331,14 @@ class WebhookService:
         feature is now in the catalog, a failure's back-off has passed, their billing period
         is now known, asking Kinde if need be); with `force`, every parked event. Returns how
         many got applied (the worker sleeps when it is 0)."""
-        now = self.ledger.clock()
+        now = self.writer.clock()
         ready: list[str] = []
         # Billing customer -> events waiting for its agreement's current period.
         periods: dict[str, list[str]] = {}
         with self._uow(False) as uow:
             rows = uow.inbox.search(status="parked", after=self._scan_after, limit=limit)
             for row in rows:
-                waiting = (row.park_reason or "").startswith(PERIOD_PREFIX)
+                waiting = ParkReason.parse(row.park_reason).kind is ParkKind.PERIOD_UNKNOWN
                 if waiting and self.kinde is not None and (force or _period_retry_due(row, now)):
                     customer = row.customer_id or _profile_customer(uow, row.wallet_id)
                     if customer:
@@ -356,7 +369,7 @@ class WebhookService:
         try:
             agreements = [
                 a for a in self.kinde.list_agreements(customer_id)
-                if a.expires_on is None or _aware(a.expires_on) > now
+                if a.expires_on is None or aware(a.expires_on) > now
             ]
         except Exception as exc:
             log.warning("could not read the agreements of %s from Kinde (%s); parked meter "
@@ -380,44 +393,37 @@ class WebhookService:
             uow.commit()
 
     def _ready(self, uow: WebhookUnitOfWork, row: InboxEvent, now: datetime) -> bool:
-        """Would a retry get further than last time? Read-only and cheap: the worker asks this
-        every pass, so it must not take the write lock for events that would only park again."""
-        reason = row.park_reason or ""
-        if reason.startswith(FAILED_PREFIX):
+        """Would a retry get further than last time? A lookup on what the event waits for (its
+        park reason's kind). Read-only and cheap: the worker asks this every pass, so it must
+        not take the write lock for events that would only park again."""
+        reason = ParkReason.parse(row.park_reason)
+        if reason.kind is ParkKind.FAILED:
             due = row.received_at + FAILURE_RETRY_BASE * (4 ** max(row.attempts - 1, 0))
             return row.attempts < FAILURE_RETRY_MAX_ATTEMPTS and now >= due
-        event = parse_envelope(row.payload, fallback_id=row.event_id)
-        if event.problems:
+        if reason.kind is ParkKind.MALFORMED:
             return False  # a malformed event stays malformed
-        kind = event.kind
-        if kind not in (EventKind.METER_USAGE, EventKind.MAPPING, EventKind.HISTORY):
-            return False  # a sign-up without a usable id won't grow one
-        fields = extract_billing(event)
-        if fields.problems:
-            return False
-        needs_period = False
-        if kind is EventKind.METER_USAGE:
-            # Mirrors the handler's checks that depend on the event alone: they don't fix
-            # themselves. (The catalog changes only with a restart, and then too we re-check.)
+        fields = extract_billing(parse_envelope(row.payload, fallback_id=row.event_id))
+        if reason.kind is ParkKind.UNKNOWN_FEATURE:
             code = fields.feature_code
-            feature = self.catalog.feature_by_kinde_code(code) if code else None
-            if feature is None:
-                return False
-            if feature.source == "kinde" and fields.value is None:
-                return False
-            needs_period = feature.source == "kinde" and fields.meter_type == "absolute"
-        wallet_id, _ = self._resolve(uow, fields)
+            return code is not None and self.catalog.feature_by_kinde_code(code) is not None
+        wallet_id = self._mapped_wallet(uow, fields)
+        if reason.kind is ParkKind.NO_WALLET or wallet_id is None:
+            return wallet_id is not None
+        # Waiting for a period: ready once an agreement event (or Kinde) has brought it.
+        start, _ = absolute_period(uow, fields, wallet_id, now,
+                                   asks_kinde=self.kinde is not None)
+        return start is not None
+
+    def _mapped_wallet(self, uow: WebhookUnitOfWork, fields: BillingFields) -> str | None:
+        """The event's wallet, when it resolves and does not contradict its billing customer."""
+        wallet_id, _ = resolve(uow, fields)
         if wallet_id is None:
-            return False
+            return None
         profile = uow.wallets.profile(wallet_id)
         known = profile.billing_customer_id if profile else None
         if known and fields.customer_id and known != fields.customer_id:
-            return False
-        if needs_period:
-            # Waiting for a period: ready once an agreement event (or Kinde) has brought it.
-            start, _ = self._absolute_period(uow, fields, wallet_id, now)
-            return start is not None
-        return True
+            return None
+        return wallet_id
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -439,14 +445,14 @@ class WebhookService:
 
     def _apply(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
         if event.problems:
-            return _parked("malformed event: " + "; ".join(event.problems))
+            return _malformed("event: " + "; ".join(event.problems))
         kind = event.kind
         if kind in (EventKind.METER_USAGE, EventKind.MAPPING, EventKind.HISTORY):
             fields = extract_billing(event)
             if fields.problems:
                 # Acting on part of an event (or storing a value that breaks the database)
                 # would be worse than waiting for a person to look at it.
-                return _parked("malformed billing event: " + "; ".join(fields.problems))
+                return _malformed("billing event: " + "; ".join(fields.problems))
         if kind in (EventKind.USER_CREATED, EventKind.ORG_CREATED):
             return self._signup(uow, event, now)
         if kind is EventKind.METER_USAGE:
@@ -462,159 +468,171 @@ class WebhookService:
         fields = extract_billing(event)
         problems += fields.problems
         if problems:
-            return _parked(f"malformed {event.type} event: " + "; ".join(problems))
+            return _malformed(f"{event.type} event: " + "; ".join(problems))
         if wallet_id is None:
             where = "data.user.id (kp_...)" if event.kind is EventKind.USER_CREATED else (
                 "data.organization.code (org_...)"
             )
-            return _parked(f"{event.type} without a usable {where}")
-        wallet = self.ledger.sweep_locked(uow, uow.wallets.lock_or_create(wallet_id, now), now)
-        if email:
-            uow.wallets.update_profile(wallet_id, email=email)
-        problem = self._learn(uow, wallet_id, fields, agreement=True)
-        if problem:
-            self._save(uow, wallet, now)
-            return _parked(problem, fields, wallet_id)
-        signup = self.catalog.signup
-        credits = signup.user_credits if wallet.owner_type == "user" else signup.org_credits
-        note: str | None = None
-        if credits <= 0:
-            note = "no sign-up credits configured"
-        elif uow.idempotency.get(SIGNUP_SCOPE, wallet_id) is not None:
-            # Kinde may send a second creation event (a new event_id) for one owner.
-            note = "sign-up credits were already granted to this wallet"
-        else:
-            expires = (
-                now + timedelta(days=signup.expires_after_days)
-                if signup.expires_after_days
-                else None
-            )
-            wallet.credit(
-                credits,
-                kind="grant",
-                reason="signup",
-                description=f"+{credits:,} sign-up credits",
-                now=now,
-                expires_at=expires,
-            )
-            body = {"event_id": event.event_id, "credits": credits}
-            uow.idempotency.put(
-                SIGNUP_SCOPE, wallet_id, request_fingerprint({"op": "signup", **body}), 201,
-                body, now,
-            )
-        self._save(uow, wallet, now)
-        return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id,
-                        mapped_customer=fields.customer_id)
+            return _malformed(f"{event.type} without a usable {where}")
+        signup_wallet = wallet_id
+
+        def sign_up(wallet: Wallet) -> _Applied:
+            if email:
+                uow.wallets.update_profile(signup_wallet, email=email)
+            problem = learn(uow, signup_wallet, fields, agreement=True)
+            if problem:
+                return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, signup_wallet)
+            signup = self.catalog.signup
+            credits = signup.user_credits if wallet.owner_type == "user" else signup.org_credits
+            note: str | None = None
+            if credits <= 0:
+                note = "no sign-up credits configured"
+            elif uow.idempotency.get(SIGNUP_SCOPE, signup_wallet) is not None:
+                # Kinde may send a second creation event (a new event_id) for one owner.
+                note = "sign-up credits were already granted to this wallet"
+            else:
+                wallet.credit(
+                    credits,
+                    kind="grant",
+                    reason="signup",
+                    description=describe_signup_credit(credits),
+                    now=now,
+                    expires_at=now + timedelta(days=signup.expires_after_days)
+                    if signup.expires_after_days else None,
+                )
+                body = {"event_id": event.event_id, "credits": credits}
+                uow.idempotency.put(
+                    SIGNUP_SCOPE, signup_wallet,
+                    request_fingerprint({"op": "signup", **body}), 201, body, now,
+                )
+            return _Applied("processed", note, wallet_id=signup_wallet,
+                            customer_id=fields.customer_id, mapped_customer=fields.customer_id)
+
+        return self._write(uow, wallet_id, now, sign_up)
 
     def _meter_usage(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
         fields = extract_billing(event)
         code = fields.feature_code
         if code is None:
-            return _parked(
+            return _parked(ParkReason(
+                ParkKind.MALFORMED,
                 "no feature code (data.feature_code / data.billing_feature_code / data.meter_id)",
-                fields,
-            )
+            ), fields)
         feature = self.catalog.feature_by_kinde_code(code)
         if feature is None:
             if self.catalog.bundle_by_kinde_code(code) is not None:
                 # Our own invoice for a credit pack (reported as meter usage): not usage.
                 return _Applied("processed", f"credit pack invoice usage on {code!r}; nothing "
-                                "to debit", wallet_id=self._peek_wallet(uow, fields),
+                                "to debit", wallet_id=peek_wallet(uow, fields),
                                 customer_id=fields.customer_id)
-            return _parked(f"unknown feature code {code!r}: not in the credits catalog "
-                           f"({self.catalog.path})", fields)
+            return _parked(ParkReason(
+                ParkKind.UNKNOWN_FEATURE,
+                f"code {code!r} is not in the credits catalog "
+                f"({self.catalog.path})"), fields)
         if feature.source == "app":
             # The product already reported this usage to us (and we to Kinde): debiting again
             # would charge twice. Keep the event for reconciliation only.
             return _Applied(
                 "processed",
                 f"feature {feature.key!r} has source 'app': recorded for reconciliation only",
-                wallet_id=self._peek_wallet(uow, fields),
+                wallet_id=peek_wallet(uow, fields),
                 customer_id=fields.customer_id,
             )
         if fields.value is None:
-            return _parked(fields.value_problem or "no meter value", fields)
-        wallet_id, problem = self._resolve(uow, fields)
+            return _parked(
+                ParkReason(ParkKind.MALFORMED, fields.value_problem or "no meter value"), fields)
+        wallet_id, problem = resolve(uow, fields)
         if wallet_id is None:
-            return _parked(problem or "no wallet", fields)
-        wallet = self.ledger.sweep_locked(uow, uow.wallets.lock_or_create(wallet_id, now), now)
-        problem = self._learn(uow, wallet_id, fields, agreement=False)
-        if problem:
-            self._save(uow, wallet, now)
-            return _parked(problem, fields, wallet_id)
-        units = fields.value
-        if fields.meter_type == "absolute":
-            # Kinde's absolute value is the period's running total: debit only the increase
-            # over the last total seen (the wallet lock serialises this read-then-write).
-            # Keyed by the resolved wallet: events naming the customer and events naming only
-            # the user or org must share one running total, or the total is debited twice.
-            # And keyed by the real billing period, never a guessed one: a guess that differs
-            # between two events of one period debits the whole total again.
-            start, problem = self._absolute_period(uow, fields, wallet_id, now)
-            if start is None:
-                self._save(uow, wallet, now)
-                return _parked(problem or PERIOD_PREFIX, fields, wallet_id)
-            key, period = wallet_id, period_key(start)
-            if fields.period_start is not None:
-                # A stated period serves later events of its agreement that state none.
-                self._remember_period(uow, fields, wallet_id, now)
-            last = uow.meters.last_value(key, code, period)
-            if last is None:
-                last = _legacy_month_total(uow, key, code, start, fields.occurred_at or now)
-            units = max(0, fields.value - (last or 0))
-            if last is None or fields.value > last:
-                uow.meters.record(key, code, period, fields.value, now)
-        note: str | None = None
-        if units > 0:
-            credits = units * feature.credits_per_unit
-            wallet.debit(
-                credits,
-                reason=f"kinde:{event.event_id}",
-                description=describe_debit(credits, feature.label, units, feature.unit)
-                + " (metered by Kinde)",
-                now=now,
-                refusable=False,  # usage that already happened: a shortfall becomes arrears
-                feature=feature.key,
-                quantity=units,
-                occurred_at=fields.occurred_at,
-            )
-        else:
-            note = "no new usage" if fields.meter_type == "delta" else (
-                "absolute value not above the last one seen for this period"
-            )
-        self._save(uow, wallet, now)
-        return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id,
-                        mapped_customer=fields.customer_id)
+            return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
+        resolved, value = wallet_id, fields.value
+
+        def debit(wallet: Wallet) -> _Applied:
+            wallet_id = resolved
+            assert value is not None
+            problem = learn(uow, wallet_id, fields, agreement=False)
+            if problem:
+                return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, wallet_id)
+            units = value
+            if fields.meter_type == "absolute":
+                # Kinde's absolute value is the period's running total: debit only the
+                # increase over the last total seen (the wallet lock serialises this
+                # read-then-write). Keyed by the resolved wallet: events naming the customer
+                # and events naming only the user or org must share one running total, or
+                # the total is debited twice. And keyed by the real billing period, never a
+                # guessed one: a guess that differs between two events of one period debits
+                # the whole total again.
+                start, waiting = absolute_period(uow, fields, wallet_id, now,
+                                   asks_kinde=self.kinde is not None)
+                if start is None:
+                    assert waiting is not None
+                    return _parked(waiting, fields, wallet_id)
+                key, period = wallet_id, period_key(start)
+                if fields.period_start is not None:
+                    # A stated period serves later events of its agreement that state none.
+                    remember_period(uow, fields, wallet_id, now)
+                last = uow.meters.last_value(key, code, period)
+                if last is None:
+                    last = legacy_month_total(uow, key, code, start, fields.occurred_at or now)
+                units = max(0, value - (last or 0))
+                if last is None or value > last:
+                    uow.meters.record(key, code, period, value, now)
+            note: str | None = None
+            if units > 0:
+                credits = units * feature.credits_per_unit
+                wallet.debit(
+                    credits,
+                    reason=f"kinde:{event.event_id}",
+                    description=describe_metered_debit(credits, feature.label, units,
+                                                       feature.unit),
+                    now=now,
+                    # Usage that already happened: a shortfall becomes arrears.
+                    refusable=False,
+                    feature=feature.key,
+                    quantity=units,
+                    occurred_at=fields.occurred_at,
+                )
+            else:
+                note = "no new usage" if fields.meter_type == "delta" else (
+                    "absolute value not above the last one seen for this period"
+                )
+            return _Applied("processed", note, wallet_id=wallet_id,
+                            customer_id=fields.customer_id, mapped_customer=fields.customer_id)
+
+        return self._write(uow, wallet_id, now, debit)
 
     def _mapping(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
         fields = extract_billing(event)
-        wallet_id, problem = self._resolve(uow, fields)
+        wallet_id, problem = resolve(uow, fields)
         if wallet_id is None:
-            return _parked(problem or "no wallet", fields)
+            return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
         wallet = uow.wallets.lock_or_create(wallet_id, now)  # the lock orders profile updates
-        problem = self._learn(uow, wallet.id, fields, agreement=True)
+        problem = learn(uow, wallet.id, fields, agreement=True)
         if problem:
-            return _parked(problem, fields, wallet_id)
-        self._remember_period(uow, fields, wallet_id, now)
+            return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, wallet_id)
+        remember_period(uow, fields, wallet_id, now)
         note: str | None = None
-        if self.plans is not None:
-            # Plan credits for the agreement's current period, once (app.services.plans).
-            wallet = self.ledger.sweep_locked(uow, wallet, now)
-            note = self.plans.on_agreement_event(uow, wallet, fields, event.timestamp, now)
-            self._save(uow, wallet, now)
+        plans = self.plans
+        if plans is not None:
+            # Plan credits for the agreement's current period, once (app.services.plans),
+            # after the profile learned the event's plan (its period ends apply that plan).
+            written = self.writer.write(
+                uow, wallet_id, now,
+                lambda w: plans.on_agreement_event(uow, w, fields, event.timestamp, now),
+                create=True)
+            note = written.result if written is not None else None
         return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id,
                         mapped_customer=fields.customer_id)
 
     def _history(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
         # The inbox row with its wallet id set IS the wallet's history entry.
         fields = extract_billing(event)
-        wallet_id, problem = self._resolve(uow, fields)
+        wallet_id, problem = resolve(uow, fields)
         if wallet_id is None:
-            return _parked(problem or "no wallet", fields)
+            return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
         note: str | None = None
-        if event.type == "customer.payment_failed" and self.ledger.suspend_auto_recharge_in(
-            uow, wallet_id, "Kinde reported a failed payment", now
-        ):
+        if event.type == "customer.payment_failed" and WalletSettingsService(
+            self.writer
+        ).suspend_auto_recharge_in(uow, wallet_id, "Kinde reported a failed payment", now):
             # Never keep buying on a card that fails: the owner re-enables it after fixing it.
             note = "auto-recharge suspended"
         if event.type == "customer.agreement_cancelled" and self.plans is not None:
@@ -624,150 +642,14 @@ class WebhookService:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _save(self, uow: WebhookUnitOfWork, wallet: Wallet, now: datetime) -> None:
-        if wallet.has_pending_changes() or wallet.touched_blocks or wallet.new_blocks:
-            self.ledger.save_wallet(uow, wallet, now)
-
-    def _absolute_period(
-        self, uow: WebhookUnitOfWork, fields: BillingFields, wallet_id: str, now: datetime
-    ) -> tuple[datetime | None, str | None]:
-        """The start of the billing period an absolute meter value belongs to: the period the
-        event states, else the current period of the agreement (when the usage falls inside
-        it). (None, why) when neither is known: the caller parks the event."""
-        if fields.period_start is not None:
-            return fields.period_start, None
-        at = fields.occurred_at or now
-        profile = uow.wallets.profile(wallet_id)
-        agreement_id = fields.agreement_id or (profile.agreement_id if profile else None)
-        info = uow.billing.agreement(agreement_id) if agreement_id else None
-        if info is not None and info.period_start is not None:
-            start = _aware(info.period_start)
-            if at < start:
-                # Usage from before the period we know of (a late event): which period it
-                # counted in is not ours to guess.
-                return None, (
-                    f"absolute meter value for {at:%Y-%m-%d %H:%M} UTC predates the current "
-                    f"period of agreement {agreement_id} (from {start:%Y-%m-%d %H:%M} UTC); "
-                    "its billing period is unknown, so it is not debited on a guess"
-                )
-            end = _aware(info.period_end) if info.period_end is not None else None
-            if (end is not None and at < end) or (
-                end is None and now - _aware(info.fetched_at) < AGREEMENT_FRESH_WITHOUT_END
-            ):
-                return start, None
-        where = (
-            "asking Kinde for the agreement's current period"
-            if self.kinde is not None
-            else "waiting for an agreement event stating current_period_start and "
-            "current_period_end (no Kinde Management API credentials are configured)"
-        )
-        subject = f"agreement {agreement_id}" if agreement_id else "the customer's agreement"
-        return None, (
-            f"{PERIOD_PREFIX}the absolute meter value states no billing period and the current "
-            f"period of {subject} is not known for {at:%Y-%m-%d %H:%M} UTC; {where}"
-        )
-
-    @staticmethod
-    def _remember_period(
-        uow: WebhookUnitOfWork, fields: BillingFields, wallet_id: str, now: datetime
-    ) -> None:
-        """Keep the current period an event states for its agreement, for absolute meter values
-        that don't state theirs. Never replaces a later period already known (events come in
-        any order)."""
-        profile = uow.wallets.profile(wallet_id)
-        customer_id = fields.customer_id or (profile.billing_customer_id if profile else None)
-        if not (fields.agreement_id and customer_id and fields.period_start):
-            return
-        known = uow.billing.agreement(fields.agreement_id)
-        if (
-            known is not None
-            and known.period_start is not None
-            and _aware(known.period_start) >= fields.period_start
-        ):
-            return
-        uow.billing.save_agreement(AgreementInfo(
-            id=fields.agreement_id,
-            customer_id=customer_id,
-            plan_code=fields.plan_code or (known.plan_code if known else None),
-            period_start=fields.period_start,
-            period_end=fields.period_end,
-            feature_codes=known.feature_codes if known else (),
-            fetched_at=now,
-        ))
-
-    @staticmethod
-    def _resolve(uow: WebhookUnitOfWork, fields: BillingFields) -> tuple[str | None, str | None]:
-        """The wallet a billing event is about: the owner it names (user id / org code), or
-        the wallet mapped to its billing customer. (None, why) when neither is known yet."""
-        mapped = (
-            uow.wallets.find_by_customer(fields.customer_id) if fields.customer_id else None
-        )
-        named = [o for o in (fields.org_code, fields.user_id) if o]
-        if mapped is not None:
-            if named and mapped not in named:
-                return None, (
-                    f"customer {fields.customer_id} belongs to wallet {mapped}, but the event "
-                    f"names {' / '.join(named)}"
-                )
-            return mapped, None
-        if named:
-            return named[0], None
-        if fields.customer_id:
-            return None, (
-                f"unknown customer {fields.customer_id}: no wallet is mapped to it yet "
-                "(waiting for customer.agreement_created or an event naming the user/org)"
-            )
-        return None, (
-            "no customer id (data.customer_id / data.customer.id) and no data.user_id / "
-            "data.org_code"
-        )
-
-    @staticmethod
-    def _peek_wallet(uow: WebhookUnitOfWork, fields: BillingFields) -> str | None:
-        """Best-effort wallet for history of events that change nothing (never parks)."""
-        if fields.customer_id:
-            found = uow.wallets.find_by_customer(fields.customer_id)
-            if found:
-                return found
-        return fields.owner_id
-
-    @staticmethod
-    def _learn(
-        uow: WebhookUnitOfWork, wallet_id: str, fields: BillingFields, *, agreement: bool
-    ) -> str | None:
-        """Record the billing customer (and agreement / plan) on a locked wallet. Returns a
-        reason to park when the event contradicts what the wallet already knows."""
-        profile = uow.wallets.profile(wallet_id)
-        updates: dict[str, str | None] = {}
-        if fields.customer_id:
-            known = profile.billing_customer_id if profile else None
-            if known and known != fields.customer_id:
-                return (
-                    f"wallet {wallet_id} is billed as customer {known}, but the event says "
-                    f"{fields.customer_id}"
-                )
-            if not known:
-                other = uow.wallets.find_by_customer(fields.customer_id)
-                if other is not None and other != wallet_id:
-                    return (
-                        f"customer {fields.customer_id} already belongs to wallet {other}, not "
-                        f"{wallet_id}"
-                    )
-                updates["billing_customer_id"] = fields.customer_id
-        known_agreement = profile.agreement_id if profile else None
-        # Meter events only fill in a missing agreement; agreement/plan events may change it.
-        if (
-            fields.agreement_id
-            and (agreement or not known_agreement)
-            and known_agreement != fields.agreement_id
-        ):
-            updates["agreement_id"] = fields.agreement_id
-        known_plan = profile.plan_code if profile else None
-        if agreement and fields.plan_code and known_plan != fields.plan_code:
-            updates["plan_code"] = fields.plan_code
-        if updates:
-            uow.wallets.update_profile(wallet_id, **updates)
-        return None
+    def _write(
+        self, uow: WebhookUnitOfWork, wallet_id: str, now: datetime,
+        apply: Callable[[Wallet], _Applied],
+    ) -> _Applied:
+        """Apply an event's change to its wallet (created if new) through the wallet writer."""
+        written = self.writer.write(uow, wallet_id, now, apply, create=True)
+        assert written is not None  # created when missing
+        return written.result
 
 
 def _receipt(event_id: str, applied: _Applied) -> Receipt:
@@ -778,34 +660,10 @@ def _failure_reason(exc: BaseException | None) -> str:
     """A stored reason for a handler failure: the exception's type and first line, without the
     SQL statement and parameters a database error appends (they may echo the event's values)."""
     if exc is None:
-        return f"{FAILED_PREFIX}unknown error"
+        return ParkReason(ParkKind.FAILED, "unknown error").text
     detail = str(exc).split("\n", 1)[0].split("[SQL", 1)[0].strip()
     detail = "".join("?" if ord(ch) < 32 or ord(ch) == 127 else ch for ch in detail)[:200]
-    return f"{FAILED_PREFIX}{type(exc).__name__}: {detail}"
-
-
-def _legacy_month_total(
-    uow: WebhookUnitOfWork, wallet_id: str, code: str, start: datetime, at: datetime
-) -> int | None:
-    """The running total an earlier version stored for this period under a calendar-month key
-    ("month:YYYY-MM"), so that upgrading never debits a period's total again. Only readings
-    raised since the period started count: a month reading last raised before that belongs to
-    the previous period."""
-    best: int | None = None
-    month = start.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    last_month = max(at, start).astimezone(UTC)
-    for _ in range(14):  # a billing period spans at most 13 calendar months (yearly plans)
-        if month > last_month:
-            break
-        found = uow.meters.reading(wallet_id, code, f"month:{month:%Y-%m}")
-        if found is not None and _aware(found[1]) >= start:
-            best = max(best or 0, found[0])
-        month = (month + timedelta(days=32)).replace(day=1)
-    return best
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return ParkReason(ParkKind.FAILED, f"{type(exc).__name__}: {detail}").text
 
 
 def _period_retry_due(row: InboxEvent, now: datetime) -> bool:
@@ -861,7 +719,8 @@ def service_for(container: Any) -> WebhookService:
     if service is None:
         # The Kinde client (when Management API credentials are set) lets the worker learn
         # agreement periods for absolute meter values that state none.
-        service = WebhookService(container.ledger, kinde=getattr(container, "kinde", None),
+        service = WebhookService(container.ledger.writer,
+                                 kinde=getattr(container, "kinde", None),
                                  plans=plan_service_for(container))
         container.extras["webhook_service"] = service
     return cast(WebhookService, service)

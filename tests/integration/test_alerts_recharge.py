@@ -27,7 +27,7 @@ from sqlalchemy import text
 from adapters.kinde_api import KindeManagementClient
 from adapters.local_keys import LocalKeyring
 from app.bootstrap import Container, build_container
-from app.domain.ledger import InsufficientCredits, InvalidAmount
+from app.domain.ledger import InsufficientCredits, InvalidRequest
 from app.http.schemas import WalletSchema
 from app.services.ledger import verify_ledger
 from app.settings import DEFAULT_CATALOG, Settings
@@ -116,9 +116,9 @@ def test_custom_thresholds_in_credits(local: Container) -> None:
     local.ledger.record_usage("org_x", "report_generation", 100)  # 5,000 left
     [n] = notices(local)
     assert n["data"]["threshold_credits"] == 5000 and "threshold_percent" not in n["data"]
-    with pytest.raises(InvalidAmount):
+    with pytest.raises(InvalidRequest):
         local.ledger.set_alerts("org_x", {"thresholds_percent": [0]})
-    with pytest.raises(InvalidAmount):
+    with pytest.raises(InvalidRequest):
         local.ledger.set_alerts("org_x", {"thresholds_percent": [50], "extra": 1})
     view = local.ledger.get_wallet("org_x")
     assert view["alerts"]["thresholds_credits"] == [5000] and view["alerts"]["custom"]
@@ -385,10 +385,10 @@ def test_sales_through_the_api_are_invoiced_and_do_not_use_the_cap(
 
 
 def test_auto_recharge_needs_a_gateway(local: Container) -> None:
-    with pytest.raises(InvalidAmount, match="connect Kinde billing"):
+    with pytest.raises(InvalidRequest, match="connect Kinde billing"):
         local.ledger.set_auto_recharge(
             "kp_a", {"enabled": True, "threshold_credits": 10, "bundle": "starter"})
-    with pytest.raises(InvalidAmount, match="bundle must be one of"):
+    with pytest.raises(InvalidRequest, match="bundle must be one of"):
         local.ledger.set_auto_recharge("kp_a", {"enabled": False, "threshold_credits": 10,
                                                 "bundle": "nope"})
 
@@ -404,7 +404,7 @@ def test_org_alert_email_set_through_the_alert_settings(sqlite_url: str, tmp_pat
             c.ledger.grant("org_acme", 1000, "welcome")
             out = c.ledger.set_alerts("org_acme", {"notify_email": "billing@acme.example"})
             assert out.body["notify_email"] == "billing@acme.example"
-            with pytest.raises(InvalidAmount):
+            with pytest.raises(InvalidRequest):
                 c.ledger.set_alerts("org_acme", {"notify_email": "not an address"})
             c.ledger.record_usage("org_acme", "report_generation", 10)  # 500 left: 50%
             c.dispatcher.run_once()

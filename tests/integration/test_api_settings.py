@@ -65,7 +65,7 @@ def test_kinde_mode_without_a_gateway_refuses_to_give_packs_away(db_url: str,
     import pytest
 
     from app.bootstrap import build_container
-    from app.domain.ledger import InvalidAmount
+    from app.domain.ledger import InvalidRequest
     from app.settings import Settings
 
     settings = Settings.from_env({
@@ -77,7 +77,7 @@ def test_kinde_mode_without_a_gateway_refuses_to_give_packs_away(db_url: str,
     keys = LocalKeyring.load_or_create(Path(str(tmp_path)) / "k.pem")
     c = build_container(settings, key_source=keys.key_source())
     try:
-        with pytest.raises(InvalidAmount, match="SALES_PAID_ELSEWHERE"):
+        with pytest.raises(InvalidRequest, match="SALES_PAID_ELSEWHERE"):
             c.ledger.top_up_bundle("kp_a", "starter")
     finally:
         c.close()

@@ -394,11 +394,10 @@ def test_sale_invoiced_through_kinde_needs_write(
 ) -> None:
     """When Kinde invoices the pack, the write scope may buy it, and so may a user with the
     write scope for their own wallet (Kinde invoices that user's billing customer)."""
-    from app.services.recharge import AutoRecharger, KindeInvoiceGateway
+    from app.services.payments import KindeInvoicing
 
     ledger = api_app.extensions["kinde_credits"].ledger
-    ledger.recharger = AutoRecharger(ledger.catalog, KindeInvoiceGateway())
-    ledger.unbilled_sales_allowed = False
+    ledger.payments = KindeInvoicing()
     own = bearer(tokens.user("kp_alice", scopes=("credits:write",)))
     assert client.post("/v1/wallets/kp_alice/top-ups", json={"bundle": "starter"},
                        headers=own).status_code == 201

@@ -215,14 +215,14 @@ def test_one_failing_wallet_does_not_stop_the_sweep(
         # Ordered by when they fell due, oldest first.
         assert uow.wallets.wallets_due_for_sweep(clock(), 100) == wallets
         assert uow.wallets.wallets_due_for_sweep(clock(), 2) == wallets[:2]
-    original = sql_ledger.sweep_wallet
+    original = sql_ledger.sweeps.sweep_wallet
 
     def flaky(wallet_id: str) -> None:
         if wallet_id == "kp_w0":
             raise RuntimeError("this wallet cannot be swept")
         original(wallet_id)
 
-    monkeypatch.setattr(sql_ledger, "sweep_wallet", flaky)
+    monkeypatch.setattr(sql_ledger.sweeps, "sweep_wallet", flaky)
     with caplog.at_level(logging.ERROR, logger="kinde_credits.ledger"):
         assert sql_ledger.sweep_due() == 5
         assert sql_ledger.sweep_due() == 1  # only the failing one is still due

@@ -103,8 +103,9 @@ def _unrefusable_debit(c: Any, wallet: str, credits: int) -> None:
     """Usage that already happened (as Kinde reports it): never refused, arrears if short."""
     with c.store(True) as uow:
         now = c.clock()
-        w = c.ledger.sweep_locked(uow, uow.wallets.lock_or_create(wallet, now), now)
-        w.debit(credits, reason="kinde:test", description=f"-{credits} credits", now=now,
-                refusable=False, feature="api", quantity=credits)
-        c.ledger.save_wallet(uow, w, now)
+        c.ledger.writer.write(
+            uow, wallet, now,
+            lambda w: w.debit(credits, reason="kinde:test", description=f"-{credits} credits",
+                              now=now, refusable=False, feature="api", quantity=credits),
+            create=True)
         uow.commit()

@@ -19,7 +19,7 @@ from app.domain.dashboard import (
     short_date,
     value_texts,
 )
-from app.domain.ledger import InvalidAmount
+from app.domain.ledger import InvalidRequest
 
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
 
@@ -28,7 +28,7 @@ def test_link_ttl() -> None:
     assert link_ttl(None) == DEFAULT_LINK_TTL == 900
     assert link_ttl(1) == 1 and link_ttl(3600) == 3600
     for bad in (0, -5, 3601, True, 1.5, "60"):
-        with pytest.raises(InvalidAmount):
+        with pytest.raises(InvalidRequest):
             link_ttl(bad)
 
 
@@ -69,10 +69,10 @@ def test_number_lists() -> None:
     assert parse_number_list("  ", "x") == []
     assert parse_number_list("1_000", "x") == [1000]
     for bad in ("50, a", "-5", "1.5", "٣", "9" * 14):
-        with pytest.raises(InvalidAmount):
+        with pytest.raises(InvalidRequest):
             parse_number_list(bad, "x")
     assert parse_whole_number(" 1,000 ", "x") == 1000
-    with pytest.raises(InvalidAmount):
+    with pytest.raises(InvalidRequest):
         parse_whole_number("", "x")
 
 

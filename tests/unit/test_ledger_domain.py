@@ -10,7 +10,7 @@ from app.domain.ledger import (
     CaptureExceedsHold,
     HoldNotOpen,
     InsufficientCredits,
-    InvalidAmount,
+    InvalidRequest,
     InvalidWalletId,
     Wallet,
     owner_type_of,
@@ -123,9 +123,9 @@ def test_entries_carry_running_balance() -> None:
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3", None])
 def test_bad_amounts_refused(bad: object) -> None:
     w = wallet_with((10, None))
-    with pytest.raises(InvalidAmount):
+    with pytest.raises(InvalidRequest):
         w.debit(bad, reason="r", description="d", now=NOW)  # type: ignore[arg-type]
-    with pytest.raises(InvalidAmount):
+    with pytest.raises(InvalidRequest):
         w.credit(bad, kind="grant", reason="r", description="d", now=NOW)  # type: ignore[arg-type]
     assert w.balance == 10
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.domain.catalog import Catalog
-from app.domain.ledger import HoldNotOpen, InsufficientCredits, InvalidAmount, InvalidWalletId
+from app.domain.ledger import HoldNotOpen, InsufficientCredits, InvalidRequest, InvalidWalletId
 from app.services.ledger import (
     IdempotencyConflict,
     LedgerService,
@@ -50,7 +50,7 @@ def test_usage_on_a_wallet_that_never_had_credits(memory_ledger: LedgerService) 
 @pytest.mark.parametrize("quantity", [0, -3, 1.5, True, "2", None, 10**10])
 def test_bad_quantity_refused(memory_ledger: LedgerService, quantity: object) -> None:
     memory_ledger.grant("kp_a", 100, "welcome")
-    with pytest.raises(InvalidAmount):
+    with pytest.raises(InvalidRequest):
         memory_ledger.record_usage("kp_a", "api_call", quantity)  # type: ignore[arg-type]
     assert memory_ledger.get_wallet("kp_a")["balance"] == 100
 
@@ -144,9 +144,9 @@ def test_ledger_pages_newest_first_with_cursor(memory_ledger: LedgerService) -> 
         cursor = page["next_cursor"]
     assert len(seen) == 8 and len(set(seen)) == 8
     for bad in ("abc", "-1", "0"):
-        with pytest.raises(InvalidAmount):
+        with pytest.raises(InvalidRequest):
             memory_ledger.ledger_page("kp_a", cursor=bad)
-    with pytest.raises(InvalidAmount):
+    with pytest.raises(InvalidRequest):
         memory_ledger.ledger_page("kp_a", limit=1000)
 
 

@@ -13,8 +13,12 @@ from app.domain.usage_terms import (
     describe_debit,
     describe_expiry,
     describe_hold,
+    describe_hold_expired,
+    describe_metered_debit,
     describe_release,
+    describe_signup_credit,
     describe_units_left,
+    describe_unused_expiry,
     fmt,
     low_balance_message,
     plural,
@@ -230,4 +234,24 @@ def test_units_left_text_matches_the_number(balance: int, cpu: int, unit: str) -
     text = describe_units_left(balance, cpu, unit)
     n = units_left(balance, cpu)
     expected = f"no {plural(unit, 0)} left" if n == 0 else f"about {fmt(n)} {plural(unit, n)} left"
+    assert text == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (describe_signup_credit(500), "+500 sign-up credits"),
+        (describe_signup_credit(1), "+1 sign-up credit"),
+        (describe_hold(1), "Held 1 credit"),
+        (describe_capture(1), "-1 credit (captured hold)"),
+        (describe_release(2), "Released 2 held credits"),
+        (describe_hold_expired(1), "Hold of 1 credit expired unused"),
+        (describe_hold_expired(2500), "Hold of 2,500 credits expired unused"),
+        (describe_unused_expiry(1, "Basic plan credits for Nov 2026", "at period end"),
+         "-1 credit: unused Basic plan credits for Nov 2026 expired at period end"),
+        (describe_metered_debit(1, "Ping", 1, "ping"), "-1 credit for Ping (1 ping) (metered by "
+         "Kinde)"),
+    ],
+)
+def test_every_entry_description_pluralises_credits(text: str, expected: str) -> None:
     assert text == expected

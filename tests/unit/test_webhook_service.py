@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.catalog import Catalog
+from app.domain.park_reasons import ParkKind, ParkReason
 from app.services.ledger import LedgerService
 from app.services.webhooks import (
     FAILURE_ANSWER,
-    PERIOD_PREFIX,
     WebhookService,
     _period_retry_due,
 )
@@ -57,7 +57,7 @@ class Harness:
     def __init__(self, catalog: Catalog, clock: FakeClock) -> None:
         self.store = MemoryWebhookStore()
         self.ledger = LedgerService(self.store, catalog, clock)
-        self.service = WebhookService(self.ledger)
+        self.service = WebhookService(self.ledger.writer)
         self.clock = clock
 
     def send(self, claims: dict[str, Any], webhook_id: str | None = None) -> str:
@@ -163,7 +163,7 @@ def test_credit_pack_invoice_usage_is_not_debited(h: Harness) -> None:
 
 
 @pytest.mark.parametrize("claims, reason", [
-    (meter("1", code="no_such_feature"), "unknown feature code 'no_such_feature'"),
+    (meter("1", code="no_such_feature"), "unknown feature: code 'no_such_feature'"),
     (meter("1", code=""), "no feature code"),
     (meter("2.5"), "not a whole number"),
     (meter(None), "no meter value"),
@@ -398,7 +398,8 @@ def test_absolute_without_a_known_period_parks_and_never_debits(h: Harness) -> N
     e = meter("5", absolute=True, meter_usage_timestamp="2026-11-30T12:00:00Z")
     assert h.send(e) == "parked"
     row = h.event(e["event_id"])
-    assert row.park_reason.startswith(PERIOD_PREFIX) and row.wallet_id == "kp_p"
+    assert ParkReason.parse(row.park_reason).kind is ParkKind.PERIOD_UNKNOWN
+    assert row.wallet_id == "kp_p"
     assert "no Kinde Management API credentials" in row.park_reason
     assert h.entries("kp_p") == []
     h.clock.advance(hours=2)

@@ -1,0 +1,35 @@
+"""The use cases' refusals beyond the ledger rules, and the HTTP status each code maps to."""
+
+from __future__ import annotations
+
+from app.domain.ledger import LedgerError
+
+
+class NotFound(LedgerError):
+    code = "not_found"
+
+
+class UnknownFeature(LedgerError):
+    code = "unknown_feature"
+
+
+class UnknownBundle(LedgerError):
+    code = "unknown_bundle"
+
+
+class IdempotencyConflict(LedgerError):
+    code = "idempotency_conflict"
+
+
+_STATUS = {
+    "insufficient_credits": 402,
+    "member_budget_exceeded": 402,
+    "not_found": 404,
+    "idempotency_conflict": 409,
+    "hold_not_open": 409,
+}
+
+
+def status_for(exc: LedgerError) -> int:
+    """The HTTP status of a refusal: 422 invalid_request unless its code says otherwise."""
+    return _STATUS.get(exc.code, 422)
