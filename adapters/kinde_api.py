@@ -298,9 +298,6 @@ class KindeManagementClient:
             customer_id=_opt_str(customer_id) or None,
         )
 
-    def get_user_billing_customer_id(self, user_id: str) -> str | None:
-        return self.get_user(user_id).customer_id
-
     def get_org_billing(self, org_code: str) -> OrgBilling:
         data = self._call(
             "GET", "/api/v1/organization", params={"code": org_code, "expand": "billing"}
@@ -377,9 +374,6 @@ class KindeManagementClient:
             body["description"] = description
         self._call("PATCH", f"/api/v1/webhooks/{_segment(webhook_id)}", json=body)
 
-    def delete_webhook(self, webhook_id: str) -> None:
-        self._call("DELETE", f"/api/v1/webhooks/{_segment(webhook_id)}")
-
     def list_event_types(self) -> list[EventType]:
         data = self._call("GET", "/api/v1/event_types")
         result = []
@@ -398,12 +392,6 @@ class KindeManagementClient:
                 )
             )
         return result
-
-    def get_event(self, event_id: str) -> dict[str, Any]:
-        """Re-read one event: the `event` object (type, source, event_id, timestamp, data)."""
-        data = self._call("GET", f"/api/v1/events/{_segment(event_id)}")
-        event = data.get("event")
-        return event if isinstance(event, dict) else data
 
     # -- token --------------------------------------------------------------------------------
 

@@ -1,0 +1,36 @@
+"""SQL behind `app.services.edge_ports.OperationsReader`: whole-store totals and samples.
+
+Each read is a short statement on its own connection: these figures need no wallet lock and no
+snapshot shared with anything else.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, func, select
+
+from adapters.sql import schema as t
+from app.services.edge_ports import StoreTotals
+
+
+class SqlOperationsReader:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def totals(self) -> StoreTotals:
+        with self.engine.connect() as conn:
+            wallets, balance, arrears = conn.execute(
+                select(func.count(), func.coalesce(func.sum(t.wallets.c.balance), 0),
+                       func.coalesce(func.sum(t.wallets.c.arrears), 0))
+            ).one()
+            parked = conn.execute(
+                select(func.count()).where(t.webhook_events.c.status == "parked")
+            ).scalar_one()
+        return StoreTotals(wallets=int(wallets), balance=int(balance), arrears=int(arrears),
+                           parked_webhooks=int(parked))
+
+    def billing_customer_ids(self, limit: int) -> tuple[str, ...]:
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(
+                select(t.wallets.c.billing_customer_id)
+                .where(t.wallets.c.billing_customer_id.is_not(None)).limit(limit)
+            ).scalars())
