@@ -250,8 +250,7 @@ def events(
         service = service_for(container)
         if retry:
             applied = service.retry_parked(force=True, limit=limit)
-            with container.store(False) as uow:
-                still = uow.inbox.count("parked")
+            still = container.operations.parked_webhook_count()
             if as_json:
                 click.echo(json.dumps({"applied": applied, "still_parked": still}))
             else:

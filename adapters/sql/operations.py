@@ -11,6 +11,8 @@ from sqlalchemy import Engine, func, select
 from adapters.sql import schema as t
 from app.services.edge_ports import StoreTotals
 
+_PARKED = select(func.count()).where(t.webhook_events.c.status == "parked")
+
 
 class SqlOperationsReader:
     def __init__(self, engine: Engine) -> None:
@@ -22,11 +24,13 @@ class SqlOperationsReader:
                 select(func.count(), func.coalesce(func.sum(t.wallets.c.balance), 0),
                        func.coalesce(func.sum(t.wallets.c.arrears), 0))
             ).one()
-            parked = conn.execute(
-                select(func.count()).where(t.webhook_events.c.status == "parked")
-            ).scalar_one()
+            parked = conn.execute(_PARKED).scalar_one()
         return StoreTotals(wallets=int(wallets), balance=int(balance), arrears=int(arrears),
                            parked_webhooks=int(parked))
+
+    def parked_webhook_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(_PARKED).scalar_one())
 
     def billing_customer_ids(self, limit: int) -> tuple[str, ...]:
         with self.engine.connect() as conn:

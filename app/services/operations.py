@@ -35,6 +35,10 @@ class OperationsService:
         with self._outbox_units(False) as uow:
             return uow.outbox.list(status, limit)
 
+    def parked_webhook_count(self) -> int:
+        """Kinde events waiting in the inbox until they can apply."""
+        return self._reader.parked_webhook_count()
+
     def billing_customer_ids(self, limit: int) -> tuple[str, ...]:
         """A few billing customers of known wallets (whose plans `setup-kinde` checks)."""
         return self._reader.billing_customer_ids(limit)
