@@ -27,7 +27,7 @@ from urllib.parse import quote
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from app.services.outside import (
+from app.services.ports import (
     KindeApiError,
     KindeAuthError,
     KindeNotFound,
@@ -59,7 +59,7 @@ _BROKEN_ANSWER = (
 # -- exceptions -------------------------------------------------------------------------------
 
 
-# The error types live with the port (app.services.outside), so services never import this
+# The error types live with the port (app.services.ports), so services never import this
 # module; they are re-exported here for the client's callers.
 
 
@@ -266,9 +266,6 @@ class KindeManagementClient:
             customer_id=_opt_str(customer_id) or None,
         )
 
-    def get_user_billing_customer_id(self, user_id: str) -> str | None:
-        return self.get_user(user_id).customer_id
-
     def get_org_billing(self, org_code: str) -> OrgBilling:
         data = self._call(
             "GET", "/api/v1/organization", params={"code": org_code, "expand": "billing"}
@@ -345,9 +342,6 @@ class KindeManagementClient:
             body["description"] = description
         self._call("PATCH", f"/api/v1/webhooks/{_segment(webhook_id)}", json=body)
 
-    def delete_webhook(self, webhook_id: str) -> None:
-        self._call("DELETE", f"/api/v1/webhooks/{_segment(webhook_id)}")
-
     def list_event_types(self) -> list[EventType]:
         data = self._call("GET", "/api/v1/event_types")
         result = []
@@ -366,12 +360,6 @@ class KindeManagementClient:
                 )
             )
         return result
-
-    def get_event(self, event_id: str) -> dict[str, Any]:
-        """Re-read one event: the `event` object (type, source, event_id, timestamp, data)."""
-        data = self._call("GET", f"/api/v1/events/{_segment(event_id)}")
-        event = data.get("event")
-        return event if isinstance(event, dict) else data
 
     # -- token --------------------------------------------------------------------------------
 

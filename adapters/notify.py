@@ -31,8 +31,8 @@ from urllib.parse import urlparse
 import requests
 from standardwebhooks import Webhook
 
-from app.services.outside import DeliveryFailed, Notification, NotificationChannel
-from app.settings import SettingsError, is_loopback
+from app.domain.hosts import is_loopback
+from app.services.ports import DeliveryFailed, Notification, NotificationChannel
 
 __all__ = [
     "DeliveryFailed",
@@ -51,8 +51,9 @@ _MAX_ERROR_TEXT = 300
 _MSGID_SAFE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 
 
-class NotifyConfigError(SettingsError):
-    """A notification channel is misconfigured; the message names the variable."""
+class NotifyConfigError(ValueError):
+    """A notification channel is misconfigured; the message names the variable. The
+    composition root reports it as a bad setting (app.settings.SettingsError)."""
 
 
 def _utc_iso(ts: datetime) -> str:

@@ -20,7 +20,9 @@ Both kinds are RS256 JWTs signed with the keys in the Kinde business's JWKS
   content (not even the ``alg``): they end up in ``WWW-Authenticate`` headers.
 
 `KeySourceUnavailable` is deliberately NOT a `TokenError`: it means *we* could not get keys, so
-the HTTP layer should answer 503 (Kinde then retries a webhook) rather than 400/401.
+the HTTP layer should answer 503 (Kinde then retries a webhook) rather than 400/401. Those two
+and `MalformedToken` are the application's own types (app/services/token_ports.py), so the HTTP
+layer handles them without importing this module; the finer refusals below subclass them.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jwt
 import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+
+from app.services.ports import KeySourceUnavailable, MalformedToken, TokenError
 
 if TYPE_CHECKING:
     from app.domain.principal import Principal
@@ -56,28 +60,6 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------
-
-
-class TokenError(Exception):
-    """A token that we refuse. ``code`` is stable and machine-readable; ``message`` is for
-    humans and never contains the token."""
-
-    default_code: ClassVar[str] = "invalid_token"
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        # The HTTP layer copies the message into a WWW-Authenticate header, which servers
-        # encode as Latin-1 and which must not hold control characters: keep it printable
-        # ASCII whatever a future caller passes in (messages are fixed text today).
-        message = "".join(ch if " " <= ch <= "~" else "?" for ch in message)
-        super().__init__(message)
-        self.message = message
-        self.code = code or self.default_code
-
-
-class MalformedToken(TokenError):
-    """Not a JWT at all (webhooks answer 400)."""
-
-    default_code = "malformed_token"
 
 
 class InvalidSignature(TokenError):
@@ -102,13 +84,6 @@ class ClaimsInvalid(TokenError):
     """Signature fine, claims not: expired, wrong iss/aud, missing claim, bad payload (401)."""
 
     default_code = "claims_invalid"
-
-
-class KeySourceUnavailable(Exception):
-    """The signing keys could not be fetched (network, HTTP status, bad JWKS document).
-
-    Not a `TokenError`: the token may be fine; answer 503 so the caller retries.
-    """
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,14 +13,17 @@ from typing import Any
 from adapters.dashboard_signing import ItsDangerousSigner, load_or_create_secret
 from adapters.kinde_api import KindeManagementClient
 from adapters.local_keys import LocalKeyring
-from adapters.notify import build_channels
+from adapters.notify import NotifyConfigError, build_channels
 from adapters.sql.engine import make_engine
+from adapters.sql.operations import SqlOperationsReader
 from adapters.sql.store import SqlStore
 from adapters.tokens import AccessTokenVerifier, JwksKeySource, KeySource, WebhookVerifier
 from app.domain.catalog import Catalog, load_catalog
 from app.services.dashboard import DashboardService, policy_for
 from app.services.ledger import LedgerService, utc_now
+from app.services.metrics import MetricsService
 from app.services.notifications import ChannelHandler, Notifier
+from app.services.operations import OperationsService
 from app.services.outbox import OutboxDispatcher, RetryPolicy
 from app.services.outbox_kinds import METER_USAGE, NOTIFY_PREFIX, PACK_INVOICE
 from app.services.payments import KindeInvoicing, sale_payments
@@ -28,7 +31,7 @@ from app.services.plans import PlanService
 from app.services.ports import Clock
 from app.services.recharge import AutoRecharger, DeadInvoiceHandler
 from app.services.usage_reporting import PackInvoicer, UsageReporter, usage_report_hook
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 
 LOCAL_AUDIENCE = "kinde-credits-local"
 
@@ -44,6 +47,8 @@ class Container:
     access_verifier: AccessTokenVerifier
     webhook_verifier: WebhookVerifier
     dispatcher: OutboxDispatcher
+    metrics: MetricsService
+    operations: OperationsService
     keyring: LocalKeyring | None = None
     kinde: KindeManagementClient | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -101,7 +106,10 @@ def build_container(
         # Auto-recharge needs a way to charge: with Kinde, purchases are invoiced through it.
         ledger.recharger = AutoRecharger(catalog, KindeInvoicing())
 
-    channels = build_channels(settings.as_env())
+    try:
+        channels = build_channels(settings.as_env())
+    except NotifyConfigError as exc:
+        raise SettingsError(str(exc)) from exc
     ledger.after_write.append(Notifier(catalog, [c.name for c in channels], settings.top_up_url))
     for channel in channels:
         handlers[NOTIFY_PREFIX + channel.name] = ChannelHandler(channel)
@@ -120,6 +128,7 @@ def build_container(
     # Plan periods: allotments and period ends (the worker renews, sweeps apply due ends).
     plans = PlanService(ledger.writer, kinde, local_mode=settings.local_mode)
     ledger.before_sweep.append(plans.apply_due_ends)
+    reader = SqlOperationsReader(store.engine)
     container = Container(
         settings=settings,
         catalog=catalog,
@@ -130,6 +139,8 @@ def build_container(
         access_verifier=AccessTokenVerifier(key_source, settings.issuer, audience),
         webhook_verifier=WebhookVerifier(key_source, settings.kinde_domain),
         dispatcher=dispatcher,
+        metrics=MetricsService(store, reader, clock),
+        operations=OperationsService(store, reader, clock),
         keyring=keyring,
         kinde=kinde,
     )
@@ -149,3 +160,17 @@ def build_dashboard(settings: Settings, ledger: LedgerService, clock: Clock) -> 
     policy = policy_for(ledger, unbilled_purchases=settings.dashboard_unbilled_purchases,
                         auto_recharge_editable=settings.dashboard_auto_recharge)
     return DashboardService(ledger, signer, clock, policy)
+
+
+def upgrade_schema(database_url: str, revision: str = "head") -> None:
+    """Create or migrate the schema (Alembic); imported on use, so serving never loads it."""
+    from adapters.sql.migrate import upgrade
+
+    upgrade(database_url, revision)
+
+
+def schema_revision(database_url: str) -> str | None:
+    """The schema's Alembic revision, or None when the database has no schema (or is down)."""
+    from adapters.sql.migrate import current
+
+    return current(database_url)

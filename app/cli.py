@@ -12,11 +12,14 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from app.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from app.bootstrap import Container
 
 
 def _settings() -> Settings:
@@ -26,7 +29,7 @@ def _settings() -> Settings:
         raise click.ClickException(f"bad setting: {exc}") from None
 
 
-def _container(pool_size: int = 4) -> Any:
+def _container(pool_size: int = 4) -> Container:
     from app.bootstrap import build_container
     from app.domain.catalog import CatalogError
 
@@ -34,6 +37,8 @@ def _container(pool_size: int = 4) -> Any:
         return build_container(_settings(), pool_size=pool_size)
     except CatalogError as exc:
         raise click.ClickException(f"bad credits catalog: {exc}") from None
+    except SettingsError as exc:  # a notification channel only half configured
+        raise click.ClickException(f"bad setting: {exc}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,11 +58,11 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Create or migrate the schema to the latest revision."""
-    from adapters.sql.migrate import current, upgrade
+    from app.bootstrap import schema_revision, upgrade_schema
 
     settings = _settings()
-    upgrade(settings.database_url, revision)
-    click.echo(f"database at revision {current(settings.database_url)}", err=True)
+    upgrade_schema(settings.database_url, revision)
+    click.echo(f"database at revision {schema_revision(settings.database_url)}", err=True)
 
 
 # -- serving -------------------------------------------------------------------------------
@@ -71,14 +76,14 @@ def db_upgrade(revision: str) -> None:
 @click.option("--no-worker", is_flag=True, help="do not start the background worker")
 def serve(host: str, port: int, workers: int, threads: int, no_worker: bool) -> None:
     """Run the web service under gunicorn, plus the background worker."""
-    from adapters.sql.migrate import current, upgrade
+    from app.bootstrap import schema_revision, upgrade_schema
 
     settings = _settings()
     container = _container()  # fail fast on a bad catalog or database before forking
     container.close()
-    if current(settings.database_url) is None:
+    if schema_revision(settings.database_url) is None:
         if settings.database_url.startswith("sqlite"):
-            upgrade(settings.database_url)
+            upgrade_schema(settings.database_url)
         else:
             raise click.ClickException("database has no schema: run `kinde-credits db upgrade`")
 
@@ -158,9 +163,6 @@ def setup_kinde(endpoint: str, customers: tuple[str, ...], dry_run: bool, as_jso
     """Register (or update) the Kinde webhook and check catalog features against Kinde."""
     from urllib.parse import urlparse
 
-    from sqlalchemy import select
-
-    from adapters.sql import schema as t
     from app.services.kinde_setup import SetupReport, check_features, register_webhook
 
     parsed = urlparse(endpoint)
@@ -177,11 +179,7 @@ def setup_kinde(endpoint: str, customers: tuple[str, ...], dry_run: bool, as_jso
             "create:meter_usage, read:users and read:organizations)"
         )
     if not customers:
-        with container.store.engine.connect() as conn:
-            customers = tuple(conn.execute(
-                select(t.wallets.c.billing_customer_id)
-                .where(t.wallets.c.billing_customer_id.is_not(None)).limit(5)
-            ).scalars())
+        customers = container.operations.billing_customer_ids(5)
     report = SetupReport(dry_run=dry_run)
     try:
         register_webhook(container.kinde, endpoint, report)
@@ -249,18 +247,12 @@ def report_revenue(since: str | None, until: str | None, as_json: bool, as_csv: 
 @click.option("--json", "as_json", is_flag=True)
 def outbox(status: str | None, limit: int, requeue_dead: bool, as_json: bool) -> None:
     """What waits to reach Kinde or a person: counts, dead letters, and requeueing."""
-    from app.services.outbox import outbox_status
-
-    container = _container()
-    now = container.clock()
+    operations = _container().operations
     if requeue_dead:
-        with container.store(True) as uow:
-            count = uow.outbox.requeue_dead(None, now)
-            uow.commit()
+        count = operations.requeue_dead_outbox()
         click.echo(f"requeued {count} dead row(s)", err=True)
-    summary = outbox_status(container.store, now)
-    with container.store(False) as uow:
-        rows = uow.outbox.list(status, limit)
+    summary = operations.outbox_status()
+    rows = operations.outbox_rows(status, limit)
     if as_json:
         summary["rows"] = [
             {"id": r.id, "kind": r.kind, "topic": r.topic, "status": r.status,

@@ -10,9 +10,12 @@ import json
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from app.bootstrap import Container
 
 DEFAULT_URL = "http://127.0.0.1:8000/webhooks/kinde"
 AGREEMENT_EVENTS = ("customer.agreement_created", "customer.plan_assigned",
@@ -23,7 +26,7 @@ def _iso_z(when: datetime) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _container() -> Any:
+def _container() -> Container:
     # Imported late: app.cli imports this module while it is still being initialised.
     from app.cli import _container as build
 
@@ -177,10 +180,12 @@ def simulate(
         plan=plan, feature=feature, value=value, absolute=absolute, period_start=period_start,
         period_end=period_end, event_id=event_id,
     )
-    from adapters.local_keys import LocalKeyring
-
-    # The same key file the server uses in local mode (it creates it on first start).
-    keyring = LocalKeyring.load_or_create(settings.local_key_path)
+    # The same key the server uses in local mode (whichever of the two creates it first).
+    container = _container()
+    keyring = container.keyring
+    container.close()
+    if keyring is None:
+        raise click.ClickException("local mode has no local signing key")
     token = keyring.sign_webhook(payload)
     try:
         response = requests.post(
@@ -245,8 +250,7 @@ def events(
         service = service_for(container)
         if retry:
             applied = service.retry_parked(force=True, limit=limit)
-            with container.store(False) as uow:
-                still = uow.inbox.count("parked")
+            still = container.operations.parked_webhook_count()
             if as_json:
                 click.echo(json.dumps({"applied": applied, "still_parked": still}))
             else:

@@ -6,12 +6,13 @@ mode: its own RSA key, its own JWKS, tokens and webhooks signed by the CLI.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+from app.domain.hosts import is_loopback
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOG = PROJECT_ROOT / "config" / "credits.toml"
@@ -19,18 +20,6 @@ DEFAULT_CATALOG = PROJECT_ROOT / "config" / "credits.toml"
 
 class SettingsError(ValueError):
     """A bad setting; the message names the variable."""
-
-
-def is_loopback(host: str | None) -> bool:
-    """localhost or a loopback IP: the only hosts plain http:// (or plain SMTP) may reach."""
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_url(name: str, value: str) -> str:

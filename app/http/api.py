@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+import marshmallow as ma
 from flask import current_app, request
 from flask_smorest import Api, Blueprint
 from webargs.flaskparser import FlaskParser, abort
@@ -88,6 +89,21 @@ def register_converters(api: Api) -> None:
 class JsonErrorParser(FlaskParser):
     """webargs parser whose unreadable-JSON answer is 422 `invalid_request`, like every other
     unusable body (the contract has one code for it; webargs would say 400)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._schemas: dict[type[ma.Schema], ma.Schema] = {}
+
+    def _get_schema(self, argmap: Any, req: Any) -> ma.Schema:
+        # flask-smorest hands over the schema class, and webargs would build an instance (which
+        # deep-copies every field) on each request. Our schemas keep no per-request state
+        # (marshmallow 4 has no context), so one instance per class serves every request.
+        if isinstance(argmap, type) and issubclass(argmap, ma.Schema):
+            schema = self._schemas.get(argmap)
+            if schema is None:
+                schema = self._schemas.setdefault(argmap, argmap())
+            return schema
+        return super()._get_schema(argmap, req)
 
     def _handle_invalid_json_error(self, error: Any, req: Any, *args: Any,
                                    **kwargs: Any) -> NoReturn:

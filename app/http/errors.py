@@ -16,10 +16,10 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from adapters.tokens import KeySourceUnavailable, TokenError
 from app.domain.budgets import MemberBudgetExceeded
 from app.domain.ledger import InsufficientCredits, LedgerError
 from app.services.ledger import status_for
+from app.services.ports import KeySourceUnavailable, TokenError
 
 log = logging.getLogger(__name__)
 

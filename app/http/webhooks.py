@@ -17,7 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from adapters.tokens import KeySourceUnavailable, MalformedToken, TokenError
+from app.services.ports import KeySourceUnavailable, MalformedToken, TokenError
 from app.services.webhooks import service_for
 
 log = logging.getLogger("kinde_credits.webhooks")

@@ -16,8 +16,14 @@ from app.domain.catalog import Catalog
 from app.domain.ledger import Wallet, new_id
 from app.domain.usage_terms import low_balance_message, plural
 from app.services.outbox_kinds import NOTIFY_PREFIX
-from app.services.outside import DeliveryFailed, Notification, NotificationChannel
-from app.services.ports import DeliveryError, OutboxMessage, UnitOfWork
+from app.services.ports import (
+    DeliveryError,
+    DeliveryFailed,
+    Notification,
+    NotificationChannel,
+    OutboxMessage,
+    UnitOfWork,
+)
 from app.services.recharge import Notice
 
 

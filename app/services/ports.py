@@ -8,12 +8,12 @@ as a typed property, so the type checker sees each use of `uow.<repository>`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from app.domain.alerts import AlertSettings
 from app.domain.audit import WalletAudit
@@ -21,6 +21,9 @@ from app.domain.budgets import Caps, MemberUsage
 from app.domain.ledger import Hold, Wallet
 from app.domain.plans import Period
 from app.domain.recharge import AutoRecharge
+
+if TYPE_CHECKING:
+    from app.domain.principal import Principal
 
 
 class DuplicateKey(Exception):
@@ -568,3 +571,176 @@ WebhookUnitOfWork = UnitOfWork
 # writers never both read a balance and then race to update it.
 UnitOfWorkFactory = Callable[[bool], UnitOfWork]
 Clock = Callable[[], datetime]
+
+
+# ==============================================================================================
+# Ports to the outside: Kinde Management API errors and notification channels
+# ==============================================================================================
+
+
+# -- Kinde Management API errors ----------------------------------------------------------------
+
+
+class KindeApiError(Exception):
+    """Any failure of a call to Kinde. `status` is None when no HTTP answer arrived."""
+
+    def __init__(self, status: int | None, code: str, message: str) -> None:
+        super().__init__(f"Kinde API error (status={status}, code={code}): {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class KindeUnavailable(KindeApiError):
+    """Transient: connection error, timeout or 5xx. Retry later with backoff.
+
+    `outcome_unknown` is True when the request may have reached Kinde and been applied (read
+    timeout, connection dropped after sending, most 5xx). A caller resending a non-idempotent
+    request (a `delta` meter usage) must take that into account; an `absolute` total is safe.
+    """
+
+    def __init__(
+        self, status: int | None, code: str, message: str, *, outcome_unknown: bool
+    ) -> None:
+        super().__init__(status, code, message)
+        self.outcome_unknown = outcome_unknown
+
+
+class KindeRateLimited(KindeApiError):
+    """429. Retry no sooner than `retry_after_seconds` (from the `RateLimit-Reset` header)."""
+
+    def __init__(self, code: str, message: str, *, retry_after_seconds: float) -> None:
+        super().__init__(429, code, message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class KindeAuthError(KindeApiError):
+    """Bad client credentials, or the M2M app lacks a scope. Needs a human; retrying won't help."""
+
+
+class KindeNotFound(KindeApiError):
+    """404: the resource (or the route) does not exist."""
+
+
+class KindeRequestRejected(KindeApiError):
+    """Any other 4xx: Kinde refused this request as sent; resending it unchanged won't help."""
+
+
+# -- notification channels ----------------------------------------------------------------------
+
+
+class DeliveryFailed(Exception):
+    """One delivery attempt failed.
+
+    `retryable` says whether the same message may succeed later (server busy, network down) or
+    never will as things stand (rejected, misconfigured). `retry_after` is the receiver's own
+    wish in seconds (`Retry-After`), when it stated one.
+    """
+
+    def __init__(self, retryable: bool, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A message for a person or system. `id` must stay the same across delivery attempts."""
+
+    id: str
+    type: str
+    timestamp: datetime
+    data: dict[str, Any]
+    recipient_email: str | None
+    subject: str
+    text: str
+
+    def __post_init__(self) -> None:
+        # A naive time would be signed and dated as if it were UTC by some libraries and as
+        # local time by others; refuse it rather than send a wrong date.
+        if self.timestamp.tzinfo is None or self.timestamp.utcoffset() is None:
+            raise ValueError("Notification.timestamp must be timezone-aware")
+        if not self.id:
+            raise ValueError("Notification.id must not be empty")
+
+
+@runtime_checkable
+class NotificationChannel(Protocol):
+    name: str
+
+    def send(self, notification: Notification) -> None: ...
+
+
+# ==============================================================================================
+# Token verification: the verifiers' shapes and the errors the HTTP layer answers by
+# ==============================================================================================
+
+
+class TokenError(Exception):
+    """A token that we refuse. ``code`` is stable and machine-readable; ``message`` is for
+    humans and never contains the token."""
+
+    default_code: ClassVar[str] = "invalid_token"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        # The HTTP layer copies the message into a WWW-Authenticate header, which servers
+        # encode as Latin-1 and which must not hold control characters: keep it printable
+        # ASCII whatever a future caller passes in (messages are fixed text today).
+        message = "".join(ch if " " <= ch <= "~" else "?" for ch in message)
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+
+class MalformedToken(TokenError):
+    """Not a JWT at all (webhooks answer 400)."""
+
+    default_code = "malformed_token"
+
+
+class KeySourceUnavailable(Exception):
+    """The signing keys could not be fetched (network, HTTP status, bad JWKS document).
+
+    Not a `TokenError`: the token may be fine; answer 503 so the caller retries.
+    """
+
+
+class AccessVerifier(Protocol):
+    """Turns a bearer token into the caller, or raises `TokenError`/`KeySourceUnavailable`."""
+
+    def verify(self, token: str) -> Principal: ...
+
+
+class WebhookEventVerifier(Protocol):
+    """Turns a webhook body into its verified claims, or raises `TokenError` (a
+    `MalformedToken` when it is not a JWT at all) or `KeySourceUnavailable`."""
+
+    def verify(self, body: bytes | str) -> Mapping[str, Any]: ...
+
+
+# ==============================================================================================
+# Operator questions about the whole store (metrics, CLI)
+# ==============================================================================================
+
+
+@dataclass(frozen=True)
+class StoreTotals:
+    """Whole-store figures an operator watches: wallets, credits owed both ways, stuck events."""
+
+    wallets: int
+    balance: int
+    arrears: int
+    parked_webhooks: int
+
+
+class OperationsReader(Protocol):
+    """Read-only questions about the whole store (no wallet lock, no transaction to keep)."""
+
+    def totals(self) -> StoreTotals: ...
+
+    def parked_webhook_count(self) -> int: ...
+
+    def billing_customer_ids(self, limit: int) -> tuple[str, ...]:
+        """Up to `limit` Kinde billing customer ids of known wallets."""
+        ...

@@ -35,17 +35,15 @@ from typing import Any, Protocol
 from app.domain.catalog import AUTO_METER_PREFIX, SALE_METER_PREFIX, Catalog, Feature
 from app.domain.ledger import Wallet
 from app.services.outbox_kinds import METER_USAGE, meter_topic
-from app.services.outside import (
+from app.services.ports import (
+    AgreementInfo,
+    Clock,
+    DeliveryError,
     KindeAuthError,
     KindeNotFound,
     KindeRateLimited,
     KindeRequestRejected,
     KindeUnavailable,
-)
-from app.services.ports import (
-    AgreementInfo,
-    Clock,
-    DeliveryError,
     NeedsConfirmation,
     OutboxMessage,
     UnitOfWork,

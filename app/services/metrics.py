@@ -1,0 +1,39 @@
+"""The figures behind `GET /metrics`, read from the database at scrape time.
+
+Reading the database (not process memory) keeps the figures right with many web processes and
+instances behind a load balancer. Rendering them (Prometheus text) is the HTTP layer's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.services.outbox import outbox_status
+from app.services.ports import Clock, OperationsReader, StoreTotals, UnitOfWorkFactory
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    outbox_counts: dict[str, int]  # rows by status
+    oldest_pending_seconds: float
+    totals: StoreTotals
+
+    @property
+    def outbox_dead(self) -> int:
+        return self.outbox_counts.get("dead", 0)
+
+
+class MetricsService:
+    def __init__(self, outbox_units: UnitOfWorkFactory, reader: OperationsReader,
+                 clock: Clock) -> None:
+        self._outbox_units = outbox_units
+        self._reader = reader
+        self._clock = clock
+
+    def snapshot(self) -> MetricsSnapshot:
+        status = outbox_status(self._outbox_units, self._clock())
+        return MetricsSnapshot(
+            outbox_counts=status["counts"],
+            oldest_pending_seconds=status["oldest_pending_seconds"],
+            totals=self._reader.totals(),
+        )

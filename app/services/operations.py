@@ -1,0 +1,43 @@
+"""Operator tools behind the CLI: the outbox's state, dead-letter requeueing, known customers.
+
+The CLI calls these instead of running SQL or reaching into units of work itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.services.outbox import outbox_status
+from app.services.outbox_ports import OutboxMessage
+from app.services.ports import Clock, OperationsReader, UnitOfWorkFactory
+
+
+class OperationsService:
+    def __init__(self, outbox_units: UnitOfWorkFactory, reader: OperationsReader,
+                 clock: Clock) -> None:
+        self._outbox_units = outbox_units
+        self._reader = reader
+        self._clock = clock
+
+    def requeue_dead_outbox(self) -> int:
+        """Send every dead-lettered outbox row again; returns how many."""
+        with self._outbox_units(True) as uow:
+            count = uow.outbox.requeue_dead(None, self._clock())
+            uow.commit()
+        return count
+
+    def outbox_status(self) -> dict[str, Any]:
+        """`{"counts": {status: rows}, "oldest_pending_seconds": age}`."""
+        return outbox_status(self._outbox_units, self._clock())
+
+    def outbox_rows(self, status: str | None, limit: int) -> list[OutboxMessage]:
+        with self._outbox_units(False) as uow:
+            return uow.outbox.list(status, limit)
+
+    def parked_webhook_count(self) -> int:
+        """Kinde events waiting in the inbox until they can apply."""
+        return self._reader.parked_webhook_count()
+
+    def billing_customer_ids(self, limit: int) -> tuple[str, ...]:
+        """A few billing customers of known wallets (whose plans `setup-kinde` checks)."""
+        return self._reader.billing_customer_ids(limit)
