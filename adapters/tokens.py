@@ -21,7 +21,7 @@ Both kinds are RS256 JWTs signed with the keys in the Kinde business's JWKS
 
 `KeySourceUnavailable` is deliberately NOT a `TokenError`: it means *we* could not get keys, so
 the HTTP layer should answer 503 (Kinde then retries a webhook) rather than 400/401. Those two
-and `MalformedToken` are the application's own types (app/services/token_ports.py), so the HTTP
+and `MalformedToken` are the application's own types (app/services/ports.py), so the HTTP
 layer handles them without importing this module; the finer refusals below subclass them.
 """
 

@@ -7,7 +7,7 @@ In local mode (no KINDE_DOMAIN) the service signs and verifies with its own RSA 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from adapters.dashboard_signing import ItsDangerousSigner, load_or_create_secret
@@ -31,6 +31,7 @@ from app.services.plans import PlanService
 from app.services.ports import Clock
 from app.services.recharge import AutoRecharger, DeadInvoiceHandler
 from app.services.usage_reporting import PackInvoicer, UsageReporter, usage_report_hook
+from app.services.webhooks import WebhookService
 from app.settings import Settings, SettingsError
 
 LOCAL_AUDIENCE = "kinde-credits-local"
@@ -49,9 +50,11 @@ class Container:
     dispatcher: OutboxDispatcher
     metrics: MetricsService
     operations: OperationsService
+    plans: PlanService
+    webhooks: WebhookService
+    dashboard: DashboardService
     keyring: LocalKeyring | None = None
     kinde: KindeManagementClient | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def audience(self) -> str:
@@ -141,11 +144,14 @@ def build_container(
         dispatcher=dispatcher,
         metrics=MetricsService(store, reader, clock),
         operations=OperationsService(store, reader, clock),
+        plans=plans,
+        # The Kinde client (with Management API credentials) lets the worker learn agreement
+        # periods for absolute meter values that state none.
+        webhooks=WebhookService(ledger.writer, kinde=kinde, plans=plans),
+        dashboard=build_dashboard(settings, ledger, clock),
         keyring=keyring,
         kinde=kinde,
     )
-    container.extras["plan_service"] = plans
-    container.extras["dashboard"] = build_dashboard(settings, ledger, clock)
     return container
 
 

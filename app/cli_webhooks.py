@@ -243,11 +243,10 @@ def events(
     as_json: bool,
 ) -> None:
     """The Kinde webhook inbox (oldest first): what arrived, what it did, what is parked."""
-    from app.services.webhooks import service_for
 
     container = _container()
     try:
-        service = service_for(container)
+        service = container.webhooks
         if retry:
             applied = service.retry_parked(force=True, limit=limit)
             still = container.operations.parked_webhook_count()

@@ -9,29 +9,29 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.bootstrap import Container
 
 log = logging.getLogger("kinde_credits.worker")
 
 # Steps run each pass: (name, function(container) -> amount of work done).
-Step = Callable[[Any], int]
+Step = Callable[["Container"], int]
 
 
 def default_steps() -> list[tuple[str, Step]]:
-    from app.services.plans import run_plans
-    from app.services.webhooks import retry_parked
-
     return [
         ("outbox", lambda c: c.dispatcher.run_once()),
         # Period ends before generic sweeps, so caps apply at each end in order.
-        ("plan_periods", run_plans),
+        ("plan_periods", lambda c: c.plans.run_due()),
         ("sweep", lambda c: c.ledger.sweep_due()),
-        ("kinde_parked", retry_parked),
+        ("kinde_parked", lambda c: c.webhooks.retry_parked()),
     ]
 
 
 def run_worker(
-    container: Any,
+    container: Container,
     *,
     once: bool = False,
     interval: float = 1.0,
@@ -39,7 +39,7 @@ def run_worker(
     steps: list[tuple[str, Step]] | None = None,
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    steps = steps or default_steps() + list(container.extras.get("worker_steps", []))
+    steps = steps or default_steps()
     while True:
         busy = 0
         for name, step in steps:

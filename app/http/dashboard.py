@@ -57,7 +57,7 @@ SECURITY_HEADERS = {
 
 
 def service() -> DashboardService:
-    return container().extras["dashboard"]
+    return container().dashboard
 
 
 @bp.after_request

@@ -52,7 +52,7 @@ def create_dashboard_link(body: dict[str, Any], wallet_id: str) -> Any:
     The wallet's own user (or a member of its org) needs no scope; M2M tokens need
     credits:read and reach. A tampered, expired or re-pointed link shows nothing.
     """
-    dashboard = container().extras["dashboard"]
+    dashboard = container().dashboard
     return dashboard.create_link(
         wallet_id, body.get("ttl_seconds"), base_url(), page_actions(current_principal())
     ), 201

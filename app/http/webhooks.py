@@ -18,7 +18,6 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.services.ports import KeySourceUnavailable, MalformedToken, TokenError
-from app.services.webhooks import service_for
 
 log = logging.getLogger("kinde_credits.webhooks")
 
@@ -70,7 +69,7 @@ def kinde_webhook() -> ResponseReturnValue:
 
     try:
         # The verifier read the body as UTF-8 already; "replace" only guards that promise.
-        receipt = service_for(container).receive(
+        receipt = container.webhooks.receive(
             claims, body.decode("utf-8", "replace").strip(), request.headers.get("webhook-id")
         )
     except Exception:

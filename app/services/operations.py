@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.services.outbox import outbox_status
-from app.services.outbox_ports import OutboxMessage
-from app.services.ports import Clock, OperationsReader, UnitOfWorkFactory
+from app.services.ports import Clock, OperationsReader, OutboxMessage, UnitOfWorkFactory
 
 
 class OperationsService:

@@ -462,17 +462,3 @@ class PlanService:
         delay = min(RETRY_BASE * (2 ** (attempts - 1)), RETRY_MAX)
         self._retry_at[wallet_id] = (attempts, now + delay)
         log.warning("plan period of %s unknown (%s); asking again in %s", wallet_id, why, delay)
-
-
-def plan_service_for(container: Any) -> PlanService:
-    """The container's period service, made once per container."""
-    service = container.extras.get("plan_service")
-    if service is None:
-        service = PlanService(container.ledger.writer, container.kinde)
-        container.extras["plan_service"] = service
-    return service
-
-
-def run_plans(container: Any) -> int:
-    """Worker step."""
-    return plan_service_for(container).run_due()

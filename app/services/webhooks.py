@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from app.domain.catalog import Catalog
 from app.domain.kinde_events import (
@@ -52,7 +52,7 @@ from app.domain.ledger import Wallet
 from app.domain.park_reasons import ParkKind, ParkReason
 from app.domain.usage_terms import describe_metered_debit, describe_signup_credit
 from app.services.idempotency import request_fingerprint
-from app.services.plans import PlanService, plan_service_for
+from app.services.plans import PlanService
 from app.services.ports import (
     AgreementDirectory,
     AgreementInfo,
@@ -95,8 +95,6 @@ __all__ = [
     "InvalidEvent",
     "Receipt",
     "WebhookService",
-    "retry_parked",
-    "service_for",
 ]
 
 
@@ -708,24 +706,3 @@ def _usable_header(webhook_id: str | None) -> str | None:
         return None
     text = webhook_id.strip()[:128]
     return text if text and text_problem(text) is None else None
-
-
-# -- composition helpers (used by the HTTP blueprint, the CLI and the worker) ----------------
-
-
-def service_for(container: Any) -> WebhookService:
-    """The container's webhook service, made once per container."""
-    service = container.extras.get("webhook_service")
-    if service is None:
-        # The Kinde client (when Management API credentials are set) lets the worker learn
-        # agreement periods for absolute meter values that state none.
-        service = WebhookService(container.ledger.writer,
-                                 kinde=getattr(container, "kinde", None),
-                                 plans=plan_service_for(container))
-        container.extras["webhook_service"] = service
-    return cast(WebhookService, service)
-
-
-def retry_parked(container: Any) -> int:
-    """Worker step: retry parked events that can now be applied; returns how many were."""
-    return service_for(container).retry_parked()

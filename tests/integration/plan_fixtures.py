@@ -15,7 +15,6 @@ import pytest
 from app.bootstrap import Container, build_container
 from app.domain.catalog import Catalog, parse_catalog
 from app.services.plans import PlanService
-from app.services.webhooks import service_for
 from app.settings import Settings
 from app.worker import run_worker
 from tests.conftest import FakeClock
@@ -60,7 +59,7 @@ class PlanWorld:
 
     @property
     def plans(self) -> PlanService:
-        service = self.container.extras["plan_service"]
+        service = self.container.plans
         assert isinstance(service, PlanService)
         return service
 
@@ -78,7 +77,7 @@ class PlanWorld:
             data["current_period_end"] = end.isoformat()
         claims = {"type": event_type, "event_id": event_id or f"event_{uuid.uuid4().hex}",
                   "source": "api", "timestamp": self.clock().isoformat(), "data": data}
-        return service_for(self.container).receive(claims, "raw.jwt").status
+        return self.container.webhooks.receive(claims, "raw.jwt").status
 
     def worker(self) -> None:
         run_worker(self.container, once=True)

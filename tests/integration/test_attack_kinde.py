@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import text
 
 from adapters.kinde_api import KindeManagementClient
-from app.services.webhooks import service_for
 from tests.conftest import FakeClock
 from tests.fakes.fake_kinde import FakeKinde
 from tests.integration.test_usage_reporting import (  # noqa: F401 - fixtures
@@ -128,7 +127,7 @@ def test_a_late_event_of_a_replaced_agreement_does_not_take_the_usage_reports(
                         PERIOD_END, expires_on=PERIOD_START + timedelta(hours=1))
     c = make(db_url, kinde, tmp_path, clock)
     try:
-        hooks = service_for(c)
+        hooks = c.webhooks
         new = _agreement_event("event_new", "agreement_0", "pro", clock())
         old = _agreement_event("event_old", "agreement_old", "free",
                                PERIOD_START + timedelta(minutes=5))
@@ -156,7 +155,7 @@ def test_the_worker_keeps_a_new_agreement_kinde_does_not_list_yet(
     app usage would then be reported on the replaced agreement."""
     c = make(db_url, kinde, tmp_path, clock)
     try:
-        hooks = service_for(c)
+        hooks = c.webhooks
         c.ledger.grant("kp_alice", 1000, "test credits")
         first = _agreement_event("event_a0", "agreement_0", "pro", clock())
         assert hooks.receive(first, "a0").status == "processed"
@@ -231,7 +230,7 @@ def test_an_absolute_total_after_a_renewal_is_not_keyed_by_a_remembered_open_per
 ) -> None:
     c = make(db_url, kinde, tmp_path, clock)
     try:
-        hooks = service_for(c)
+        hooks = c.webhooks
         p1_start = clock() - timedelta(days=30)
         p2_start = clock() + timedelta(minutes=10)
         mapping = {"type": "customer.agreement_created", "event_id": "event_map",

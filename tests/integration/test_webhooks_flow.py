@@ -20,7 +20,6 @@ from adapters.tokens import JwksKeySource
 from app.bootstrap import build_container
 from app.domain.catalog import Catalog
 from app.services.ledger import verify_ledger
-from app.services.webhooks import retry_parked, service_for
 from tests.conftest import FakeClock
 from tests.fakes.jwks_server import JwksServer
 from tests.webhook_fixtures import (
@@ -64,7 +63,7 @@ def test_shuffled_redelivery_with_duplicates_equals_one_clean_delivery(
     rng.shuffle(deliveries)
     got = Counter(statuses(webhook_env, deliveries))
     assert got["duplicate"] == len(deliveries) - len(messy)
-    retry_parked(webhook_env.container)  # anything still waiting (normally none by now)
+    webhook_env.container.webhooks.retry_parked()  # anything still waiting (normally none by now)
     assert webhook_env.balance("kp_messy") == SCENARIO_BALANCE
     assert verify_ledger(webhook_env.container.store) == {}
 
@@ -92,7 +91,7 @@ def test_any_order_and_duplicates_over_http(sqlite_env: WebhookEnv, data: st.Dat
     mixed = data.draw(st.permutations(order + dupes))
     for payload in mixed:
         assert sqlite_env.deliver(payload).status_code == 200
-    retry_parked(sqlite_env.container)
+    sqlite_env.container.webhooks.retry_parked()
     assert sqlite_env.balance(f"kp_{prefix}") == SCENARIO_BALANCE
     with sqlite_env.container.store(False) as uow:
         assert uow.inbox.count("parked") == 0
@@ -177,7 +176,7 @@ def test_concurrent_retries_of_one_parked_event_apply_once(webhook_env: WebhookE
         uow.wallets.lock_or_create("kp_late", webhook_env.container.clock())
         uow.wallets.update_profile("kp_late", billing_customer_id="customer_late")
         uow.commit()
-    service = service_for(webhook_env.container)
+    service = webhook_env.container.webhooks
     barrier = threading.Barrier(THREADS)
     results: list[str | None] = []
     errors: list[BaseException] = []
@@ -205,7 +204,7 @@ def test_parked_events_are_applied_when_the_mapping_arrives(webhook_env: Webhook
              event("customer.invoice_overdue", {"customer_id": "customer_p"})]
     assert statuses(webhook_env, early) == ["parked"] * 3
     before = webhook_env.counts()
-    assert retry_parked(webhook_env.container) == 0  # still nothing to map them to
+    assert webhook_env.container.webhooks.retry_parked() == 0  # still nothing to map them to
     assert webhook_env.counts() == before
     mapping = event("customer.agreement_created",
                     {"customer_id": "customer_p", "agreement_id": "agreement_p",
@@ -215,7 +214,7 @@ def test_parked_events_are_applied_when_the_mapping_arrives(webhook_env: Webhook
         row = webhook_env.inbox_row(p["event_id"])
         assert (row.status, row.wallet_id) == ("processed", "org_p")
     assert webhook_env.balance("org_p") == -300
-    history = service_for(webhook_env.container).events(wallet_id="org_p")
+    history = webhook_env.container.webhooks.events(wallet_id="org_p")
     assert len(history) == 4
 
 
@@ -226,8 +225,8 @@ def test_worker_step_applies_parked_events_once_mapping_exists(webhook_env: Webh
         uow.wallets.lock_or_create("kp_w", webhook_env.container.clock())
         uow.wallets.update_profile("kp_w", billing_customer_id="customer_w")
         uow.commit()
-    assert retry_parked(webhook_env.container) == 1
-    assert retry_parked(webhook_env.container) == 0
+    assert webhook_env.container.webhooks.retry_parked() == 1
+    assert webhook_env.container.webhooks.retry_parked() == 0
     assert webhook_env.balance("kp_w") == -400
 
 

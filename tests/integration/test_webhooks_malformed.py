@@ -162,9 +162,8 @@ def test_malformed_verified_event_is_parked_never_5xx(
     assert row is not None and row.status == "parked"
     assert webhook_env.counts()["entries"] == 0
     # The worker and the CLI can read the parked row back (no crash on its payload).
-    from app.services.webhooks import service_for
 
-    service = service_for(webhook_env.container)
+    service = webhook_env.container.webhooks
     assert body["event_id"] in {e.event_id for e in service.events(status="parked")}
     service.retry_parked(force=True)
     assert webhook_env.inbox_row(body["event_id"]).status == "parked"

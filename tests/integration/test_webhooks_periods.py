@@ -20,7 +20,6 @@ from adapters.kinde_api import KindeManagementClient
 from adapters.tokens import JwksKeySource
 from app.bootstrap import build_container
 from app.domain.catalog import Catalog
-from app.services.webhooks import service_for
 from tests.conftest import FakeClock
 from tests.fakes.fake_kinde import FakeKinde
 from tests.fakes.jwks_server import JwksServer
@@ -90,7 +89,7 @@ def sign_up(env: WebhookEnv, *, period: bool = False) -> None:
 def worker_pass(env: WebhookEnv, clock: FakeClock) -> int:
     """What the worker does for parked events, after their retry delay."""
     clock.advance(minutes=5)
-    return service_for(env.container).retry_parked()
+    return env.container.webhooks.retry_parked()
 
 
 def test_mid_month_period_is_not_debited_again_at_the_month_boundary(
@@ -105,7 +104,7 @@ def test_mid_month_period_is_not_debited_again_at_the_month_boundary(
     assert env.balance(USER) == SIGNUP - 7 * GB
     assert [e.quantity for e in env.usage_entries(USER)] == [2, 5]
     assert all(row.status == "processed"
-               for row in service_for(env.container).events(event_type=None)
+               for row in env.container.webhooks.events(event_type=None)
                if row.type == "customer.meter_usage_updated")
 
 
