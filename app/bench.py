@@ -1,30 +1,74 @@
-"""`kinde-credits bench`: throughput figures, each beside a baseline measured in the same run.
+"""`kinde-credits bench`: figures, each beside the least work it needs, measured in the same run.
 
-A baseline is the least work the figure needs on the same machine, settings and schema, so
-the ratio says how much our code costs on top of the unavoidable, whatever the hardware:
+A baseline is the least work a figure needs on the same machine, settings and schema, so the
+ratio says how much our code costs on top of the unavoidable, whatever the hardware:
 - store debits: raw `sqlite3` doing only the conditional UPDATE and one ledger INSERT per
   transaction, with the same PRAGMAs (WAL, synchronous=FULL, BEGIN IMMEDIATE);
 - store debits on PostgreSQL: pgbench's TPC-B-like script with the same number of clients;
-- HTTP usage (app/bench_http.py): a trivial endpoint under the same server configuration.
+- HTTP figures (app/bench_http.py): least-work handlers (app/bench_baseline.py) under the same
+  gunicorn options, driven by the same load (app/bench_load.py).
 Never used by tests as a timing assertion: speed is reported, not asserted.
+
+Shape (DESIGN.md "Benchmarks"): `{"figures": [{"name", "value", "unit", "baseline": {"name",
+"value"}, "ratio", "goal", ...}]}`. Added fields: `better` ("higher": ratio >= goal is met;
+"lower": ratio <= goal is met), `goal_met`, `database`, `note`, and for HTTP figures `p50_ms`,
+`p99_ms`, `baseline_p50_ms`, `baseline_p99_ms`; `skipped` lists figures that could not run here.
+With `--runs N` every number is the median of N runs (ratios: the median of the runs' ratios).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import shutil
+import socket
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 Figure = dict[str, Any]
-FigureFn = Callable[[bool, Path], Figure | None]
+
+
+class FigureSkipped(Exception):  # noqa: N818  (a reason, not an error)
+    """A figure that cannot run here (no PostgreSQL, ...); the message says why."""
+
+
+@dataclass
+class BenchContext:
+    """What one run's figures share: options, a scratch directory, and resources (servers,
+    databases) started by the first figure that needs them and closed when the run ends."""
+
+    quick: bool
+    workdir: Path
+    seconds: float | None = None  # load duration per measurement; None: by quick
+    stack: ExitStack = field(default_factory=ExitStack)
+    _resources: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def load_seconds(self) -> float:
+        if self.seconds is not None:
+            return self.seconds
+        return 2.0 if self.quick else 5.0
+
+    def resource(self, key: str, make: Callable[[BenchContext], Any]) -> Any:
+        if key not in self._resources:
+            self._resources[key] = make(self)
+        return self._resources[key]
+
+
+FigureFn = Callable[[BenchContext], Figure | None]
 FIGURES: dict[str, FigureFn] = {}
+# Modules whose figures register on import, in the order they run.
+FIGURE_MODULES = ("app.bench_http",)
 
 
 def figure(name: str) -> Callable[[FigureFn], FigureFn]:
@@ -36,19 +80,37 @@ def figure(name: str) -> Callable[[FigureFn], FigureFn]:
 
 
 def make_figure(
-    name: str, value: float, unit: str, baseline_name: str, baseline_value: float, goal: float
+    name: str, value: float, unit: str, baseline_name: str, baseline_value: float,
+    goal: float | None, *, better: str = "higher", **extra: Any,
 ) -> Figure:
-    return {
+    """A figure in the DESIGN.md shape. `goal` None: reported only (no goal to meet)."""
+    ratio = round(value / baseline_value, 3) if baseline_value else 0.0
+    fig: Figure = {
         "name": name,
         "value": round(value, 1),
         "unit": unit,
         "baseline": {"name": baseline_name, "value": round(baseline_value, 1)},
-        "ratio": round(value / baseline_value, 3) if baseline_value else 0.0,
+        "ratio": ratio,
         "goal": goal,
+        "better": better,
+        "goal_met": _goal_met(ratio, goal, better),
     }
+    return with_fields(fig, extra)
 
 
-def _fresh_sqlite(workdir: Path, name: str) -> str:
+def with_fields(fig: Figure, fields: dict[str, object]) -> Figure:
+    """`fig` with added fields (latencies, notes); floats rounded like the figure's own."""
+    fig.update({k: (round(v, 1) if isinstance(v, float) else v) for k, v in fields.items()})
+    return fig
+
+
+def _goal_met(ratio: float, goal: float | None, better: str) -> bool | None:
+    if goal is None:
+        return None
+    return ratio <= goal if better == "lower" else ratio >= goal
+
+
+def fresh_sqlite(workdir: Path, name: str) -> str:
     import uuid
 
     from adapters.sql.migrate import upgrade
@@ -58,19 +120,67 @@ def _fresh_sqlite(workdir: Path, name: str) -> str:
     return str(path)
 
 
+def postgres_url() -> str | None:
+    """The PostgreSQL server to bench against, as a SQLAlchemy psycopg URL, or None.
+
+    BENCH_POSTGRES_URL, TEST_POSTGRES_URL or DATABASE_URL when one names PostgreSQL; otherwise
+    postgres@127.0.0.1:5432 (database `postgres`) when something listens there."""
+    for name in ("BENCH_POSTGRES_URL", "TEST_POSTGRES_URL", "DATABASE_URL"):
+        url = os.environ.get(name, "")
+        if url.startswith(("postgresql", "postgres://")):
+            scheme, rest = url.split("://", 1)
+            return f"postgresql+psycopg://{rest}" if "+" not in scheme else url
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 5432), 0.5):
+        return "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    return None
+
+
+@contextlib.contextmanager
+def scratch_postgres(label: str) -> Iterator[str]:
+    """A fresh database at the schema head on the bench's PostgreSQL server, dropped after."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from adapters.sql.migrate import upgrade
+
+    base = postgres_url()
+    if base is None:
+        raise FigureSkipped("no PostgreSQL answers (set TEST_POSTGRES_URL)")
+    url = make_url(base)
+    name = f"kc_bench_{label}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        raise FigureSkipped(f"cannot create a scratch PostgreSQL database: {exc}") from None
+    scratch = url.set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(scratch)
+        yield scratch
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @figure("store_debits_sqlite")
-def store_debits_sqlite(quick: bool, workdir: Path) -> Figure:
+def store_debits_sqlite(ctx: BenchContext) -> Figure:
     """Sequential usage debits through LedgerService + SqlStore vs raw sqlite3."""
     from adapters.sql.store import SqlStore, make_engine
     from app.domain.catalog import load_catalog
     from app.services.ledger import LedgerService
     from app.settings import DEFAULT_CATALOG
 
+    quick, workdir = ctx.quick, ctx.workdir
     n = 2000 if quick else 10000
     rounds = 2 if quick else 3
 
     def ours() -> float:
-        path = _fresh_sqlite(workdir, "ours")
+        path = fresh_sqlite(workdir, "ours")
         store = SqlStore(make_engine(f"sqlite:///{path}", pool_size=1))
         ledger = LedgerService(store, load_catalog(DEFAULT_CATALOG))
         ledger.grant("kp_bench", n * 10, "bench")
@@ -84,7 +194,7 @@ def store_debits_sqlite(quick: bool, workdir: Path) -> Figure:
         return n / took
 
     def raw() -> float:
-        path = _fresh_sqlite(workdir, "raw")
+        path = fresh_sqlite(workdir, "raw")
         conn = sqlite3.connect(path, isolation_level=None)
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
                        "busy_timeout=30000"):
@@ -129,18 +239,8 @@ def store_debits_sqlite(quick: bool, workdir: Path) -> Figure:
     )
 
 
-def _postgres_url() -> str | None:
-    import os
-
-    for name in ("BENCH_POSTGRES_URL", "TEST_POSTGRES_URL", "DATABASE_URL"):
-        url = os.environ.get(name, "")
-        if url.startswith(("postgresql", "postgres://")):
-            return url
-    return None
-
-
 @figure("store_debits_postgres")
-def store_debits_postgres(quick: bool, workdir: Path) -> Figure | None:
+def store_debits_postgres(ctx: BenchContext) -> Figure | None:
     """Concurrent usage debits on PostgreSQL vs pgbench's TPC-B-like script, same clients.
 
     Both run CLIENTS connections at once on a scratch database. TPC-B-like is five statements
@@ -163,13 +263,13 @@ def store_debits_postgres(quick: bool, workdir: Path) -> Figure | None:
     from app.services.ledger import LedgerService
     from app.settings import DEFAULT_CATALOG
 
-    base = _postgres_url()
-    if base is None or _shutil.which("pgbench") is None:
-        return None
-    clients, seconds = 4, (5 if quick else 15)
-    url = make_url(base.replace("postgres://", "postgresql://", 1))
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
+    base = postgres_url()
+    if base is None:
+        raise FigureSkipped("no PostgreSQL answers (set TEST_POSTGRES_URL)")
+    if _shutil.which("pgbench") is None:
+        raise FigureSkipped("pgbench is not installed")
+    clients, seconds = 4, (3 if ctx.quick else 15)
+    url = make_url(base)
     name = f"kc_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -220,30 +320,168 @@ def store_debits_postgres(quick: bool, workdir: Path) -> Figure | None:
                        f"pgbench TPC-B-like, {clients} clients", tps, 0.25)
 
 
-def run_bench(*, quick: bool = False, only: set[str] | None = None,
-              progress: bool = True) -> dict[str, Any]:
-    # Figures defined in other modules register on import.
-    for module in ("app.bench_http",):
-        with contextlib.suppress(ImportError):
-            __import__(module)
+def _run_once(only: set[str] | None, quick: bool, seconds: float | None,
+              progress: bool) -> tuple[list[Figure], list[dict[str, str]]]:
+    figures: list[Figure] = []
+    skipped: list[dict[str, str]] = []
+    workdir = Path(tempfile.mkdtemp(prefix="kc-bench-"))
+    ctx = BenchContext(quick=quick, workdir=workdir, seconds=seconds)
+    try:
+        with ctx.stack:
+            for name, fn in FIGURES.items():
+                if only and name not in only:
+                    continue
+                if progress:
+                    print(f"measuring {name} ...", file=sys.stderr, flush=True)
+                try:
+                    result = fn(ctx)
+                except FigureSkipped as exc:
+                    result, reason = None, str(exc)
+                else:
+                    reason = "not available here"
+                if result is None:
+                    if progress:
+                        print(f"  skipped {name}: {reason}", file=sys.stderr)
+                    skipped.append({"name": name, "reason": reason})
+                    continue
+                figures.append(result)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return figures, skipped
+
+
+def _median_figure(runs: list[Figure]) -> Figure:
+    """One figure from several runs of it: the median of every number."""
+    fig = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            fig[key] = round(statistics.median(float(r[key]) for r in runs), 3 if key ==
+                             "ratio" else 1)
+    fig["baseline"] = {"name": runs[0]["baseline"]["name"],
+                       "value": round(statistics.median(r["baseline"]["value"] for r in runs), 1)}
+    fig["goal_met"] = _goal_met(fig["ratio"], fig["goal"], fig.get("better", "higher"))
+    fig["runs"] = len(runs)
+    return fig
+
+
+def load_figures() -> None:
+    for module in FIGURE_MODULES:
+        __import__(module)
+
+
+def run_bench(*, quick: bool = False, only: set[str] | None = None, runs: int = 1,
+              seconds: float | None = None, progress: bool = True) -> dict[str, Any]:
+    load_figures()
     unknown = (only or set()) - set(FIGURES)
     if unknown:
         raise SystemExit(f"unknown figure(s): {', '.join(sorted(unknown))}; "
                          f"known: {', '.join(FIGURES)}")
-    figures = []
-    workdir = Path(tempfile.mkdtemp(prefix="kc-bench-"))
-    try:
-        for name, fn in FIGURES.items():
-            if only and name not in only:
-                continue
-            if progress:
-                print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            result = fn(quick, workdir)
-            if result is None:
-                if progress:
-                    print(f"  skipped {name}: not available here", file=sys.stderr)
-                continue
-            figures.append(result)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return {"figures": figures, "quick": quick}
+    started = time.monotonic()
+    per_name: dict[str, list[Figure]] = {}
+    skipped: dict[str, dict[str, str]] = {}
+    for n in range(max(1, runs)):
+        if progress and runs > 1:
+            print(f"run {n + 1} of {runs}", file=sys.stderr, flush=True)
+        figures, missing = _run_once(only, quick, seconds, progress)
+        for fig in figures:
+            per_name.setdefault(fig["name"], []).append(fig)
+        for item in missing:
+            skipped.setdefault(item["name"], item)
+    result = [_median_figure(f) if len(f) > 1 else f[0] for f in per_name.values()]
+    return {
+        "figures": result,
+        "skipped": [item for name, item in skipped.items() if name not in per_name],
+        "quick": quick,
+        "runs": max(1, runs),
+        "machine": machine(),
+        "took_seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    from app.bench_load import wrk_path
+
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version, "system": platform.platform(terse=True),
+            "load_generator": "wrk" if wrk_path() else "python",
+            "date": datetime.now(UTC).strftime("%Y-%m-%d")}
+
+
+def as_text(report: dict[str, Any]) -> str:
+    lines = []
+    for fig in report["figures"]:
+        base = fig["baseline"]
+        mark = {True: "met", False: "BELOW GOAL", None: "reported"}[fig["goal_met"]]
+        sign = "<=" if fig["better"] == "lower" else ">="
+        goal = "" if fig["goal"] is None else f" (goal {sign} {fig['goal']}: {mark})"
+        latency = (f"  p50 {fig['p50_ms']:.1f} / p99 {fig['p99_ms']:.1f} ms vs "
+                   f"{fig['baseline_p50_ms']:.1f} / {fig['baseline_p99_ms']:.1f} ms"
+                   if "p99_ms" in fig else "")
+        lines.append(f"{fig['name']:<34} {fig['value']:>10,.1f} {fig['unit']:<12} baseline "
+                     f"{base['name']} {base['value']:,.1f}  ratio {fig['ratio']:.2f}{goal}"
+                     f"{latency}")
+    for item in report.get("skipped", []):
+        lines.append(f"{item['name']:<34} skipped: {item['reason']}")
+    return "\n".join(lines)
+
+
+def as_markdown(report: dict[str, Any]) -> str:
+    """docs/benchmarks.md: the machine, the table, and how to reproduce it."""
+    m = report["machine"]
+    out = [
+        "# Benchmarks",
+        "",
+        f"Measured {m['date']} with `kinde-credits bench --runs {report['runs']}"
+        f"{' --quick' if report['quick'] else ''} --markdown` (each number the median of "
+        f"{report['runs']} run(s); the whole run took {report['took_seconds']:.0f} s).",
+        "",
+        f"Machine: {m['cpus']} CPU(s) {m['cpu']}; {m['system']}; Python {m['python']}; "
+        f"SQLite {m['sqlite']}; load from {m['load_generator']} (16 keep-alive connections).",
+        "",
+        "Every figure is measured beside its baseline - the least work it needs - in the same "
+        "run, on the same server options; the ratio is figure / baseline. `better: lower` "
+        "figures meet their goal at or below it.",
+        "",
+        "| Figure | Value | p50 / p99 ms | Baseline (same run) | Baseline p50 / p99 ms | "
+        "Ratio | Goal |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for fig in report["figures"]:
+        base = fig["baseline"]
+        lat = (f"{fig['p50_ms']:.1f} / {fig['p99_ms']:.1f}" if "p99_ms" in fig else "")
+        base_lat = (f"{fig['baseline_p50_ms']:.1f} / {fig['baseline_p99_ms']:.1f}"
+                    if "baseline_p99_ms" in fig else "")
+        if fig["goal"] is None:
+            goal = "reported"
+        else:
+            sign = "<=" if fig["better"] == "lower" else ">="
+            goal = f"{sign} {fig['goal']} {'✓' if fig['goal_met'] else '✗'}"
+        note = f" ({fig['note']})" if fig.get("note") else ""
+        out.append(f"| `{fig['name']}`{note} | {fig['value']:,.1f} {fig['unit']} | {lat} | "
+                   f"{base['name']}: {base['value']:,.1f} | {base_lat} | {fig['ratio']:.2f} | "
+                   f"{goal} |")
+    for item in report.get("skipped", []):
+        out.append(f"| `{item['name']}` | skipped: {item['reason']} | | | | | |")
+    out += [
+        "",
+        "## How to reproduce",
+        "",
+        "```",
+        "source .venv/bin/activate",
+        "export TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test  "
+        "# optional: PostgreSQL figures",
+        "kinde-credits bench --runs 3 --markdown > docs/benchmarks.md",
+        "```",
+        "",
+        "`kinde-credits bench --json` gives the same figures for machines; `--only NAME` runs "
+        "some of them; `--quick` keeps a run under a minute.",
+        "",
+    ]
+    return "\n".join(out)

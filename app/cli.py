@@ -282,23 +282,28 @@ def outbox(status: str | None, limit: int, requeue_dead: bool, as_json: bool) ->
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--markdown", is_flag=True, help="print docs/benchmarks.md (table, machine, recipe)")
 @click.option("--quick", is_flag=True, help="keep the whole run under a minute")
 @click.option("--only", multiple=True, help="run only the named figure(s)")
-def bench(as_json: bool, quick: bool, only: tuple[str, ...]) -> None:
-    """Measure throughput, each figure beside a baseline from the same run."""
-    from app.bench import run_bench
+@click.option("--runs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="repeat the run; report each figure's median")
+@click.option("--seconds", type=click.FloatRange(min=1), default=None,
+              help="load duration per measurement (default 2 with --quick, else 5)")
+def bench(as_json: bool, markdown: bool, quick: bool, only: tuple[str, ...], runs: int,
+          seconds: float | None) -> None:
+    """Measure the service, each figure beside its least-work baseline from the same run."""
+    from app.bench import as_markdown, as_text, run_bench
 
-    report = run_bench(quick=quick, only=set(only), progress=not as_json)
+    if as_json and markdown:
+        raise click.UsageError("choose one of --json and --markdown")
+    report = run_bench(quick=quick, only=set(only), runs=runs, seconds=seconds,
+                       progress=not (as_json or markdown))
     if as_json:
         click.echo(json.dumps(report, indent=2))
+    elif markdown:
+        click.echo(as_markdown(report))
     else:
-        for fig in report["figures"]:
-            base = fig["baseline"]
-            click.echo(
-                f"{fig['name']:<34} {fig['value']:>10,.0f} {fig['unit']:<10} "
-                f"baseline {base['name']} {base['value']:,.0f}  ratio {fig['ratio']:.2f} "
-                f"(goal {fig['goal']})"
-            )
+        click.echo(as_text(report))
 
 
 # Modules that add commands: each exposes `register(main: click.Group)`.
