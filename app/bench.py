@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,12 +57,70 @@ class BenchContext:
     def load_seconds(self) -> float:
         if self.seconds is not None:
             return self.seconds
-        return 2.0 if self.quick else 5.0
+        return 1.0 if self.quick else 5.0
 
     def resource(self, key: str, make: Callable[[BenchContext], Any]) -> Any:
         if key not in self._resources:
             self._resources[key] = make(self)
         return self._resources[key]
+
+    def sqlite_database(self, label: str) -> str:
+        """A fresh SQLite file at the schema head (a copy of one migrated once per run)."""
+        import uuid
+
+        from adapters.sql.migrate import upgrade
+
+        template = self.workdir / "template.db"
+        if not template.exists():
+            upgrade(f"sqlite:///{template}")
+        path = self.workdir / f"{label}-{uuid.uuid4().hex[:8]}.db"
+        shutil.copyfile(template, path)
+        return str(path)
+
+    def postgres_database(self, label: str) -> str:
+        """A fresh database at the schema head on the bench's PostgreSQL server (a copy of a
+        template migrated once per run), dropped when the run ends. FigureSkipped without one."""
+        import uuid
+
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        from adapters.sql.migrate import upgrade
+
+        base = postgres_url()
+        if base is None:
+            raise FigureSkipped("no PostgreSQL answers (set TEST_POSTGRES_URL)")
+        url = make_url(base)
+        def make_admin(c: BenchContext) -> Any:
+            engine = create_engine(url, isolation_level="AUTOCOMMIT")
+            c.stack.callback(engine.dispose)  # registered first, so it runs after the drops
+            return engine
+
+        admin = self.resource("pg-admin", make_admin)
+        run_id = self.resource("pg-run-id", lambda c: uuid.uuid4().hex[:8])
+
+        def create(name: str, template: str | None) -> str:
+            try:
+                with admin.connect() as conn:
+                    conn.execute(text(f'CREATE DATABASE "{name}"'
+                                      + (f' TEMPLATE "{template}"' if template else "")))
+            except Exception as exc:
+                raise FigureSkipped(f"cannot create a PostgreSQL database: {exc}") from None
+
+            def drop() -> None:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+            self.stack.callback(drop)
+            return str(url.set(database=name).render_as_string(hide_password=False))
+
+        def make_template(c: BenchContext) -> str:
+            name = f"kc_bench_{run_id}_template"
+            upgrade(create(name, None))
+            return name
+
+        template = self.resource("pg-template", make_template)
+        return create(f"kc_bench_{run_id}_{label}", template)
 
 
 FigureFn = Callable[[BenchContext], Figure | None]
@@ -110,16 +168,6 @@ def _goal_met(ratio: float, goal: float | None, better: str) -> bool | None:
     return ratio <= goal if better == "lower" else ratio >= goal
 
 
-def fresh_sqlite(workdir: Path, name: str) -> str:
-    import uuid
-
-    from adapters.sql.migrate import upgrade
-
-    path = workdir / f"{name}-{uuid.uuid4().hex[:8]}.db"
-    upgrade(f"sqlite:///{path}")
-    return str(path)
-
-
 def postgres_url() -> str | None:
     """The PostgreSQL server to bench against, as a SQLAlchemy psycopg URL, or None.
 
@@ -135,38 +183,6 @@ def postgres_url() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def scratch_postgres(label: str) -> Iterator[str]:
-    """A fresh database at the schema head on the bench's PostgreSQL server, dropped after."""
-    import uuid
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from adapters.sql.migrate import upgrade
-
-    base = postgres_url()
-    if base is None:
-        raise FigureSkipped("no PostgreSQL answers (set TEST_POSTGRES_URL)")
-    url = make_url(base)
-    name = f"kc_bench_{label}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
-        raise FigureSkipped(f"cannot create a scratch PostgreSQL database: {exc}") from None
-    scratch = url.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(scratch)
-        yield scratch
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @figure("store_debits_sqlite")
 def store_debits_sqlite(ctx: BenchContext) -> Figure:
     """Sequential usage debits through LedgerService + SqlStore vs raw sqlite3."""
@@ -175,12 +191,12 @@ def store_debits_sqlite(ctx: BenchContext) -> Figure:
     from app.services.ledger import LedgerService
     from app.settings import DEFAULT_CATALOG
 
-    quick, workdir = ctx.quick, ctx.workdir
-    n = 2000 if quick else 10000
-    rounds = 2 if quick else 3
+    quick = ctx.quick
+    n = 500 if quick else 5000
+    rounds = 1 if quick else 2
 
     def ours() -> float:
-        path = fresh_sqlite(workdir, "ours")
+        path = ctx.sqlite_database("ours")
         store = SqlStore(make_engine(f"sqlite:///{path}", pool_size=1))
         ledger = LedgerService(store, load_catalog(DEFAULT_CATALOG))
         ledger.grant("kp_bench", n * 10, "bench")
@@ -194,7 +210,7 @@ def store_debits_sqlite(ctx: BenchContext) -> Figure:
         return n / took
 
     def raw() -> float:
-        path = fresh_sqlite(workdir, "raw")
+        path = ctx.sqlite_database("raw")
         conn = sqlite3.connect(path, isolation_level=None)
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
                        "busy_timeout=30000"):
@@ -252,70 +268,53 @@ def store_debits_postgres(ctx: BenchContext) -> Figure | None:
     import shutil as _shutil
     import subprocess
     import threading
-    import uuid
 
-    from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from adapters.sql.migrate import upgrade
     from adapters.sql.store import SqlStore, make_engine
     from app.domain.catalog import load_catalog
     from app.services.ledger import LedgerService
     from app.settings import DEFAULT_CATALOG
 
-    base = postgres_url()
-    if base is None:
-        raise FigureSkipped("no PostgreSQL answers (set TEST_POSTGRES_URL)")
     if _shutil.which("pgbench") is None:
         raise FigureSkipped("pgbench is not installed")
-    clients, seconds = 4, (3 if ctx.quick else 15)
-    url = make_url(base)
-    name = f"kc_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    scratch = url.set(database=name)
-    try:
-        upgrade(scratch.render_as_string(hide_password=False))
-        store = SqlStore(make_engine(scratch.render_as_string(hide_password=False),
-                                     pool_size=clients))
-        ledger = LedgerService(store, load_catalog(DEFAULT_CATALOG))
-        wallets = [f"kp_bench{i}" for i in range(clients)]
-        for w in wallets:
-            ledger.grant(w, 10**9, "bench")
-        done = [0] * clients
-        stop = time.perf_counter() + seconds
+    clients, seconds = 4, (2 if ctx.quick else 10)
+    scratch = ctx.postgres_database("store")
+    url = make_url(scratch)
+    store = SqlStore(make_engine(scratch, pool_size=clients))
+    ledger = LedgerService(store, load_catalog(DEFAULT_CATALOG))
+    wallets = [f"kp_bench{i}" for i in range(clients)]
+    for w in wallets:
+        ledger.grant(w, 10**9, "bench")
+    done = [0] * clients
+    stop = time.perf_counter() + seconds
 
-        def run(i: int) -> None:
-            while time.perf_counter() < stop:
-                ledger.record_usage(wallets[i], "api_call", 1)
-                done[i] += 1
+    def run(i: int) -> None:
+        while time.perf_counter() < stop:
+            ledger.record_usage(wallets[i], "api_call", 1)
+            done[i] += 1
 
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-        started = time.perf_counter()
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        ours = sum(done) / (time.perf_counter() - started)
-        store.engine.dispose()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    ours = sum(done) / (time.perf_counter() - started)
+    store.engine.dispose()
 
-        env = {"PGPASSWORD": url.password or ""}
-        conn_args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432),
-                     "-U", url.username or "postgres", name]
-        subprocess.run(["pgbench", "-i", "-q", "-s", "1", *conn_args], check=True,
-                       capture_output=True, env={**os.environ, **env})
-        out = subprocess.run(
-            ["pgbench", "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), *conn_args],
-            check=True, capture_output=True, text=True,
-            env={**os.environ, **env},
-        ).stdout
-        tps = next(float(line.split("=")[1].split()[0]) for line in out.splitlines()
-                   if line.startswith("tps ="))
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    env = {"PGPASSWORD": url.password or ""}
+    conn_args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432),
+                 "-U", url.username or "postgres", str(url.database)]
+    subprocess.run(["pgbench", "-i", "-q", "-s", "1", *conn_args], check=True,
+                   capture_output=True, env={**os.environ, **env})
+    out = subprocess.run(
+        ["pgbench", "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), *conn_args],
+        check=True, capture_output=True, text=True,
+        env={**os.environ, **env},
+    ).stdout
+    tps = next(float(line.split("=")[1].split()[0]) for line in out.splitlines()
+               if line.startswith("tps ="))
     return make_figure("store_debits_postgres", ours, "debits/s",
                        f"pgbench TPC-B-like, {clients} clients", tps, 0.25)
 
@@ -326,6 +325,7 @@ def _run_once(only: set[str] | None, quick: bool, seconds: float | None,
     skipped: list[dict[str, str]] = []
     workdir = Path(tempfile.mkdtemp(prefix="kc-bench-"))
     ctx = BenchContext(quick=quick, workdir=workdir, seconds=seconds)
+    run_started = time.monotonic()
     try:
         with ctx.stack:
             for name, fn in FIGURES.items():
@@ -333,6 +333,7 @@ def _run_once(only: set[str] | None, quick: bool, seconds: float | None,
                     continue
                 if progress:
                     print(f"measuring {name} ...", file=sys.stderr, flush=True)
+                figure_started = time.monotonic()
                 try:
                     result = fn(ctx)
                 except FigureSkipped as exc:
@@ -345,6 +346,11 @@ def _run_once(only: set[str] | None, quick: bool, seconds: float | None,
                     skipped.append({"name": name, "reason": reason})
                     continue
                 figures.append(result)
+                if progress:
+                    print(f"  {time.monotonic() - figure_started:.1f} s", file=sys.stderr)
+            if progress:
+                print(f"stopping servers ({time.monotonic() - run_started:.0f} s in)",
+                      file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return figures, skipped
@@ -421,15 +427,23 @@ def as_text(report: dict[str, Any]) -> str:
         mark = {True: "met", False: "BELOW GOAL", None: "reported"}[fig["goal_met"]]
         sign = "<=" if fig["better"] == "lower" else ">="
         goal = "" if fig["goal"] is None else f" (goal {sign} {fig['goal']}: {mark})"
-        latency = (f"  p50 {fig['p50_ms']:.1f} / p99 {fig['p99_ms']:.1f} ms vs "
-                   f"{fig['baseline_p50_ms']:.1f} / {fig['baseline_p99_ms']:.1f} ms"
-                   if "p99_ms" in fig else "")
+        ours, theirs = _latency(fig, ""), _latency(fig, "baseline_")
+        latency = (f"  p50/p99 {ours} ms" if ours else "") + (f" vs {theirs} ms" if theirs
+                                                               else "")
         lines.append(f"{fig['name']:<34} {fig['value']:>10,.1f} {fig['unit']:<12} baseline "
                      f"{base['name']} {base['value']:,.1f}  ratio {fig['ratio']:.2f}{goal}"
                      f"{latency}")
     for item in report.get("skipped", []):
         lines.append(f"{item['name']:<34} skipped: {item['reason']}")
     return "\n".join(lines)
+
+
+def _latency(fig: Figure, prefix: str) -> str:
+    """ "p50 / p99" in ms, "-" for a percentile the figure does not have."""
+    if f"{prefix}p50_ms" not in fig and f"{prefix}p99_ms" not in fig:
+        return ""
+    return " / ".join(f"{fig[key]:.1f}" if key in fig else "-"
+                      for key in (f"{prefix}p50_ms", f"{prefix}p99_ms"))
 
 
 def as_markdown(report: dict[str, Any]) -> str:
@@ -455,9 +469,7 @@ def as_markdown(report: dict[str, Any]) -> str:
     ]
     for fig in report["figures"]:
         base = fig["baseline"]
-        lat = (f"{fig['p50_ms']:.1f} / {fig['p99_ms']:.1f}" if "p99_ms" in fig else "")
-        base_lat = (f"{fig['baseline_p50_ms']:.1f} / {fig['baseline_p99_ms']:.1f}"
-                    if "baseline_p99_ms" in fig else "")
+        lat, base_lat = _latency(fig, ""), _latency(fig, "baseline_")
         if fig["goal"] is None:
             goal = "reported"
         else:

@@ -28,13 +28,11 @@ from app.bench import (
     BenchContext,
     Figure,
     figure,
-    fresh_sqlite,
     make_figure,
-    scratch_postgres,
     with_fields,
 )
 from app.bench_load import Load, LoadResult, run_load
-from app.bench_servers import NOOP_PATH, ServerProcess, WorkerProcess
+from app.bench_servers import NOOP_PATH, ServerProcess, WorkerProcess, stop_all
 
 WALLETS = 16
 START_CREDITS = 10**12
@@ -100,11 +98,11 @@ def _make_stack(ctx: BenchContext, database: str) -> Stack:
     kinde = _kinde(ctx)
     assert isinstance(kinde, BenchKinde)
     if database == "sqlite":
-        service_db = f"sqlite:///{fresh_sqlite(ctx.workdir, 'service')}"
-        baseline_db = f"sqlite:///{fresh_sqlite(ctx.workdir, 'baseline')}"
+        service_db = f"sqlite:///{ctx.sqlite_database('service')}"
+        baseline_db = f"sqlite:///{ctx.sqlite_database('baseline')}"
     else:
-        service_db = ctx.stack.enter_context(scratch_postgres("service"))
-        baseline_db = ctx.stack.enter_context(scratch_postgres("baseline"))
+        service_db = ctx.postgres_database("service")
+        baseline_db = ctx.postgres_database("baseline")
     wallets = [f"kp_bench{n}" for n in range(WALLETS)]
     _seed_baseline(baseline_db, wallets)
 
@@ -127,12 +125,10 @@ def _make_stack(ctx: BenchContext, database: str) -> Stack:
     workers, threads = server_defaults(service_db)
     service = ServerProcess("service", service_env, workers, threads,
                             ctx.workdir / f"service-{database}.log")
-    ctx.stack.callback(service.stop)
     baseline = ServerProcess("baseline", baseline_env, workers, threads,
                              ctx.workdir / f"baseline-{database}.log")
-    ctx.stack.callback(baseline.stop)
     worker = WorkerProcess(service_env, ctx.workdir / f"worker-{database}.log")
-    ctx.stack.callback(worker.stop)
+    ctx.stack.callback(stop_all, [service, baseline, worker])
     service.wait_ready()
     baseline.wait_ready()
 
@@ -302,7 +298,7 @@ def batch_usage_1000_sqlite(ctx: BenchContext) -> Figure:
     batches = 1 if ctx.quick else 3
     records = [{"wallet_id": stack.wallets[n % WALLETS], "feature": "api_call", "quantity": 1}
                for n in range(BATCH_SIZE)]
-    raw_path = fresh_sqlite(ctx.workdir, "batch-raw")
+    raw_path = ctx.sqlite_database("batch-raw")
     _seed_baseline(f"sqlite:///{raw_path}", stack.wallets)
     raw = _raw_batches(raw_path, stack.wallets, batches)
     took: list[float] = []

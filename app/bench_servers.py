@@ -104,15 +104,23 @@ class ServerProcess:
                     peaks.append(int(line.split()[1]) / 1024)
         return max(peaks)
 
-    def stop(self) -> None:
+    def signal_stop(self) -> None:
+        """Ask gunicorn for its quick shutdown (SIGINT): the bench has no requests to finish."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            self.process.send_signal(signal.SIGINT)
+
+    def stop(self) -> None:
+        self.signal_stop()
+        _wait_or_kill(self.process)
         self._log.close()
+
+
+def _wait_or_kill(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class WorkerProcess:
@@ -123,15 +131,22 @@ class WorkerProcess:
         self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env,
                                         stdout=self._log, stderr=self._log)
 
-    def stop(self) -> None:
+    def signal_stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+    def stop(self) -> None:
+        self.signal_stop()
+        _wait_or_kill(self.process)
         self._log.close()
+
+
+def stop_all(processes: list[ServerProcess | WorkerProcess]) -> None:
+    """Stop several at once: signal all, then wait for each."""
+    for process in processes:
+        process.signal_stop()
+    for process in processes:
+        process.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

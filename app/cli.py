@@ -288,7 +288,7 @@ def outbox(status: str | None, limit: int, requeue_dead: bool, as_json: bool) ->
 @click.option("--runs", default=1, show_default=True, type=click.IntRange(min=1),
               help="repeat the run; report each figure's median")
 @click.option("--seconds", type=click.FloatRange(min=1), default=None,
-              help="load duration per measurement (default 2 with --quick, else 5)")
+              help="load duration per measurement (default 1 with --quick, else 5)")
 def bench(as_json: bool, markdown: bool, quick: bool, only: tuple[str, ...], runs: int,
           seconds: float | None) -> None:
     """Measure the service, each figure beside its least-work baseline from the same run."""
