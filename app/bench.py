@@ -145,9 +145,9 @@ def make_figure(
     ratio = round(value / baseline_value, 3) if baseline_value else 0.0
     fig: Figure = {
         "name": name,
-        "value": round(value, 1),
+        "value": _round(value),
         "unit": unit,
-        "baseline": {"name": baseline_name, "value": round(baseline_value, 1)},
+        "baseline": {"name": baseline_name, "value": _round(baseline_value)},
         "ratio": ratio,
         "goal": goal,
         "better": better,
@@ -158,8 +158,13 @@ def make_figure(
 
 def with_fields(fig: Figure, fields: dict[str, object]) -> Figure:
     """`fig` with added fields (latencies, notes); floats rounded like the figure's own."""
-    fig.update({k: (round(v, 1) if isinstance(v, float) else v) for k, v in fields.items()})
+    fig.update({k: (_round(v) if isinstance(v, float) else v) for k, v in fields.items()})
     return fig
+
+
+def _round(value: float) -> float:
+    """One decimal for large numbers, three for small ones (ms per read, ratios of them)."""
+    return round(value, 1) if abs(value) >= 100 else round(value, 3)
 
 
 def _goal_met(ratio: float, goal: float | None, better: str) -> bool | None:
@@ -361,10 +366,10 @@ def _median_figure(runs: list[Figure]) -> Figure:
     fig = dict(runs[0])
     for key, value in runs[0].items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            fig[key] = round(statistics.median(float(r[key]) for r in runs), 3 if key ==
-                             "ratio" else 1)
+            median = statistics.median(float(r[key]) for r in runs)
+            fig[key] = round(median, 3) if key == "ratio" else _round(median)
     fig["baseline"] = {"name": runs[0]["baseline"]["name"],
-                       "value": round(statistics.median(r["baseline"]["value"] for r in runs), 1)}
+                       "value": _round(statistics.median(r["baseline"]["value"] for r in runs))}
     fig["goal_met"] = _goal_met(fig["ratio"], fig["goal"], fig.get("better", "higher"))
     fig["runs"] = len(runs)
     return fig
@@ -430,12 +435,18 @@ def as_text(report: dict[str, Any]) -> str:
         ours, theirs = _latency(fig, ""), _latency(fig, "baseline_")
         latency = (f"  p50/p99 {ours} ms" if ours else "") + (f" vs {theirs} ms" if theirs
                                                                else "")
-        lines.append(f"{fig['name']:<34} {fig['value']:>10,.1f} {fig['unit']:<12} baseline "
-                     f"{base['name']} {base['value']:,.1f}  ratio {fig['ratio']:.2f}{goal}"
+        lines.append(f"{fig['name']:<34} {_fmt(fig['value']):>10} {fig['unit']:<12} baseline "
+                     f"{base['name']} {_fmt(base['value'])}  ratio {fig['ratio']:.2f}{goal}"
                      f"{latency}")
     for item in report.get("skipped", []):
         lines.append(f"{item['name']:<34} skipped: {item['reason']}")
     return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
 def _latency(fig: Figure, prefix: str) -> str:
@@ -476,8 +487,8 @@ def as_markdown(report: dict[str, Any]) -> str:
             sign = "<=" if fig["better"] == "lower" else ">="
             goal = f"{sign} {fig['goal']} {'✓' if fig['goal_met'] else '✗'}"
         note = f" ({fig['note']})" if fig.get("note") else ""
-        out.append(f"| `{fig['name']}`{note} | {fig['value']:,.1f} {fig['unit']} | {lat} | "
-                   f"{base['name']}: {base['value']:,.1f} | {base_lat} | {fig['ratio']:.2f} | "
+        out.append(f"| `{fig['name']}`{note} | {_fmt(fig['value'])} {fig['unit']} | {lat} | "
+                   f"{base['name']}: {_fmt(base['value'])} | {base_lat} | {fig['ratio']:.2f} | "
                    f"{goal} |")
     for item in report.get("skipped", []):
         out.append(f"| `{item['name']}` | skipped: {item['reason']} | | | | | |")

@@ -183,6 +183,10 @@ def _usage_figure(ctx: BenchContext, database: str, spread: bool) -> Figure:
     load = stack.usage_load(stack.wallets if spread else stack.wallets[:1])
     base = run_load(stack.baseline.url, load, ctx.load_seconds)
     ours = run_load(stack.service.url, load, ctx.load_seconds)
+    from app.bench_kinde import BenchKinde
+
+    kinde = _kinde(ctx)
+    assert isinstance(kinde, BenchKinde)
     where = "16 wallets" if spread else "one wallet"
     name = f"http_usage_{'16_wallets' if spread else 'one_wallet'}_{database}"
     return with_fields(make_figure(
@@ -190,7 +194,7 @@ def _usage_figure(ctx: BenchContext, database: str, spread: bool) -> Figure:
         f"least-work Flask handler (raw conditional UPDATE + INSERT + commit), {where}",
         base.requests_per_second, 1.0, database=database,
         note=f"POST /v1/wallets/{{id}}/usage, own Idempotency-Key each, {where}; {stack.note}"),
-        _pair(ours, base))
+        {**_pair(ours, base), "kinde_api_calls_so_far": kinde.api_calls})
 
 
 @figure("http_usage_one_wallet_sqlite")

@@ -66,10 +66,13 @@ def db_upgrade(revision: str) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int, help="web processes")
-@click.option("--threads", default=8, show_default=True, type=int, help="threads per process")
+@click.option("--workers", default=None, type=int,
+              help="web processes (default: per database, see app/wsgi_server.py; 2 today)")
+@click.option("--threads", default=None, type=int,
+              help="threads per process (default: per database; 8 today)")
 @click.option("--no-worker", is_flag=True, help="do not start the background worker")
-def serve(host: str, port: int, workers: int, threads: int, no_worker: bool) -> None:
+def serve(host: str, port: int, workers: int | None, threads: int | None,
+          no_worker: bool) -> None:
     """Run the web service under gunicorn, plus the background worker."""
     from adapters.sql.migrate import current, upgrade
 
@@ -86,8 +89,10 @@ def serve(host: str, port: int, workers: int, threads: int, no_worker: bool) -> 
     if settings.run_worker and not no_worker:
         worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"])
 
-    from app.wsgi_server import run_gunicorn
+    from app.wsgi_server import run_gunicorn, server_defaults
 
+    defaults = server_defaults(settings.database_url)
+    workers, threads = workers or defaults.workers, threads or defaults.threads
     mode = "local mode (no KINDE_DOMAIN)" if settings.local_mode else settings.kinde_domain
     click.echo(f"kinde-credits on http://{host}:{port} - {mode}", err=True)
     try:
