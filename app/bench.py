@@ -420,6 +420,7 @@ def machine() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     return {"cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "load_average": [round(x, 1) for x in os.getloadavg()],
             "sqlite": sqlite3.sqlite_version, "system": platform.platform(terse=True),
             "load_generator": "wrk" if wrk_path() else "python",
             "date": datetime.now(UTC).strftime("%Y-%m-%d")}
@@ -468,7 +469,8 @@ def as_markdown(report: dict[str, Any]) -> str:
         f"{report['runs']} run(s); the whole run took {report['took_seconds']:.0f} s).",
         "",
         f"Machine: {m['cpus']} CPU(s) {m['cpu']}; {m['system']}; Python {m['python']}; "
-        f"SQLite {m['sqlite']}; load from {m['load_generator']} (16 keep-alive connections).",
+        f"SQLite {m['sqlite']}; load from {m['load_generator']} (16 keep-alive connections); "
+        f"load average when the run started {m.get('load_average', '?')}.",
         "",
         "Every figure is measured beside its baseline - the least work it needs - in the same "
         "run, on the same server options; the ratio is figure / baseline. `better: lower` "
@@ -486,13 +488,45 @@ def as_markdown(report: dict[str, Any]) -> str:
         else:
             sign = "<=" if fig["better"] == "lower" else ">="
             goal = f"{sign} {fig['goal']} {'✓' if fig['goal_met'] else '✗'}"
-        note = f" ({fig['note']})" if fig.get("note") else ""
-        out.append(f"| `{fig['name']}`{note} | {_fmt(fig['value'])} {fig['unit']} | {lat} | "
+        out.append(f"| `{fig['name']}` | {_fmt(fig['value'])} {fig['unit']} | {lat} | "
                    f"{base['name']}: {_fmt(base['value'])} | {base_lat} | {fig['ratio']:.2f} | "
                    f"{goal} |")
     for item in report.get("skipped", []):
         out.append(f"| `{item['name']}` | skipped: {item['reason']} | | | | | |")
+    notes = [f"- `{fig['name']}`: {fig['note']}" for fig in report["figures"] if fig.get("note")]
+    if notes:
+        out += ["", "Notes from the run:", "", *notes]
     out += [
+        "",
+        "## What each figure measures",
+        "",
+        "- `http_usage_*`: `POST /v1/wallets/{id}/usage` (auth, validation, debit, entry, "
+        "outbox, alerts) with a real Kinde-style RS256 access token and its own "
+        "`Idempotency-Key` per request, on one wallet and spread over 16, from 16 keep-alive "
+        "connections. The service runs in Kinde mode against a tiny local Kinde "
+        "(`app/bench_kinde.py`: JWKS, M2M tokens, an API sink) with `kinde-credits worker` "
+        "delivering the outbox to it. Baseline: a minimal Flask view that parses the same body "
+        "and does only the raw conditional `UPDATE wallets SET balance = balance - ? WHERE id = "
+        "? AND balance >= ?`, one ledger `INSERT` and a durable commit (`sqlite3`, or psycopg "
+        "on PostgreSQL), under the same gunicorn options.",
+        "- `webhook_usage_sqlite`: signed `customer.meter_usage_updated` deliveries, each with "
+        "its own event id, vs a handler that verifies the same JWT with PyJWT and does the "
+        "same raw debit.",
+        "- `batch_usage_1000_sqlite`: `POST /v1/usage/batch` with 1,000 records, one request "
+        "at a time, vs raw `sqlite3` doing the same 1,000 conditional updates and inserts in "
+        "one transaction.",
+        "- `http_wallet_read_sqlite`: `GET /v1/wallets/{id}` vs `GET /bench/noop` on the same "
+        "server (a route only the bench's server process has).",
+        "- `balance_read_1m_entries_sqlite`: the same read of a wallet with 1,000,000 ledger "
+        "entries (bulk-inserted with raw SQL, invariants kept: balance = entries = blocks) vs "
+        "one with 1,000; server time per read, lower is better (`--quick`: 100,000).",
+        "- `worker_peak_rss_sqlite`: peak resident memory (VmHWM) of the largest serving "
+        "gunicorn worker after the load, beside the least-work app's; reported, no goal.",
+        "- `store_debits_*`: debits through `LedgerService` without HTTP, vs raw `sqlite3` "
+        "(sequential) and `pgbench`'s TPC-B-like script (4 clients).",
+        "",
+        "Server settings: `app/wsgi_server.py` `SERVER_DEFAULTS` (what `kinde-credits serve` "
+        "uses without `--workers`/`--threads`), the same for the service and its baseline.",
         "",
         "## How to reproduce",
         "",
