@@ -50,6 +50,9 @@ class BenchContext:
     quick: bool
     workdir: Path
     seconds: float | None = None  # load duration per measurement; None: by quick
+    # gunicorn workers/threads for both sides of the HTTP figures; None: server_defaults
+    workers: int | None = None
+    threads: int | None = None
     stack: ExitStack = field(default_factory=ExitStack)
     _resources: dict[str, Any] = field(default_factory=dict)
 
@@ -325,11 +328,13 @@ def store_debits_postgres(ctx: BenchContext) -> Figure | None:
 
 
 def _run_once(only: set[str] | None, quick: bool, seconds: float | None,
+              server: tuple[int | None, int | None],
               progress: bool) -> tuple[list[Figure], list[dict[str, str]]]:
     figures: list[Figure] = []
     skipped: list[dict[str, str]] = []
     workdir = Path(tempfile.mkdtemp(prefix="kc-bench-"))
-    ctx = BenchContext(quick=quick, workdir=workdir, seconds=seconds)
+    ctx = BenchContext(quick=quick, workdir=workdir, seconds=seconds, workers=server[0],
+                       threads=server[1])
     run_started = time.monotonic()
     try:
         with ctx.stack:
@@ -381,7 +386,8 @@ def load_figures() -> None:
 
 
 def run_bench(*, quick: bool = False, only: set[str] | None = None, runs: int = 1,
-              seconds: float | None = None, progress: bool = True) -> dict[str, Any]:
+              seconds: float | None = None, workers: int | None = None,
+              threads: int | None = None, progress: bool = True) -> dict[str, Any]:
     load_figures()
     unknown = (only or set()) - set(FIGURES)
     if unknown:
@@ -393,7 +399,7 @@ def run_bench(*, quick: bool = False, only: set[str] | None = None, runs: int = 
     for n in range(max(1, runs)):
         if progress and runs > 1:
             print(f"run {n + 1} of {runs}", file=sys.stderr, flush=True)
-        figures, missing = _run_once(only, quick, seconds, progress)
+        figures, missing = _run_once(only, quick, seconds, (workers, threads), progress)
         for fig in figures:
             per_name.setdefault(fig["name"], []).append(fig)
         for item in missing:

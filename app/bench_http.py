@@ -122,7 +122,8 @@ def _make_stack(ctx: BenchContext, database: str) -> Stack:
     baseline_env = {**base_env, "BENCH_BASELINE_DATABASE": baseline_db,
                     "BENCH_BASELINE_JWKS_URL": f"{kinde.url}/.well-known/jwks.json",
                     "BENCH_BASELINE_CREDITS_PER_UNIT": json.dumps(credits_per_unit)}
-    workers, threads = server_defaults(service_db)
+    defaults = server_defaults(service_db)
+    workers, threads = ctx.workers or defaults.workers, ctx.threads or defaults.threads
     service = ServerProcess("service", service_env, workers, threads,
                             ctx.workdir / f"service-{database}.log")
     baseline = ServerProcess("baseline", baseline_env, workers, threads,

@@ -7,8 +7,9 @@ each request gets its own `Idempotency-Key`. `run_load` drives CONNECTIONS keep-
 connections for a number of seconds and returns requests/s with p50/p99 latency.
 
 wrk (`/usr/bin/wrk`, or `wrk` on PATH) is preferred: it is C, so the generator costs the
-server little CPU. Its Lua `done` hook prints the figures on one line we parse. Without wrk, a
-multi-process Python generator (threads with `http.client` connections) does the same job.
+server little CPU. Its Lua `done` hook prints the figures on one line we parse. Without wrk (or
+with BENCH_LOAD_GENERATOR=python), a multi-process Python generator (threads with `http.client`
+connections) does the same job.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -54,6 +56,9 @@ class LoadResult:
 
 
 def wrk_path() -> str | None:
+    """wrk, unless BENCH_LOAD_GENERATOR=python asks for the fallback (to compare the two)."""
+    if os.environ.get("BENCH_LOAD_GENERATOR", "").lower() == "python":
+        return None
     return shutil.which("wrk") or (shutil.which("wrk", path="/usr/bin"))
 
 

@@ -294,15 +294,19 @@ def outbox(status: str | None, limit: int, requeue_dead: bool, as_json: bool) ->
               help="repeat the run; report each figure's median")
 @click.option("--seconds", type=click.FloatRange(min=1), default=None,
               help="load duration per measurement (default 1 with --quick, else 5)")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="gunicorn workers for the HTTP figures (default: what serve uses)")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="threads per worker for the HTTP figures (default: what serve uses)")
 def bench(as_json: bool, markdown: bool, quick: bool, only: tuple[str, ...], runs: int,
-          seconds: float | None) -> None:
+          seconds: float | None, workers: int | None, threads: int | None) -> None:
     """Measure the service, each figure beside its least-work baseline from the same run."""
     from app.bench import as_markdown, as_text, run_bench
 
     if as_json and markdown:
         raise click.UsageError("choose one of --json and --markdown")
     report = run_bench(quick=quick, only=set(only), runs=runs, seconds=seconds,
-                       progress=not (as_json or markdown))
+                       workers=workers, threads=threads, progress=not (as_json or markdown))
     if as_json:
         click.echo(json.dumps(report, indent=2))
     elif markdown:
