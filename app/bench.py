@@ -12,7 +12,8 @@ Never used by tests as a timing assertion: speed is reported, not asserted.
 Shape (DESIGN.md "Benchmarks"): `{"figures": [{"name", "value", "unit", "baseline": {"name",
 "value"}, "ratio", "goal", ...}]}`. Added fields: `better` ("higher": ratio >= goal is met;
 "lower": ratio <= goal is met), `goal_met`, `database`, `note`, and for HTTP figures `p50_ms`,
-`p99_ms`, `baseline_p50_ms`, `baseline_p99_ms`; `skipped` lists figures that could not run here.
+`p99_ms`, `baseline_p50_ms`, `baseline_p99_ms`; `skipped` lists figures that could not run here
+(no PostgreSQL, ...) and `failed` those that broke (the command then exits 1).
 With `--runs N` every number is the median of N runs (ratios: the median of the runs' ratios).
 """
 
@@ -94,6 +95,7 @@ class BenchContext:
         if base is None:
             raise FigureSkipped("no PostgreSQL answers (set TEST_POSTGRES_URL)")
         url = make_url(base)
+
         def make_admin(c: BenchContext) -> Any:
             engine = create_engine(url, isolation_level="AUTOCOMMIT")
             c.stack.callback(engine.dispose)  # registered first, so it runs after the drops
@@ -348,6 +350,12 @@ def _run_once(only: set[str] | None, quick: bool, seconds: float | None,
                     result = fn(ctx)
                 except FigureSkipped as exc:
                     result, reason = None, str(exc)
+                except Exception as exc:  # one broken figure must not hide the others
+                    import traceback
+
+                    if progress:
+                        traceback.print_exc(file=sys.stderr)
+                    result, reason = None, f"FAILED: {type(exc).__name__}: {exc}"[:500]
                 else:
                     reason = "not available here"
                 if result is None:
@@ -405,9 +413,11 @@ def run_bench(*, quick: bool = False, only: set[str] | None = None, runs: int = 
         for item in missing:
             skipped.setdefault(item["name"], item)
     result = [_median_figure(f) if len(f) > 1 else f[0] for f in per_name.values()]
+    missing = [item for name, item in skipped.items() if name not in per_name]
     return {
         "figures": result,
-        "skipped": [item for name, item in skipped.items() if name not in per_name],
+        "skipped": [item for item in missing if not item["reason"].startswith("FAILED")],
+        "failed": [item for item in missing if item["reason"].startswith("FAILED")],
         "quick": quick,
         "runs": max(1, runs),
         "machine": machine(),
@@ -445,7 +455,7 @@ def as_text(report: dict[str, Any]) -> str:
         lines.append(f"{fig['name']:<34} {_fmt(fig['value']):>10} {fig['unit']:<12} baseline "
                      f"{base['name']} {_fmt(base['value'])}  ratio {fig['ratio']:.2f}{goal}"
                      f"{latency}")
-    for item in report.get("skipped", []):
+    for item in report.get("skipped", []) + report.get("failed", []):
         lines.append(f"{item['name']:<34} skipped: {item['reason']}")
     return "\n".join(lines)
 
@@ -497,7 +507,7 @@ def as_markdown(report: dict[str, Any]) -> str:
         out.append(f"| `{fig['name']}` | {_fmt(fig['value'])} {fig['unit']} | {lat} | "
                    f"{base['name']}: {_fmt(base['value'])} | {base_lat} | {fig['ratio']:.2f} | "
                    f"{goal} |")
-    for item in report.get("skipped", []):
+    for item in report.get("skipped", []) + report.get("failed", []):
         out.append(f"| `{item['name']}` | skipped: {item['reason']} | | | | | |")
     notes = [f"- `{fig['name']}`: {fig['note']}" for fig in report["figures"] if fig.get("note")]
     if notes:

@@ -313,6 +313,8 @@ def bench(as_json: bool, markdown: bool, quick: bool, only: tuple[str, ...], run
         click.echo(as_markdown(report))
     else:
         click.echo(as_text(report))
+    if report["failed"]:
+        sys.exit(1)
 
 
 # Modules that add commands: each exposes `register(main: click.Group)`.

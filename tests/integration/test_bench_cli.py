@@ -44,6 +44,7 @@ def test_every_figure_has_a_baseline_and_a_ratio() -> None:
     report = _report(result.output)
     figures = {fig["name"]: fig for fig in report["figures"]}
     skipped = {item["name"]: item["reason"] for item in report["skipped"]}
+    assert report["failed"] == []
 
     expected = SQLITE_FIGURES | (POSTGRES_FIGURES if postgres_url() else set())
     assert expected <= set(figures), (set(figures), skipped)
@@ -87,6 +88,26 @@ def test_runs_report_the_median_and_markdown_renders_it(monkeypatch: pytest.Monk
     markdown = as_markdown(report)
     assert "| `fake` | 20.0 things/s |" in markdown
     assert "kinde-credits bench --runs 3 --markdown > docs/benchmarks.md" in markdown
+
+
+def test_a_broken_figure_is_reported_and_fails_the_command(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import bench
+
+    def good(ctx: bench.BenchContext) -> bench.Figure:
+        return make_figure("good", 2.0, "things/s", "least work", 4.0, 0.5)
+
+    def broken(ctx: bench.BenchContext) -> bench.Figure:
+        raise RuntimeError("server did not start")
+
+    monkeypatch.setattr(bench, "FIGURES", {"broken": broken, "good": good})
+    monkeypatch.setattr(bench, "FIGURE_MODULES", ())
+    result = CliRunner().invoke(main, ["bench", "--json"])
+    assert result.exit_code == 1
+    report = _report(result.output)
+    assert [fig["name"] for fig in report["figures"]] == ["good"]
+    [failed] = report["failed"]
+    assert failed["name"] == "broken" and "server did not start" in failed["reason"]
 
 
 def test_unknown_figure_is_refused() -> None:
