@@ -67,6 +67,7 @@ class ServerProcess:
             env=env, stdout=self._log, stderr=self._log,
         )
         self.log_path = log_path
+        self._workers: list[int] = []
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         import requests
@@ -107,11 +108,20 @@ class ServerProcess:
     def signal_stop(self) -> None:
         """Ask gunicorn for its quick shutdown (SIGINT): the bench has no requests to finish."""
         if self.process.poll() is None:
+            self._workers = self.worker_pids()
             self.process.send_signal(signal.SIGINT)
 
     def stop(self) -> None:
         self.signal_stop()
-        _wait_or_kill(self.process)
+        _wait_or_kill(self.process, timeout=30)  # gunicorn's own graceful_timeout is 20 s
+        # A worker stuck in a request outlives a master killed after the timeout (seen once
+        # under heavy load): end the ones this server started, by pid, if still ours.
+        for pid in self._workers:
+            try:
+                if b"app.bench_servers" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass  # already gone
         self._log.close()
 
 
