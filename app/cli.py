@@ -71,10 +71,13 @@ def db_upgrade(revision: str) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int, help="web processes")
-@click.option("--threads", default=8, show_default=True, type=int, help="threads per process")
+@click.option("--workers", default=None, type=int,
+              help="web processes (default: per database, see app/wsgi_server.py; 2 today)")
+@click.option("--threads", default=None, type=int,
+              help="threads per process (default: per database; 8 today)")
 @click.option("--no-worker", is_flag=True, help="do not start the background worker")
-def serve(host: str, port: int, workers: int, threads: int, no_worker: bool) -> None:
+def serve(host: str, port: int, workers: int | None, threads: int | None,
+          no_worker: bool) -> None:
     """Run the web service under gunicorn, plus the background worker."""
     from app.bootstrap import schema_revision, upgrade_schema
 
@@ -91,8 +94,10 @@ def serve(host: str, port: int, workers: int, threads: int, no_worker: bool) -> 
     if settings.run_worker and not no_worker:
         worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"])
 
-    from app.wsgi_server import run_gunicorn
+    from app.wsgi_server import run_gunicorn, server_defaults
 
+    defaults = server_defaults(settings.database_url)
+    workers, threads = workers or defaults.workers, threads or defaults.threads
     mode = "local mode (no KINDE_DOMAIN)" if settings.local_mode else settings.kinde_domain
     click.echo(f"kinde-credits on http://{host}:{port} - {mode}", err=True)
     try:
@@ -274,23 +279,34 @@ def outbox(status: str | None, limit: int, requeue_dead: bool, as_json: bool) ->
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--markdown", is_flag=True, help="print docs/benchmarks.md (table, machine, recipe)")
 @click.option("--quick", is_flag=True, help="keep the whole run under a minute")
 @click.option("--only", multiple=True, help="run only the named figure(s)")
-def bench(as_json: bool, quick: bool, only: tuple[str, ...]) -> None:
-    """Measure throughput, each figure beside a baseline from the same run."""
-    from app.bench import run_bench
+@click.option("--runs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="repeat the run; report each figure's median")
+@click.option("--seconds", type=click.FloatRange(min=1), default=None,
+              help="load duration per measurement (default 1 with --quick, else 5)")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="gunicorn workers for the HTTP figures (default: what serve uses)")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="threads per worker for the HTTP figures (default: what serve uses)")
+def bench(as_json: bool, markdown: bool, quick: bool, only: tuple[str, ...], runs: int,
+          seconds: float | None, workers: int | None, threads: int | None) -> None:
+    """Measure the service, each figure beside its least-work baseline from the same run."""
+    from app.bench import as_markdown, as_text, run_bench
 
-    report = run_bench(quick=quick, only=set(only), progress=not as_json)
+    if as_json and markdown:
+        raise click.UsageError("choose one of --json and --markdown")
+    report = run_bench(quick=quick, only=set(only), runs=runs, seconds=seconds,
+                       workers=workers, threads=threads, progress=not (as_json or markdown))
     if as_json:
         click.echo(json.dumps(report, indent=2))
+    elif markdown:
+        click.echo(as_markdown(report))
     else:
-        for fig in report["figures"]:
-            base = fig["baseline"]
-            click.echo(
-                f"{fig['name']:<34} {fig['value']:>10,.0f} {fig['unit']:<10} "
-                f"baseline {base['name']} {base['value']:,.0f}  ratio {fig['ratio']:.2f} "
-                f"(goal {fig['goal']})"
-            )
+        click.echo(as_text(report))
+    if report["failed"]:
+        sys.exit(1)
 
 
 # Modules that add commands: each exposes `register(main: click.Group)`.

@@ -2,18 +2,50 @@
 
 Threaded workers (gthread) suit this service: requests are short and mostly wait on the
 database. Each worker process builds its own container (engine pool) after the fork.
+
+`server_defaults` picks processes and threads per database when `serve` is given none. Both
+start at 2 processes x 8 threads (the long-standing default); `kinde-credits bench` measures
+the service under exactly these settings (docs/benchmarks.md), so a change here shows there.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from gunicorn.app.base import BaseApplication
 
 
+class ServerSettings(NamedTuple):
+    workers: int
+    threads: int
+
+
+# Per database family (the URL's scheme before any "+driver").
+SERVER_DEFAULTS: dict[str, ServerSettings] = {
+    "sqlite": ServerSettings(workers=2, threads=8),
+    "postgresql": ServerSettings(workers=2, threads=8),
+}
+
+
+def server_defaults(database_url: str) -> ServerSettings:
+    """Processes and threads for a database URL when the operator chose none."""
+    family = database_url.split(":", 1)[0].split("+", 1)[0]
+    if family == "postgres":
+        family = "postgresql"
+    return SERVER_DEFAULTS.get(family, SERVER_DEFAULTS["postgresql"])
+
+
+def _create_app() -> Any:
+    from app import create_app
+
+    return create_app()
+
+
 class _Gunicorn(BaseApplication):
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], app_factory: Callable[[], Any]) -> None:
         self.options = options
+        self.app_factory = app_factory
         super().__init__()
 
     def load_config(self) -> None:
@@ -21,14 +53,16 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from app import create_app
-
-        return create_app()
+        return self.app_factory()
 
 
 def run_gunicorn(
-    *, host: str, port: int, workers: int, threads: int, access_log: bool = False
+    *, host: str, port: int, workers: int, threads: int, access_log: bool = False,
+    app_factory: Callable[[], Any] = _create_app,
 ) -> None:
+    """Serve until stopped. `app_factory` builds the WSGI app in each worker; the bench
+    passes its own (the service plus a no-op route, or the least-work handler) so every
+    side of a comparison runs under these very options."""
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -42,4 +76,4 @@ def run_gunicorn(
         "errorlog": "-",
         "loglevel": "info",
     }
-    _Gunicorn(options).run()
+    _Gunicorn(options, app_factory).run()
