@@ -14,12 +14,13 @@ from adapters.dashboard_signing import ItsDangerousSigner, load_or_create_secret
 from adapters.kinde_api import KindeManagementClient
 from adapters.local_keys import LocalKeyring
 from adapters.notify import NotifyConfigError, build_channels
-from adapters.sql.engine import make_engine
+from adapters.sql.engine import is_transient_error, make_engine
 from adapters.sql.operations import SqlOperationsReader
 from adapters.sql.store import SqlStore
 from adapters.tokens import AccessTokenVerifier, JwksKeySource, KeySource, WebhookVerifier
 from app.domain.catalog import Catalog, load_catalog
 from app.services.dashboard import DashboardService, policy_for
+from app.services.group_commit import GroupCommitRunner
 from app.services.ledger import LedgerService, utc_now
 from app.services.metrics import MetricsService
 from app.services.notifications import ChannelHandler, Notifier
@@ -76,6 +77,8 @@ def build_container(
     catalog = catalog or load_catalog(settings.catalog_path)
     store = SqlStore(make_engine(settings.database_url, pool_size=pool_size))
     ledger = LedgerService(store, catalog, clock)
+    # Concurrent API writes share transactions and commits (app.services.group_commit).
+    ledger.writer.runner = GroupCommitRunner(store, is_transient=is_transient_error)
 
     keyring: LocalKeyring | None = None
     if key_source is None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 # Execution option that makes the SQLite `begin` listener emit BEGIN IMMEDIATE.
@@ -194,3 +195,14 @@ def sqlite_writer_gate(engine: Engine) -> SqliteWriterGate:
                 key, SqliteWriterGate(f"{key[1]}.write-lock" if database else None)
             )
     return gate
+
+
+# SQLSTATEs of errors that say "this transaction lost a race; run it again": deadlock detected,
+# serialization failure (PostgreSQL). Nothing of the failed statement was applied.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """True for a database error that running the same work again may not repeat."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    return getattr(cause, "sqlstate", None) in _TRANSIENT_SQLSTATES

@@ -81,12 +81,14 @@ class SqlIdempotencyRepository:
         response = json.dumps(body, separators=(",", ":"))
         if (scope, key) in self._claimed:
             self._claimed.discard((scope, key))
-            self.conn.execute(
+            filled = self.conn.execute(
                 update(t.idempotency_keys)
                 .where(t.idempotency_keys.c.scope == scope, t.idempotency_keys.c.key == key)
                 .values(request_hash=request_hash, status_code=status_code, response=response)
             )
-            return
+            if filled.rowcount:
+                return
+            # The placeholder is gone: a savepoint it was claimed under was rolled back.
         # A plain INSERT: the primary key turns a racing duplicate into an error and a rollback.
         try:
             self.conn.execute(

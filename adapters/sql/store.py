@@ -15,7 +15,7 @@ from functools import cached_property
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, NestedTransaction
 
 from adapters.sql.billing import SqlBillingRepository
 from adapters.sql.budgets import SqlBudgetRepository
@@ -120,6 +120,14 @@ class SqlUnitOfWork:
     def dashboard(self) -> SqlDashboardRepository:
         return SqlDashboardRepository(self.connection)
 
+    def savepoint(self) -> _Savepoint:
+        """A SAVEPOINT (SQLAlchemy's nested transaction: `rollback()` undoes, `commit()` keeps).
+
+        Both databases support them inside the write transaction; group commit
+        (app.services.group_commit) runs each request's work in one.
+        """
+        return _Savepoint(self.connection.begin_nested())
+
     def commit(self) -> None:
         self.connection.commit()
 
@@ -169,3 +177,16 @@ class SqlStore:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+
+class _Savepoint:
+    """One SAVEPOINT of a unit of work, named as the port says (`release` keeps its work)."""
+
+    def __init__(self, nested: NestedTransaction) -> None:
+        self._nested = nested
+
+    def rollback(self) -> None:
+        self._nested.rollback()
+
+    def release(self) -> None:
+        self._nested.commit()

@@ -109,7 +109,7 @@ class BudgetService:
 
         request = {"op": "member_budget", "member": member, **data}
         writer = self.ledger.writer
-        return run_write(writer.uow, writer.clock, f"wallet:{wallet_id}", idempotency_key,
+        return run_write(writer.runner, writer.clock, f"wallet:{wallet_id}", idempotency_key,
                          request, action)
 
     def members(self, wallet_id: str, only: str | None = None) -> dict[str, Any]:

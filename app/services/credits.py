@@ -55,7 +55,7 @@ class CreditService:
             return 201, _credit_body(self.writer.write(uow, wallet_id, now, sell, create=True))
 
         request = {"op": "top_up", "bundle": bundle_key}
-        return run_write(self.writer.uow, self.writer.clock, f"wallet:{wallet_id}",
+        return run_write(self.writer.runner, self.writer.clock, f"wallet:{wallet_id}",
                          idempotency_key, request, action)
 
     def grant(
@@ -92,7 +92,7 @@ class CreditService:
 
         request = {"op": kind, "credits": credits, "reason": reason,
                    "expires_after_days": expires_after_days}
-        return run_write(self.writer.uow, self.writer.clock, scope or f"wallet:{wallet_id}",
+        return run_write(self.writer.runner, self.writer.clock, scope or f"wallet:{wallet_id}",
                          idempotency_key, request, action)
 
 

@@ -75,7 +75,7 @@ class HoldService:
                    "quantity": quantity, "expires_in_seconds": expires_in_seconds}
         if member is not None:
             request["member"] = member
-        return run_write(self.writer.uow, self.writer.clock, f"wallet:{wallet_id}",
+        return run_write(self.writer.runner, self.writer.clock, f"wallet:{wallet_id}",
                          idempotency_key, request, action)
 
     def capture_hold(
@@ -157,5 +157,5 @@ class HoldService:
                          "available": written.wallet.available}
 
         request = {"op": op, "hold_id": hold_id, "credits": credits}
-        return run_write(self.writer.uow, self.writer.clock, f"wallet:{wallet_id}",
+        return run_write(self.writer.runner, self.writer.clock, f"wallet:{wallet_id}",
                          idempotency_key, request, action)

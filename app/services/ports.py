@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Literal,
+    Protocol,
+    Self,
+    TypeVar,
+    runtime_checkable,
+)
 
 from app.domain.alerts import AlertSettings
 from app.domain.audit import WalletAudit
@@ -510,6 +519,14 @@ class DashboardRepository(Protocol):
 # -- the unit of work ---------------------------------------------------------------------------
 
 
+class Savepoint(Protocol):
+    """A nested transaction inside a unit of work: undo what was done since, or keep it."""
+
+    def rollback(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction offering every repository, each bound to that transaction."""
 
@@ -559,6 +576,10 @@ class UnitOfWork(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
+    def savepoint(self) -> Savepoint:
+        """Begin a savepoint: work after it can be undone alone, the rest of the unit kept."""
+        ...
+
     def commit(self) -> None: ...
 
     def rollback(self) -> None: ...
@@ -571,6 +592,24 @@ WebhookUnitOfWork = UnitOfWork
 # writers never both read a balance and then race to update it.
 UnitOfWorkFactory = Callable[[bool], UnitOfWork]
 Clock = Callable[[], datetime]
+T = TypeVar("T")
+
+
+class TransactionRunner(Protocol):
+    """Runs a piece of write work in a write transaction and commits it (app.services.group_commit).
+
+    `work(uow)` must not commit or roll back. Its result is returned once the commit that made
+    it durable succeeded; if it raises, nothing it wrote stays and the exception propagates.
+    `order` (the wallet's scope) orders pieces that share a transaction.
+    """
+
+    def run(self, work: Callable[[UnitOfWork], T], order: str = "") -> T: ...
+
+    def run_many(
+        self, works: list[tuple[Callable[[UnitOfWork], T], str]]
+    ) -> list[T | Exception]:
+        """Like `run` for each piece, submitted together; each one's result or exception."""
+        ...
 
 
 # ==============================================================================================

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from app.domain.audit import problems
-from app.domain.ledger import InvalidRequest, Wallet, owner_type_of
+from app.domain.ledger import InvalidRequest, OwnerType, Wallet, owner_type_of
 from app.domain.limits import MAX_PAGE_SIZE
 from app.services import views
-from app.services.ports import UnitOfWorkFactory
+from app.services.ports import UnitOfWork, UnitOfWorkFactory
 from app.services.sweeps import SweepService
 from app.services.wallet_writer import WalletWriter
 
@@ -19,22 +19,28 @@ class ReadService:
         self.sweeps = sweeps
 
     def get_wallet(self, wallet_id: str) -> dict[str, Any]:
-        """The wallet as the API shows it; a wallet with no credits yet reads as zero."""
+        """The wallet as the API shows it; a wallet with no credits yet reads as zero.
+
+        One read transaction in the common case; a wallet with expiries due is swept first
+        (a write), so a stale balance is never shown, and then read again.
+        """
         owner_type = owner_type_of(wallet_id)
         with self.writer.uow(False) as uow:
             wallet = uow.wallets.read(wallet_id)
-            due = wallet is not None and wallet.needs_sweep(self.writer.clock())
-        if due:
-            # Keep reads O(1) yet right: expiry is applied before showing a stale balance.
-            self.sweeps.sweep_wallet(wallet_id)
+            if wallet is None or not wallet.needs_sweep(self.writer.clock()):
+                return self._view(uow, wallet_id, owner_type, wallet)
+        self.sweeps.sweep_wallet(wallet_id)
         with self.writer.uow(False) as uow:
-            wallet = uow.wallets.read(wallet_id)
-            holds = uow.wallets.open_holds(wallet_id) if wallet else []
-            last_purchase = uow.recharges.latest_auto(wallet_id) if wallet else None
+            return self._view(uow, wallet_id, owner_type, uow.wallets.read(wallet_id))
+
+    def _view(self, uow: UnitOfWork, wallet_id: str, owner_type: OwnerType,
+              wallet: Wallet | None) -> dict[str, Any]:
         defaults = self.writer.alert_defaults
         if wallet is None:
             wallet = Wallet(id=wallet_id, owner_type=owner_type)
             return views.wallet_view(self.writer.catalog, wallet, [], defaults, exists=False)
+        holds = uow.wallets.open_holds(wallet_id)
+        last_purchase = uow.recharges.latest_auto(wallet_id)
         return views.wallet_view(self.writer.catalog, wallet, holds, defaults,
                                  last_purchase=last_purchase)
 

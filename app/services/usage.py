@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -14,8 +15,8 @@ from app.services import budgets as member_budgets
 from app.services import views
 from app.services.errors import status_for
 from app.services.features import app_feature
-from app.services.idempotency import Outcome, run_write
-from app.services.ports import UnitOfWork
+from app.services.idempotency import Outcome, keyed_work, run_keyed
+from app.services.ports import DuplicateKey, UnitOfWork
 from app.services.wallet_writer import WalletWriter
 
 log = logging.getLogger("kinde_credits.ledger")
@@ -40,6 +41,20 @@ class UsageService:
         `member` (org wallets only) names the Kinde user spending: their caps are checked and
         their spend recorded in this same transaction, under the wallet's lock.
         """
+        work, scope = self._usage_work(wallet_id, feature_key, quantity, occurred_at,
+                                       idempotency_key, member)
+        return run_keyed(self.writer.runner, work, scope, idempotency_key)
+
+    def _usage_work(
+        self,
+        wallet_id: str,
+        feature_key: str,
+        quantity: int,
+        occurred_at: datetime | None,
+        idempotency_key: str | None,
+        member: str | None,
+    ) -> tuple[Callable[[UnitOfWork], Outcome], str]:
+        """Validate a usage record (raising before any write) and return its keyed work."""
         feature = app_feature(self.writer, feature_key)
         credits = usage_credits(feature, quantity)
         owner_type_of(wallet_id)
@@ -82,42 +97,62 @@ class UsageService:
                    "occurred_at": views.iso(occurred_at)}
         if member is not None:  # only then, so keys stored before budgets keep their hash
             request["member"] = member
-        return run_write(self.writer.uow, self.writer.clock, f"wallet:{wallet_id}",
-                         idempotency_key, request, action)
+        scope = f"wallet:{wallet_id}"
+        return keyed_work(self.writer.clock, scope, idempotency_key, request, action), scope
 
     def record_usage_batch(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Many usage records, each its own unit of work, so one refusal fails only itself."""
-        results: list[dict[str, Any]] = []
+        """Many usage records, each its own piece of work, so one refusal fails only itself.
+
+        The pieces are submitted together, so they share transactions and commits (group
+        commit) while each keeps its own savepoint, key and answer.
+        """
+        results: list[dict[str, Any] | None] = [None] * len(records)
+        works: list[tuple[Callable[[UnitOfWork], Outcome], str]] = []
+        keys: list[str | None] = []
+        submitted: list[int] = []
         for index, record in enumerate(records):
             try:
-                outcome = self.record_usage(
-                    record["wallet_id"],
-                    record["feature"],
-                    record["quantity"],
-                    occurred_at=record.get("occurred_at"),
-                    idempotency_key=record.get("idempotency_key"),
-                    member=record.get("member"),
-                )
-                results.append(
-                    {"index": index, "status": outcome.status, "result": outcome.body,
-                     "replayed": outcome.replayed}
-                )
-            except LedgerError as exc:
-                error: dict[str, Any] = {"code": exc.code, "message": exc.message}
-                status = status_for(exc)
-                if isinstance(exc, InsufficientCredits):
-                    error.update(needed=exc.needed, available=exc.available)
-                if isinstance(exc, MemberBudgetExceeded):
-                    error.update(needed=exc.needed,
-                                 available_to_member=exc.available_to_member)
-                results.append({"index": index, "status": status, "error": error})
-            except Exception:
-                # The records before this one are committed: a 500 for the whole batch would
-                # say "not applied" about them. This record's unit of work rolled back, so the
-                # per-record answer is the truth; a retry with the same keys replays the rest.
-                log.exception("usage batch record %d failed", index)
-                results.append({"index": index, "status": 500, "error": {
-                    "code": "internal_error",
-                    "message": "internal error; this record was not applied (retry it)",
-                }})
-        return results
+                work, scope = self._usage_work(
+                    record["wallet_id"], record["feature"], record["quantity"],
+                    record.get("occurred_at"), record.get("idempotency_key"),
+                    record.get("member"))
+            except Exception as exc:
+                results[index] = _record_result(index, exc)
+                continue
+            works.append((work, scope))
+            keys.append(record.get("idempotency_key"))
+            submitted.append(index)
+        outcomes = self.writer.runner.run_many(works)
+        for (work, scope), key, index, outcome in zip(works, keys, submitted, outcomes,
+                                                      strict=True):
+            if isinstance(outcome, DuplicateKey) and key:
+                # Raced another request with this key (PostgreSQL): read the winner's answer.
+                try:
+                    outcome = run_keyed(self.writer.runner, work, scope, key)
+                except Exception as exc:
+                    outcome = exc
+            results[index] = _record_result(index, outcome)
+        return [result for result in results if result is not None]
+
+
+def _record_result(index: int, outcome: Outcome | Exception) -> dict[str, Any]:
+    """One batch record's answer: its result, or its error as the single endpoint gives it."""
+    if isinstance(outcome, Outcome):
+        return {"index": index, "status": outcome.status, "result": outcome.body,
+                "replayed": outcome.replayed}
+    if isinstance(outcome, LedgerError):
+        error: dict[str, Any] = {"code": outcome.code, "message": outcome.message}
+        if isinstance(outcome, InsufficientCredits):
+            error.update(needed=outcome.needed, available=outcome.available)
+        if isinstance(outcome, MemberBudgetExceeded):
+            error.update(needed=outcome.needed,
+                         available_to_member=outcome.available_to_member)
+        return {"index": index, "status": status_for(outcome), "error": error}
+    # Records before this one may be committed: a 500 for the whole batch would say "not
+    # applied" about them. This record's work was rolled back, so the per-record answer is the
+    # truth; a retry with the same keys replays the rest.
+    log.error("usage batch record %d failed", index, exc_info=outcome)
+    return {"index": index, "status": 500, "error": {
+        "code": "internal_error",
+        "message": "internal error; this record was not applied (retry it)",
+    }}

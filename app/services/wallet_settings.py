@@ -54,7 +54,7 @@ class WalletSettingsService:
 
         request = {"op": "alerts", **settings.as_dict(), "notify_email": email,
                    "change_email": change_email}
-        return run_write(self.writer.uow, self.writer.clock, f"wallet:{wallet_id}",
+        return run_write(self.writer.runner, self.writer.clock, f"wallet:{wallet_id}",
                          idempotency_key, request, action)
 
     def set_auto_recharge(
@@ -84,7 +84,7 @@ class WalletSettingsService:
             return 200, {"wallet_id": wallet_id, "auto_recharge": settings.as_dict()}
 
         request = {"op": "auto_recharge", **settings.as_dict()}
-        return run_write(self.writer.uow, self.writer.clock, f"wallet:{wallet_id}",
+        return run_write(self.writer.runner, self.writer.clock, f"wallet:{wallet_id}",
                          idempotency_key, request, action)
 
     def suspend_auto_recharge(self, wallet_id: str, reason: str) -> bool:

@@ -30,7 +30,8 @@ from app.domain.alerts import Alert, AlertSettings
 from app.domain.catalog import Catalog
 from app.domain.ledger import CREDIT_KINDS, NewEntry, Wallet
 from app.domain.usage_terms import describe_hold_expired
-from app.services.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from app.services.group_commit import OwnTransactionRunner
+from app.services.ports import Clock, TransactionRunner, UnitOfWork, UnitOfWorkFactory
 from app.services.recharge import AutoRecharger
 
 T = TypeVar("T")
@@ -64,6 +65,9 @@ class WalletWriter:
 
     def __init__(self, uow: UnitOfWorkFactory, catalog: Catalog, clock: Clock) -> None:
         self.uow = uow
+        # How write transactions are run and committed: alone by default; the composition
+        # root may share commits among concurrent writes (app.services.group_commit).
+        self.runner: TransactionRunner = OwnTransactionRunner(uow)
         self.catalog = catalog
         self.clock = clock
         self.before_sweep: list[BeforeSweep] = []

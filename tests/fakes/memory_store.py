@@ -584,6 +584,9 @@ class MemoryUnitOfWork:
     def revenue(self) -> RevenueRepository:
         raise _sql_only("revenue")
 
+    def savepoint(self) -> _MemorySavepoint:
+        return _MemorySavepoint(self)
+
     def commit(self) -> None:
         if not self.write:
             raise AssertionError("commit in a read-only unit of work")
@@ -598,6 +601,20 @@ class MemoryUnitOfWork:
                  tb: TracebackType | None) -> None:
         if self.write:
             self.store.write_lock.release()
+
+
+class _MemorySavepoint:
+    """Undo to the state at its start, like SQL's SAVEPOINT / ROLLBACK TO."""
+
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self.uow = uow
+        self.state = copy.deepcopy(uow.state)
+
+    def rollback(self) -> None:
+        self.uow._bind(self.state)
+
+    def release(self) -> None:
+        pass
 
 
 class MemoryStore:
