@@ -34,13 +34,23 @@ def locks_rows(conn: Connection) -> bool:
 def upsert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that takes `.on_conflict_do_nothing()` / `.on_conflict_do_update(...)`
     (both dialects spell them the same; `.excluded` names the row that was refused)."""
-    return postgresql.insert(table) if is_postgresql(conn) else sqlite.insert(table)
+    return upsert_for(is_postgresql(conn), table)
+
+
+def upsert_for(postgres: bool, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """`upsert` for a statement built once per dialect, before any connection."""
+    return postgresql.insert(table) if postgres else sqlite.insert(table)
 
 
 def insert_ignore(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     """INSERT ... ON CONFLICT DO NOTHING: on PostgreSQL a concurrent insert of the same key
     waits for the first transaction and then inserts nothing."""
-    return upsert(conn, table).on_conflict_do_nothing()
+    return insert_ignore_for(is_postgresql(conn), table)
+
+
+def insert_ignore_for(postgres: bool, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """`insert_ignore` for a statement built once per dialect, before any connection."""
+    return upsert_for(postgres, table).on_conflict_do_nothing()
 
 
 def for_update(conn: Connection, stmt: _S, *, skip_locked: bool = False) -> _S:
@@ -53,7 +63,12 @@ def for_update(conn: Connection, stmt: _S, *, skip_locked: bool = False) -> _S:
 
 def least(conn: Connection, a: Any, b: Any) -> ColumnElement[Any]:
     """The smaller of two values (SQLite's scalar `min`, PostgreSQL's `least`)."""
-    return func.least(a, b) if is_postgresql(conn) else func.min(a, b)
+    return least_for(is_postgresql(conn), a, b)
+
+
+def least_for(postgres: bool, a: Any, b: Any) -> ColumnElement[Any]:
+    """`least` for a statement built once per dialect."""
+    return func.least(a, b) if postgres else func.min(a, b)
 
 
 def greatest(conn: Connection, a: Any, b: Any) -> ColumnElement[Any]:

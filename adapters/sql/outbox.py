@@ -16,10 +16,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import BindParameter
 
 from adapters.sql import dialect
 from adapters.sql import schema as t
@@ -45,6 +48,40 @@ def _message(row: Any) -> OutboxMessage:
     )
 
 
+@cache
+def _enqueue_statement(postgres: bool) -> Insert:
+    """The enqueue upsert, built once per dialect (it runs in every reported debit)."""
+    now: BindParameter[datetime] = bindparam("now")
+    stmt = dialect.upsert_for(postgres, t.outbox).values(
+        kind=bindparam("kind"),
+        topic=bindparam("topic"),
+        wallet_id=bindparam("wallet_id"),
+        payload=bindparam("payload"),
+        version=0,
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[_o.topic],
+        # A literal predicate: PostgreSQL infers a partial index only from one.
+        index_where=text("status = 'pending'"),
+        # The payload stays: it may carry a pending confirmation (see UsageReporter).
+        set_={
+            "version": _o.version + 1,
+            # New work is due now, unless the row is backing off after a failure or a 429:
+            # then it keeps its next attempt, or steady traffic would retry a failing Kinde on
+            # every debit and dead-letter the row within seconds.
+            "next_attempt_at": case(
+                (_o.failed_version.is_(None),
+                 dialect.least_for(postgres, _o.next_attempt_at, now)),
+                else_=_o.next_attempt_at,
+            ),
+        },
+    )
+
+
 class SqlOutboxRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -53,38 +90,10 @@ class SqlOutboxRepository:
         self, kind: str, topic: str, wallet_id: str | None, payload: dict[str, Any],
         now: datetime,
     ) -> None:
-        stmt = dialect.upsert(self.conn, t.outbox).values(
-            kind=kind,
-            topic=topic,
-            wallet_id=wallet_id,
-            payload=json.dumps(payload, separators=(",", ":"), default=str),
-            version=0,
-            status="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-        self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[_o.topic],
-                # A literal predicate: PostgreSQL infers a partial index only from one.
-                index_where=text("status = 'pending'"),
-                # The payload stays: it may carry a pending confirmation (see UsageReporter).
-                set_={
-                    "version": _o.version + 1,
-                    # New work is due now, unless the row is backing off after a failure or a
-                    # 429: then it keeps its next attempt, or steady traffic would retry a
-                    # failing Kinde on every debit and dead-letter the row within seconds.
-                    "next_attempt_at": case(
-                        (
-                            _o.failed_version.is_(None),
-                            dialect.least(self.conn, _o.next_attempt_at, now),
-                        ),
-                        else_=_o.next_attempt_at,
-                    ),
-                },
-            )
-        )
+        self.conn.execute(_enqueue_statement(dialect.is_postgresql(self.conn)), {
+            "kind": kind, "topic": topic, "wallet_id": wallet_id,
+            "payload": json.dumps(payload, separators=(",", ":"), default=str), "now": now,
+        })
 
     def claim(self, now: datetime, lease_seconds: float, limit: int) -> list[OutboxMessage]:
         due = (

@@ -75,6 +75,9 @@ _UPDATE_WALLET = (
         updated_at=bindparam("w_updated"),
     )
 )
+_INSERT_BLOCKS = insert(t.blocks)
+_INSERT_HOLDS = insert(t.holds)
+_INSERT_DRAWS = insert(t.block_draws)
 _UPDATE_BLOCK = (
     update(t.blocks)
     .where(t.blocks.c.id == bindparam("b_id"))
@@ -216,7 +219,7 @@ class SqlWalletRepository:
         new_block_ids = {b.id for b in wallet.new_blocks}
         if wallet.new_blocks:
             conn.execute(
-                insert(t.blocks),
+                _INSERT_BLOCKS,
                 [
                     {
                         "id": b.id,
@@ -243,7 +246,7 @@ class SqlWalletRepository:
             conn.execute(_UPDATE_BLOCK, block_updates)
         if wallet.new_holds:
             conn.execute(
-                insert(t.holds),
+                _INSERT_HOLDS,
                 [
                     {
                         "id": h.id,
@@ -315,7 +318,7 @@ class SqlWalletRepository:
             for block_id, credits in e.draws
         ]
         if draws:
-            conn.execute(insert(t.block_draws), draws)
+            conn.execute(_INSERT_DRAWS, draws)
         wallet.new_blocks.clear()
         wallet.touched_blocks.clear()
         wallet.new_holds.clear()
