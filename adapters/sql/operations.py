@@ -6,11 +6,12 @@ snapshot shared with anything else.
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, literal, select
 
 from adapters.sql import schema as t
 from app.services.ports import StoreTotals
 
+_PING = select(literal(1))
 _PARKED = select(func.count()).where(t.webhook_events.c.status == "parked")
 
 
@@ -27,6 +28,17 @@ class SqlOperationsReader:
             parked = conn.execute(_PARKED).scalar_one()
         return StoreTotals(wallets=int(wallets), balance=int(balance), arrears=int(arrears),
                            parked_webhooks=int(parked))
+
+    def database(self) -> str:
+        return self.engine.dialect.name
+
+    def answers(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(_PING)
+        except Exception:  # any failure means "not ready"; the probe says no more
+            return False
+        return True
 
     def parked_webhook_count(self) -> int:
         with self.engine.connect() as conn:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy import text
 
 bp = Blueprint("health", __name__)
 
@@ -12,13 +11,11 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
     container = current_app.extensions["kinde_credits"]
-    try:
-        with container.store.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception:
+    operations = container.operations
+    if not operations.database_answers():
         return jsonify(status="unavailable", database="unreachable"), 503
     return jsonify(
         status="ok",
-        database=container.store.dialect,
+        database=operations.database(),
         mode="local" if container.settings.local_mode else "kinde",
     )

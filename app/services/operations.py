@@ -33,6 +33,14 @@ class OperationsService:
         with self._outbox_units(False) as uow:
             return uow.outbox.list(status, limit)
 
+    def database(self) -> str:
+        """The database's kind, for the health answer."""
+        return self._reader.database()
+
+    def database_answers(self) -> bool:
+        """Readiness: whether the database answers now."""
+        return self._reader.answers()
+
     def parked_webhook_count(self) -> int:
         """Kinde events waiting in the inbox until they can apply."""
         return self._reader.parked_webhook_count()

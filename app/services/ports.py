@@ -780,6 +780,14 @@ class OperationsReader(Protocol):
 
     def parked_webhook_count(self) -> int: ...
 
+    def database(self) -> str:
+        """The database's kind ("sqlite", "postgresql")."""
+        ...
+
+    def answers(self) -> bool:
+        """Whether the database answers a trivial query now (for readiness checks)."""
+        ...
+
     def billing_customer_ids(self, limit: int) -> tuple[str, ...]:
         """Up to `limit` Kinde billing customer ids of known wallets."""
         ...

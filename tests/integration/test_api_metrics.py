@@ -79,3 +79,21 @@ def test_outbox_command_lists_and_requeues(api_container: Container, db_url: str
     assert requeued.exit_code == 0, requeued.output
     assert "requeued 1 dead row(s)" in requeued.output
     assert "pending 2  sent 0  dead 0" in requeued.output
+
+
+def test_healthz_answers_with_the_database(client: FlaskClient, db_url: str) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json()["database"] == ("sqlite" if db_url.startswith("sqlite")
+                                               else "postgresql")
+
+
+def test_healthz_is_503_when_the_database_does_not_answer(
+    client: FlaskClient, api_container: Container, tmp_path: Path
+) -> None:
+    # A database file in a folder that is not there: every connection fails.
+    dead = create_engine(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'db.sqlite'}")
+    api_container.operations._reader.engine = dead  # type: ignore[attr-defined]
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "unavailable", "database": "unreachable"}
