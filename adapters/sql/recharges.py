@@ -5,11 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from adapters.sql import schema as t
 
 _r = t.recharges.c
+# Built once (building a statement costs more than executing it): these run in debits and reads.
+_IN_FLIGHT = select(_r.id).where(_r.wallet_id == bindparam("wallet_id"), _r.status == "pending",
+                                 _r.auto.is_(True)).limit(1)
+_COUNT_ON_DAY = select(func.count()).where(_r.wallet_id == bindparam("wallet_id"),
+                                           _r.day == bindparam("day"), _r.auto.is_(True))
+_LATEST_AUTO = (
+    select(t.recharges)
+    .where(_r.wallet_id == bindparam("wallet_id"), _r.auto.is_(True))
+    .order_by(_r.created_at.desc(), _r.id.desc())
+    .limit(1)
+)
 
 
 class SqlRechargeRepository:
@@ -29,17 +40,12 @@ class SqlRechargeRepository:
 
     def in_flight(self, wallet_id: str) -> bool:
         """An auto-recharge whose invoice Kinde has not confirmed yet (nor given up on)."""
-        return self.conn.execute(
-            select(_r.id).where(_r.wallet_id == wallet_id, _r.status == "pending",
-                                _r.auto.is_(True)).limit(1)
-        ).first() is not None
+        return self.conn.execute(_IN_FLIGHT, {"wallet_id": wallet_id}).first() is not None
 
     def count_on_day(self, wallet_id: str, day: str) -> int:
         """Auto-recharges on one UTC day (sales through the API do not count)."""
         return int(self.conn.execute(
-            select(func.count()).where(_r.wallet_id == wallet_id, _r.day == day,
-                                       _r.auto.is_(True))
-        ).scalar_one())
+            _COUNT_ON_DAY, {"wallet_id": wallet_id, "day": day}).scalar_one())
 
     def billable(self, wallet_id: str, meter: str) -> tuple[int, list[str]]:
         """Purchases invoiced on one meter: how many there are (every one, since its credits
@@ -84,12 +90,7 @@ class SqlRechargeRepository:
 
     def latest_auto(self, wallet_id: str) -> dict[str, object] | None:
         """The wallet's most recent auto-recharge purchase, for the wallet view."""
-        row = self.conn.execute(
-            select(t.recharges)
-            .where(_r.wallet_id == wallet_id, _r.auto.is_(True))
-            .order_by(_r.created_at.desc(), _r.id.desc())
-            .limit(1)
-        ).first()
+        row = self.conn.execute(_LATEST_AUTO, {"wallet_id": wallet_id}).first()
         if row is None:
             return None
         return {

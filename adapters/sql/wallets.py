@@ -75,6 +75,12 @@ _UPDATE_WALLET = (
         updated_at=bindparam("w_updated"),
     )
 )
+_GET_HOLD = select(t.holds).where(t.holds.c.id == bindparam("hold_id"))
+_OPEN_HOLDS = (
+    select(t.holds)
+    .where(t.holds.c.wallet_id == bindparam("wallet_id"), t.holds.c.status == "open")
+    .order_by(t.holds.c.expires_at)
+)
 _INSERT_BLOCKS = insert(t.blocks)
 _INSERT_HOLDS = insert(t.holds)
 _INSERT_DRAWS = insert(t.block_draws)
@@ -347,15 +353,11 @@ class SqlWalletRepository:
         )
 
     def get_hold(self, hold_id: str) -> Hold | None:
-        row = self.conn.execute(select(t.holds).where(t.holds.c.id == hold_id)).first()
+        row = self.conn.execute(_GET_HOLD, {"hold_id": hold_id}).first()
         return _hold_from_row(row) if row else None
 
     def open_holds(self, wallet_id: str) -> list[Hold]:
-        rows = self.conn.execute(
-            select(t.holds)
-            .where(t.holds.c.wallet_id == wallet_id, t.holds.c.status == "open")
-            .order_by(t.holds.c.expires_at)
-        )
+        rows = self.conn.execute(_OPEN_HOLDS, {"wallet_id": wallet_id})
         return [_hold_from_row(r) for r in rows]
 
     def entries(
