@@ -25,6 +25,7 @@ Guarantees (pinned by tests on SQLite and PostgreSQL):
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import Any, Generic, TypeVar
 from app.services.ports import UnitOfWork, UnitOfWorkFactory
 
 T = TypeVar("T")
+log = logging.getLogger("kinde_credits.group_commit")
 
 # Pieces per shared transaction: bounds how long one batch holds the write lock (the wait of
 # the next batch's callers) while still sharing the commit among many.
@@ -136,11 +138,14 @@ class GroupCommitRunner:
         self, works: list[tuple[Callable[[UnitOfWork], T], str]]
     ) -> list[T | Exception]:
         results: list[T | Exception] = []
-        for pending in self._submit(works):
-            try:
-                results.append(pending.outcome())
-            except Exception as exc:
-                results.append(exc)
+        # Submitted a batch's worth at a time, so other callers' pieces queue between the
+        # chunks of a large submission instead of waiting behind all of it.
+        for start in range(0, len(works), self.max_batch):
+            for pending in self._submit(works[start:start + self.max_batch]):
+                try:
+                    results.append(pending.outcome())
+                except Exception as exc:
+                    results.append(exc)
         return results
 
     def _submit(self, works: list[tuple[Callable[[UnitOfWork], T], str]]) -> list[_Pending[T]]:
@@ -202,21 +207,38 @@ class GroupCommitRunner:
                           if item.error is not None and self.is_transient(item.error)])
 
     def _together(self, ordered: list[_Pending[Any]]) -> None:
-        with self.factory(True) as uow:
-            for item in ordered:
-                savepoint = uow.savepoint()
+        """Apply the pieces in one transaction; publish their outcomes only once committed."""
+        outcomes: list[tuple[_Pending[Any], tuple[Any] | None, Exception | None]] = []
+        committed = False
+        try:
+            with self.factory(True) as uow:
+                for item in ordered:
+                    savepoint = uow.savepoint()
+                    try:
+                        value = item.work(uow)
+                    except Exception as exc:
+                        savepoint.rollback()
+                        outcomes.append((item, None, exc))
+                    else:
+                        savepoint.release()
+                        outcomes.append((item, (value,), None))
                 try:
-                    value = item.work(uow)
+                    uow.commit()
                 except Exception as exc:
-                    savepoint.rollback()
-                    item.error = exc
-                else:
-                    savepoint.release()
-                    item.result = (value,)
-            try:
-                uow.commit()
-            except Exception as exc:
-                raise _CommitFailed(exc) from exc
+                    raise _CommitFailed(exc) from exc
+                committed = True
+        except _CommitFailed:
+            raise
+        except Exception:
+            if not committed:
+                raise
+            # Closing the connection failed after the commit: the work is durable and the
+            # answers stand (running it again would apply it twice).
+            log.warning("closing a committed batch failed", exc_info=True)
+        finally:
+            if committed:
+                for item, result, error in outcomes:
+                    item.result, item.error = result, error
 
     def _alone_each(self, items: list[_Pending[Any]]) -> None:
         for item in items:
