@@ -122,9 +122,10 @@ class Block:
         )
 
 
-@dataclass(frozen=True)
-class NewEntry:
-    """An entry to append. Entries are immutable once written: corrections are new entries."""
+@dataclass(frozen=True, kw_only=True)
+class EntryFields:
+    """What every ledger entry says, appended or read back. Entries are immutable once
+    written: corrections are new entries."""
 
     kind: str
     amount: int
@@ -136,6 +137,12 @@ class NewEntry:
     quantity: int | None = None
     hold_id: str | None = None
     occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewEntry(EntryFields):
+    """An entry to append (its id and wallet come from the store when it is saved)."""
+
     # Which blocks this entry took credits from: ((block id, credits), ...). Usage, captures
     # and expiries draw from blocks; a credit that pays arrears draws from its own new block.
     # Stored as block draws, so revenue can be recognised exactly for any past period.
