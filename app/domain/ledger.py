@@ -42,11 +42,9 @@ class LedgerError(Exception):
 class InvalidRequest(LedgerError):
     """A request whose values break a rule (answered 422 invalid_request)."""
 
-    code = "invalid_request"
 
-
-class InvalidWalletId(LedgerError):
-    code = "invalid_request"
+class InvalidWalletId(InvalidRequest):
+    """A wallet id that is not a Kinde user or org id of the stored shape."""
 
 
 class InsufficientCredits(LedgerError):
@@ -61,6 +59,8 @@ class InsufficientCredits(LedgerError):
 
 
 class HoldNotOpen(LedgerError):
+    """The hold was already captured, released or expired (answered 409)."""
+
     code = "hold_not_open"
 
 

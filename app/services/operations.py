@@ -8,7 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from app.services.outbox import outbox_status
-from app.services.ports import Clock, OperationsReader, OutboxMessage, UnitOfWorkFactory
+from app.services.ports import (
+    Clock,
+    OperationsReader,
+    OutboxMessage,
+    StoreTotals,
+    UnitOfWorkFactory,
+)
 
 
 class OperationsService:
@@ -32,6 +38,10 @@ class OperationsService:
     def outbox_rows(self, status: str | None, limit: int) -> list[OutboxMessage]:
         with self._outbox_units(False) as uow:
             return uow.outbox.list(status, limit)
+
+    def store_totals(self) -> StoreTotals:
+        """Whole-store figures: wallets, balances, arrears, parked webhook events."""
+        return self._reader.totals()
 
     def parked_webhook_count(self) -> int:
         """Kinde events waiting in the inbox until they can apply."""
