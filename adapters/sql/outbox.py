@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters.sql import dialect
 from adapters.sql import schema as t
+from adapters.sql.rows import from_row
 from app.services.ports import OutboxMessage
 
 _o = t.outbox.c
@@ -31,20 +32,7 @@ MAX_ERROR_TEXT = 2000
 
 
 def _message(row: Any) -> OutboxMessage:
-    return OutboxMessage(
-        id=row.id,
-        kind=row.kind,
-        topic=row.topic,
-        wallet_id=row.wallet_id,
-        payload=json.loads(row.payload),
-        version=row.version,
-        attempts=row.attempts,
-        claimed_until=row.claimed_until,
-        created_at=row.created_at,
-        status=row.status,
-        last_error=row.last_error,
-        failed_version=row.failed_version,
-    )
+    return from_row(OutboxMessage, row, payload=json.loads(row.payload))
 
 
 class SqlOutboxRepository:
