@@ -45,8 +45,7 @@ class SqlBillingRepository:
             "feature_codes": json.dumps(list(info.feature_codes)),
             "fetched_at": info.fetched_at,
         }
-        ins = dialect.upsert(self.conn, t.billing_agreements).values(id=info.id, **values)
-        self.conn.execute(ins.on_conflict_do_update(index_elements=["id"], set_=values))
+        dialect.upsert_row(self.conn, t.billing_agreements, {"id": info.id}, values)
 
     def report_state(self, wallet_id: str, feature: str) -> UsageReportState:
         r = t.usage_reports.c
@@ -68,12 +67,8 @@ class SqlBillingRepository:
             "last_sent_total": state.last_sent_total,
             "last_sent_at": state.last_sent_at,
         }
-        ins = dialect.upsert(self.conn, t.usage_reports).values(
-            wallet_id=state.wallet_id, feature=state.feature, **values
-        )
-        self.conn.execute(
-            ins.on_conflict_do_update(index_elements=["wallet_id", "feature"], set_=values)
-        )
+        dialect.upsert_row(self.conn, t.usage_reports,
+                           {"wallet_id": state.wallet_id, "feature": state.feature}, values)
 
     def units_used(self, wallet_id: str, feature: str) -> int:
         """All units of a feature the wallet has used (usage and captured holds), ever."""

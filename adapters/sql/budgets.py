@@ -37,16 +37,11 @@ class SqlBudgetRepository:
         return Caps(row.credits_per_day, row.credits_per_month) if row else Caps()
 
     def set_caps(self, wallet_id: str, member: str, caps: Caps, now: datetime) -> None:
-        stmt = dialect.upsert(self.conn, bt.member_budgets).values(
-            wallet_id=wallet_id, member_id=member, credits_per_day=caps.credits_per_day,
-            credits_per_month=caps.credits_per_month, updated_at=now,
+        dialect.upsert_row(
+            self.conn, bt.member_budgets, {"wallet_id": wallet_id, "member_id": member},
+            {"credits_per_day": caps.credits_per_day,
+             "credits_per_month": caps.credits_per_month, "updated_at": now},
         )
-        self.conn.execute(stmt.on_conflict_do_update(
-            index_elements=[_b.wallet_id, _b.member_id],
-            set_={"credits_per_day": stmt.excluded.credits_per_day,
-                  "credits_per_month": stmt.excluded.credits_per_month,
-                  "updated_at": stmt.excluded.updated_at},
-        ))
 
     def _held(self, wallet_id: str, now: datetime, member: str | None = None) -> dict[str, int]:
         # A hold past its expiry is released by the next sweep; it already reserves nothing.

@@ -1,7 +1,8 @@
 """The one place that knows how SQLite and PostgreSQL differ, for every SQL repository.
 
 Repositories write portable SQLAlchemy Core and ask this module for the few statements whose
-spelling differs: insert-or-ignore and upserts (`ON CONFLICT`), row locks (`FOR UPDATE`, which
+spelling differs: insert-or-ignore and upserts (`ON CONFLICT`, `upsert_row` for the plain
+kind), row locks (`FOR UPDATE`, which
 SQLite does not have and does not need: its write transactions start with `BEGIN IMMEDIATE`
 and hold the database's single writer lock), the two-argument min/max, and the UTC day of a
 timestamp.
@@ -9,6 +10,7 @@ timestamp.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select, Table, func
@@ -40,6 +42,15 @@ def upsert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
 def upsert_for(postgres: bool, table: Table) -> postgresql.Insert | sqlite.Insert:
     """`upsert` for a statement built once per dialect, before any connection."""
     return postgresql.insert(table) if postgres else sqlite.insert(table)
+
+
+def upsert_row(
+    conn: Connection, table: Table, key: Mapping[str, Any], values: Mapping[str, Any]
+) -> None:
+    """Insert the row `key` + `values`, or, where a row with that `key` exists (the key's
+    columns must be a unique index), overwrite its `values`."""
+    stmt = upsert(conn, table).values(**key, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=dict(values)))
 
 
 def insert_ignore(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters.sql import dialect
 from adapters.sql import schema as t
+from adapters.sql.rows import from_row
 from app.services.ports import DuplicateKey, InboxEvent, InboxStatus
 
 # Declarative `__table__` is typed as a FromClause; these are Tables (for insert/update typing).
@@ -40,19 +41,7 @@ def _event_from_row(row: Any) -> InboxEvent:
         payload = json.loads(row.payload)
     except (ValueError, RecursionError):  # never let one odd row stop the worker or the CLI
         payload = {}
-    return InboxEvent(
-        event_id=row.event_id,
-        webhook_id=row.webhook_id,
-        type=row.type,
-        status=row.status,
-        payload=payload if isinstance(payload, dict) else {},
-        park_reason=row.park_reason,
-        wallet_id=row.wallet_id,
-        customer_id=row.customer_id,
-        attempts=row.attempts,
-        received_at=row.received_at,
-        processed_at=row.processed_at,
-    )
+    return from_row(InboxEvent, row, payload=payload if isinstance(payload, dict) else {})
 
 
 class SqlInboxRepository:

@@ -26,26 +26,16 @@ from sqlalchemy.sql.elements import BindParameter
 
 from adapters.sql import dialect
 from adapters.sql import schema as t
+from adapters.sql.rows import from_row
 from app.services.ports import OutboxMessage
 
 _o = t.outbox.c
+# Error text kept per row: enough for any Kinde answer, bounded against a runaway one.
+MAX_ERROR_TEXT = 2000
 
 
 def _message(row: Any) -> OutboxMessage:
-    return OutboxMessage(
-        id=row.id,
-        kind=row.kind,
-        topic=row.topic,
-        wallet_id=row.wallet_id,
-        payload=json.loads(row.payload),
-        version=row.version,
-        attempts=row.attempts,
-        claimed_until=row.claimed_until,
-        created_at=row.created_at,
-        status=row.status,
-        last_error=row.last_error,
-        failed_version=row.failed_version,
-    )
+    return from_row(OutboxMessage, row, payload=json.loads(row.payload))
 
 
 @cache
@@ -124,6 +114,19 @@ class SqlOutboxRepository:
         # Only the holder of the current lease may settle a row.
         return and_(_o.id == message.id, _o.claimed_until == message.claimed_until)
 
+    def _unclaim(self, message: OutboxMessage, **values: Any) -> None:
+        """Give up our lease (the next claim may take the row) and change `values` with it."""
+        self.conn.execute(
+            update(t.outbox).where(self._mine(message)).values(claimed_until=None, **values)
+        )
+
+    def _unclaim_failed(self, message: OutboxMessage, when: datetime, error: str,
+                        **values: Any) -> None:
+        """Unclaim after a failed attempt: due again at `when`, and backing off until then
+        (`failed_version`) however much new work arrives."""
+        self._unclaim(message, next_attempt_at=when, last_error=error[:MAX_ERROR_TEXT],
+                      failed_version=message.version, **values)
+
     def renew(self, message: OutboxMessage, until: datetime) -> OutboxMessage | None:
         """Extend our lease right before sending; None if the row is no longer ours (our
         lease ran out while earlier rows of the batch were sent, and another worker took it)."""
@@ -143,11 +146,7 @@ class SqlOutboxRepository:
         ).rowcount
         if done:
             return True
-        self.conn.execute(
-            update(t.outbox)
-            .where(self._mine(message))
-            .values(claimed_until=None, attempts=0, next_attempt_at=now, failed_version=None)
-        )
+        self._unclaim(message, attempts=0, next_attempt_at=now, failed_version=None)
         return False
 
     def schedule_confirmation(self, message: OutboxMessage, when: datetime) -> None:
@@ -155,41 +154,22 @@ class SqlOutboxRepository:
         payload = json.dumps(
             {**message.payload, "confirm_at": when.isoformat()}, separators=(",", ":")
         )
-        self.conn.execute(
-            update(t.outbox)
-            .where(self._mine(message))
-            .values(
-                claimed_until=None,
-                next_attempt_at=when,
-                attempts=0,
-                payload=payload,
-                last_error="confirming: an earlier attempt may still land at Kinde",
-                # Not backing off: new usage meanwhile is sent at once (and confirmed later).
-                failed_version=None,
-            )
+        self._unclaim(
+            message,
+            next_attempt_at=when,
+            attempts=0,
+            payload=payload,
+            last_error="confirming: an earlier attempt may still land at Kinde",
+            # Not backing off: new usage meanwhile is sent at once (and confirmed later).
+            failed_version=None,
         )
 
     def retry_later(self, message: OutboxMessage, when: datetime, error: str) -> None:
-        self.conn.execute(
-            update(t.outbox)
-            .where(self._mine(message))
-            .values(claimed_until=None, next_attempt_at=when, last_error=error[:2000],
-                    failed_version=message.version)
-        )
+        self._unclaim_failed(message, when, error)
 
     def release(self, message: OutboxMessage, when: datetime, error: str) -> None:
         """Give the claim back without counting an attempt (e.g. rate limited)."""
-        self.conn.execute(
-            update(t.outbox)
-            .where(self._mine(message))
-            .values(
-                claimed_until=None,
-                next_attempt_at=when,
-                attempts=_o.attempts - 1,
-                last_error=error[:2000],
-                failed_version=message.version,
-            )
-        )
+        self._unclaim_failed(message, when, error, attempts=_o.attempts - 1)
 
     def dead(self, message: OutboxMessage, error: str, now: datetime) -> bool:
         """Dead-letter the row, unless new work arrived while this attempt was in flight
@@ -200,8 +180,8 @@ class SqlOutboxRepository:
             .where(self._mine(message), _o.version == message.version)
             # next_attempt_at keeps when it died: its last attempt may still land at Kinde
             # for a while (see died_since).
-            .values(status="dead", claimed_until=None, last_error=error[:2000], sent_at=None,
-                    next_attempt_at=now)
+            .values(status="dead", claimed_until=None, last_error=error[:MAX_ERROR_TEXT],
+                    sent_at=None, next_attempt_at=now)
         ).rowcount)
 
     def died_since(self, topic: str, since: datetime) -> bool:

@@ -14,23 +14,14 @@ from sqlalchemy import Connection, and_, exists, select, update
 
 from adapters.sql import dialect
 from adapters.sql import schema as t
+from adapters.sql.rows import from_row
 from app.services.ports import AllotmentRecord
 
 _a = t.plan_allotments.c
 
 
 def _record(row: Any) -> AllotmentRecord:
-    return AllotmentRecord(
-        wallet_id=row.wallet_id,
-        agreement_id=row.agreement_id,
-        period_start=row.period_start,
-        plan_code=row.plan_code,
-        period_end=row.period_end,
-        credits=row.credits,
-        block_id=row.block_id,
-        ended_at=row.ended_at,
-        closed_at=row.closed_at,
-    )
+    return from_row(AllotmentRecord, row)
 
 
 class SqlPlanRepository:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 from adapters.sql import dialect
 from adapters.sql import schema as t
 from adapters.sql.audit import audit_wallets
+from adapters.sql.rows import from_row
 from app.domain.alerts import AlertSettings
 from app.domain.audit import WalletAudit
 from app.domain.ledger import Block, Hold, Wallet, owner_type_of
@@ -113,35 +114,11 @@ def _alert_settings(raw: str | None) -> AlertSettings | None:
 
 
 def _hold_from_row(row: Any) -> Hold:
-    return Hold(
-        id=row.id,
-        wallet_id=row.wallet_id,
-        amount=row.amount,
-        status=row.status,
-        expires_at=row.expires_at,
-        created_at=row.created_at,
-        description=row.description,
-        feature=row.feature,
-        captured_amount=row.captured_amount,
-        settled_at=row.settled_at,
-    )
+    return from_row(Hold, row)
 
 
 def _entry_from_row(row: Any) -> RecordedEntry:
-    return RecordedEntry(
-        id=row.id,
-        wallet_id=row.wallet_id,
-        kind=row.kind,
-        amount=row.amount,
-        balance_after=row.balance_after,
-        reason=row.reason,
-        description=row.description,
-        created_at=row.created_at,
-        feature=row.feature,
-        quantity=row.quantity,
-        hold_id=row.hold_id,
-        occurred_at=row.occurred_at,
-    )
+    return from_row(RecordedEntry, row)
 
 
 class SqlWalletRepository:

@@ -42,11 +42,9 @@ class LedgerError(Exception):
 class InvalidRequest(LedgerError):
     """A request whose values break a rule (answered 422 invalid_request)."""
 
-    code = "invalid_request"
 
-
-class InvalidWalletId(LedgerError):
-    code = "invalid_request"
+class InvalidWalletId(InvalidRequest):
+    """A wallet id that is not a Kinde user or org id of the stored shape."""
 
 
 class InsufficientCredits(LedgerError):
@@ -61,6 +59,8 @@ class InsufficientCredits(LedgerError):
 
 
 class HoldNotOpen(LedgerError):
+    """The hold was already captured, released or expired (answered 409)."""
+
     code = "hold_not_open"
 
 
@@ -122,9 +122,10 @@ class Block:
         )
 
 
-@dataclass(frozen=True)
-class NewEntry:
-    """An entry to append. Entries are immutable once written: corrections are new entries."""
+@dataclass(frozen=True, kw_only=True)
+class EntryFields:
+    """What every ledger entry says, appended or read back. Entries are immutable once
+    written: corrections are new entries."""
 
     kind: str
     amount: int
@@ -136,6 +137,12 @@ class NewEntry:
     quantity: int | None = None
     hold_id: str | None = None
     occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewEntry(EntryFields):
+    """An entry to append (its id and wallet come from the store when it is saved)."""
+
     # Which blocks this entry took credits from: ((block id, credits), ...). Usage, captures
     # and expiries draw from blocks; a credit that pays arrears draws from its own new block.
     # Stored as block draws, so revenue can be recognised exactly for any past period.

@@ -16,22 +16,12 @@ from typing import Any
 
 from app.domain.principal import SCOPE_ADMIN
 from app.http import budget_schemas as schemas
-from app.http.api import (
-    BEARER_SECURITY,
-    IDEMPOTENCY_PARAMETER,
-    container,
-    doc_errors,
-    idempotency_key,
-    make_blueprint,
-    reply,
-)
-from app.http.auth import current_principal, requires
+from app.http.api import WALLET_ROUTE, container, idempotency_key, make_blueprint, operation, reply
+from app.http.auth import current_principal
 from app.http.errors import ApiError
 from app.services.budgets import BudgetService
 
 bp = make_blueprint("budgets", "Team budgets: per-member caps on org wallets, spend pre-check")
-
-_WALLET = "/v1/wallets/<wallet_id:wallet_id>"
 
 
 def spending_member(wallet_id: str, named: str | None) -> str | None:
@@ -51,12 +41,9 @@ def _service() -> BudgetService:
     return BudgetService(container().ledger)
 
 
-@bp.route(f"{_WALLET}/members/<user_id>/budget", methods=["PUT"])
-@requires("admin")
-@bp.arguments(schemas.BudgetRequestSchema)
-@bp.response(200, schemas.BudgetResultSchema)
-@bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
-        responses=doc_errors(401, 403, 404, 409, 503))
+@operation(bp, f"{WALLET_ROUTE}/members/<user_id>/budget", "PUT", scope="admin",
+           body=schemas.BudgetRequestSchema, response=(200, schemas.BudgetResultSchema),
+           errors=(401, 403, 404, 409, 503), idempotent=True)
 def put_budget(body: dict[str, Any], wallet_id: str, user_id: str) -> Any:
     """Cap what one member (a Kinde user, kp_...) may spend from an org wallet per UTC day
     and/or month. Usage and holds past a cap are refused with 402 member_budget_exceeded.
@@ -65,10 +52,8 @@ def put_budget(body: dict[str, Any], wallet_id: str, user_id: str) -> Any:
                                        idempotency_key=idempotency_key()))
 
 
-@bp.route(f"{_WALLET}/members", methods=["GET"])
-@requires("read")
-@bp.response(200, schemas.MembersSchema)
-@bp.doc(security=BEARER_SECURITY, responses=doc_errors(401, 403, 404, 503))
+@operation(bp, f"{WALLET_ROUTE}/members", "GET", scope="read",
+           response=(200, schemas.MembersSchema), errors=(401, 403, 404, 503))
 def get_members(wallet_id: str) -> dict[str, Any]:
     """Each member's spend today and this month (UTC), by feature, with caps and open holds.
 
@@ -81,11 +66,9 @@ def get_members(wallet_id: str) -> dict[str, Any]:
     return _service().members(wallet_id, only=only)
 
 
-@bp.route(f"{_WALLET}/check", methods=["GET"])
-@requires("read")
-@bp.arguments(schemas.CheckQuerySchema, location="query", as_kwargs=True)
-@bp.response(200, schemas.CheckResultSchema)
-@bp.doc(security=BEARER_SECURITY, responses=doc_errors(401, 403, 404, 503))
+@operation(bp, f"{WALLET_ROUTE}/check", "GET", scope="read",
+           query=schemas.CheckQuerySchema, response=(200, schemas.CheckResultSchema),
+           errors=(401, 403, 404, 503))
 def check(wallet_id: str, feature: str, quantity: int, member: str | None = None) -> Any:
     """Would `quantity` units of `feature` be allowed now? Takes open holds, the overdraft
     limit and the member's budget into account, exactly as a debit would; writes nothing.

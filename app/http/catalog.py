@@ -11,8 +11,7 @@ from typing import Any
 from app.domain.catalog import Catalog
 from app.domain.usage_terms import fmt, plural, units_left
 from app.http import schemas
-from app.http.api import BEARER_SECURITY, container, doc_errors, make_blueprint
-from app.http.auth import requires
+from app.http.api import container, make_blueprint, operation
 
 bp = make_blueprint("catalog", "The credits catalog: features and packs")
 
@@ -54,10 +53,8 @@ def catalog_view(catalog: Catalog) -> dict[str, Any]:
     }
 
 
-@bp.route("/v1/catalog", methods=["GET"])
-@requires("any")
-@bp.response(200, schemas.CatalogSchema)
-@bp.doc(security=BEARER_SECURITY, responses=doc_errors(401, 503))
+@operation(bp, "/v1/catalog", "GET", scope="any",
+           response=(200, schemas.CatalogSchema), errors=(401, 503))
 def get_catalog() -> dict[str, Any]:
     """Features (what each use costs) and bundles (packs for sale, with what they buy)."""
     return catalog_view(container().catalog)

@@ -15,8 +15,8 @@ from marshmallow import fields, validate
 
 from app.domain.dashboard import DEFAULT_LINK_TTL, MAX_LINK_TTL
 from app.domain.principal import SCOPE_ADMIN, SCOPE_WRITE, Principal
-from app.http.api import BEARER_SECURITY, container, doc_errors, make_blueprint
-from app.http.auth import current_principal, requires
+from app.http.api import WALLET_ROUTE, container, make_blueprint, operation
+from app.http.auth import current_principal
 
 bp = make_blueprint("dashboard_link", "The customer's dashboard: signed links")
 
@@ -41,11 +41,9 @@ def base_url() -> str:
     return configured or request.host_url.rstrip("/")
 
 
-@bp.route("/v1/wallets/<wallet_id:wallet_id>/dashboard-link", methods=["POST"])
-@requires("read")
-@bp.arguments(DashboardLinkRequestSchema(), required=False)
-@bp.response(201, DashboardLinkSchema)
-@bp.doc(security=BEARER_SECURITY, responses=doc_errors(401, 403, 404, 503))
+@operation(bp, f"{WALLET_ROUTE}/dashboard-link", "POST", scope="read",
+           body=DashboardLinkRequestSchema(), body_required=False,
+           response=(201, DashboardLinkSchema), errors=(401, 403, 404, 503))
 def create_dashboard_link(body: dict[str, Any], wallet_id: str) -> Any:
     """A signed link that opens the wallet's dashboard without another login.
 

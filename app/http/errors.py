@@ -67,20 +67,13 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
 
-
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> Response:
-    response = jsonify(error={"code": code, "message": message, **(extra or {})})
-    response.status_code = status
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
+    def response(self) -> Response:
+        """The one JSON error shape: `{"error": {"code", "message", ...extra}}`."""
+        response = jsonify(error={"code": self.code, "message": self.message, **self.extra})
+        response.status_code = self.status
+        for name, value in self.headers.items():
+            response.headers[name] = value
+        return response
 
 
 def unauthorized(message: str, *, invalid_token: bool = True) -> ApiError:
@@ -100,7 +93,7 @@ def ledger_error_response(exc: LedgerError) -> Response:
         extra = {"needed": exc.needed, "available": max(exc.available, 0)}
     elif isinstance(exc, MemberBudgetExceeded):
         extra = {"needed": exc.needed, "available_to_member": exc.available_to_member}
-    return error_response(status_for(exc), exc.code, exc.message, extra=extra)
+    return ApiError(status_for(exc), exc.code, exc.message, extra=extra).response()
 
 
 def _summarise(messages: Any, prefix: str = "") -> list[str]:
@@ -144,7 +137,7 @@ def http_exception_response(error: HTTPException) -> Response:
     headers.update(data.get("headers") or {})
     if status == 401:
         headers.setdefault("WWW-Authenticate", BEARER_CHALLENGE)
-    return error_response(status, code, message, headers=headers, extra=extra)
+    return ApiError(status, code, message, headers=headers, extra=extra).response()
 
 
 def register(app: Flask) -> None:
@@ -152,9 +145,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
-        return error_response(
-            exc.status, exc.code, exc.message, headers=exc.headers, extra=exc.extra
-        )
+        return exc.response()
 
     @app.errorhandler(LedgerError)
     def _ledger_error(exc: LedgerError) -> Response:
@@ -163,18 +154,17 @@ def register(app: Flask) -> None:
     @app.errorhandler(TokenError)
     def _token_error(exc: TokenError) -> Response:
         # TokenError.message never contains the token itself, so it is safe to echo.
-        error = unauthorized(f"access token refused: {exc.message}")
-        return error_response(error.status, error.code, error.message, headers=error.headers)
+        return unauthorized(f"access token refused: {exc.message}").response()
 
     @app.errorhandler(KeySourceUnavailable)
     def _no_keys(exc: KeySourceUnavailable) -> Response:
         log.warning("cannot verify access tokens: %s", exc)
-        return error_response(
+        return ApiError(
             503,
             "unavailable",
             "cannot verify access tokens right now (signing keys unavailable); retry shortly",
             headers={"Retry-After": "5"},
-        )
+        ).response()
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

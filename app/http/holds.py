@@ -11,30 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from app.http import schemas
-from app.http.api import (
-    BEARER_SECURITY,
-    IDEMPOTENCY_PARAMETER,
-    container,
-    doc_errors,
-    idempotency_key,
-    make_blueprint,
-    reply,
-)
-from app.http.auth import current_principal, requires
+from app.http.api import WALLET_ROUTE, container, idempotency_key, make_blueprint, operation, reply
+from app.http.auth import current_principal
 from app.http.budgets import spending_member
 
 bp = make_blueprint("holds", "Holds: reserve credits, then capture or release them")
 
 
-@bp.route("/v1/wallets/<wallet_id:wallet_id>/holds", methods=["POST"])
-@requires("write")
-@bp.arguments(schemas.HoldRequestSchema)
-@bp.response(201, schemas.HoldResultSchema)
-@bp.doc(
-    security=BEARER_SECURITY,
-    parameters=[IDEMPOTENCY_PARAMETER],
-    responses=doc_errors(401, 402, 403, 404, 409, 503),
-)
+@operation(bp, f"{WALLET_ROUTE}/holds", "POST", scope="write",
+           body=schemas.HoldRequestSchema, response=(201, schemas.HoldResultSchema),
+           errors=(401, 402, 403, 404, 409, 503), idempotent=True)
 def place_hold(body: dict[str, Any], wallet_id: str) -> Any:
     """Reserve `credits` (or what `quantity` x `feature` costs) until captured, released or
     expired (`expires_in_seconds`, default 900). Lowers `available`, not `balance`."""
@@ -54,12 +40,10 @@ def _reachable(wallet_id: str) -> bool:
     return current_principal().can_reach_wallet(wallet_id)
 
 
-@bp.route("/v1/holds/<hold_id:hold_id>/capture", methods=["POST"])
-@requires("write")
-@bp.arguments(schemas.CaptureRequestSchema, required=False)
-@bp.response(200, schemas.SettledHoldSchema)
-@bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
-        responses=doc_errors(401, 403, 404, 409, 422, 503))
+@operation(bp, "/v1/holds/<hold_id:hold_id>/capture", "POST", scope="write",
+           body=schemas.CaptureRequestSchema, body_required=False,
+           response=(200, schemas.SettledHoldSchema), errors=(401, 403, 404, 409, 422, 503),
+           idempotent=True)
 def capture_hold(body: dict[str, Any], hold_id: str) -> Any:
     """Debit the hold: `credits` (at most the held amount) or, by default, all of it; the rest
     is freed. 409 `hold_not_open` if it was already captured, released or expired; 422
@@ -73,12 +57,10 @@ def capture_hold(body: dict[str, Any], hold_id: str) -> Any:
     return reply(outcome)
 
 
-@bp.route("/v1/holds/<hold_id:hold_id>/release", methods=["POST"])
-@requires("write")
-@bp.arguments(schemas.ReleaseRequestSchema, required=False)
-@bp.response(200, schemas.SettledHoldSchema)
-@bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
-        responses=doc_errors(401, 403, 404, 409, 503))
+@operation(bp, "/v1/holds/<hold_id:hold_id>/release", "POST", scope="write",
+           body=schemas.ReleaseRequestSchema, body_required=False,
+           response=(200, schemas.SettledHoldSchema), errors=(401, 403, 404, 409, 503),
+           idempotent=True)
 def release_hold(body: dict[str, Any], hold_id: str) -> Any:
     """Free the held credits unused. 409 `hold_not_open` if no longer open."""
     del body  # nothing to read; parsed only so that unknown fields are refused

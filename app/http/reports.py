@@ -8,8 +8,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from app.http.api import BEARER_SECURITY, container, doc_errors, make_blueprint
-from app.http.auth import requires
+from app.http.api import container, make_blueprint, operation
 from app.services.revenue import report_bounds, revenue_report
 
 bp = make_blueprint("reports", "Reports: the revenue roll-forward")
@@ -54,11 +53,9 @@ class RevenueReportSchema(ma.Schema):
     uncosted_credits = fields.Nested(CreditCountsSchema, required=True)
 
 
-@bp.route("/v1/reports/revenue", methods=["GET"])
-@requires("admin")
-@bp.arguments(RevenueQuerySchema, location="query", as_kwargs=True)
-@bp.response(200, RevenueReportSchema)
-@bp.doc(security=BEARER_SECURITY, responses=doc_errors(401, 403, 422, 503))
+@operation(bp, "/v1/reports/revenue", "GET", scope="admin",
+           query=RevenueQuerySchema, response=(200, RevenueReportSchema),
+           errors=(401, 403, 422, 503))
 def get_revenue(since: str | None = None, until: str | None = None) -> dict[str, Any]:
     """Per currency: opening deferred + sales - recognised - breakage = closing deferred, to
     the cent, for [since, until); credits without a cost basis as counts."""

@@ -11,28 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from app.http import schemas
-from app.http.api import (
-    BEARER_SECURITY,
-    IDEMPOTENCY_PARAMETER,
-    container,
-    doc_errors,
-    idempotency_key,
-    make_blueprint,
-    reply,
-)
-from app.http.auth import current_principal, require_scope, requires
+from app.http.api import WALLET_ROUTE, container, idempotency_key, make_blueprint, operation, reply
+from app.http.auth import current_principal, require_scope
 
 bp = make_blueprint("wallet_settings", "Wallet settings: spend alerts and auto-recharge")
 
-_WALLET = "/v1/wallets/<wallet_id:wallet_id>"
 
-
-@bp.route(f"{_WALLET}/alerts", methods=["PUT"])
-@requires("owner")
-@bp.arguments(schemas.AlertSettingsRequestSchema)
-@bp.response(200, schemas.AlertSettingsResultSchema)
-@bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
-        responses=doc_errors(401, 403, 404, 409, 503))
+@operation(bp, f"{WALLET_ROUTE}/alerts", "PUT", scope="owner",
+           body=schemas.AlertSettingsRequestSchema,
+           response=(200, schemas.AlertSettingsResultSchema), errors=(401, 403, 404, 409, 503),
+           idempotent=True)
 def put_alerts(body: dict[str, Any], wallet_id: str) -> Any:
     """Set the wallet's alert thresholds (percent of the balance after the latest credit,
     and/or absolute credits); omitted fields take the catalog's defaults. Each threshold
@@ -48,12 +36,10 @@ def put_alerts(body: dict[str, Any], wallet_id: str) -> Any:
                                                idempotency_key=idempotency_key()))
 
 
-@bp.route(f"{_WALLET}/auto-recharge", methods=["PUT"])
-@requires("admin")
-@bp.arguments(schemas.AutoRechargeRequestSchema)
-@bp.response(200, schemas.AutoRechargeResultSchema)
-@bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
-        responses=doc_errors(401, 403, 404, 409, 503))
+@operation(bp, f"{WALLET_ROUTE}/auto-recharge", "PUT", scope="admin",
+           body=schemas.AutoRechargeRequestSchema,
+           response=(200, schemas.AutoRechargeResultSchema), errors=(401, 403, 404, 409, 503),
+           idempotent=True)
 def put_auto_recharge(body: dict[str, Any], wallet_id: str) -> Any:
     """Turn auto-recharge on or off: when a debit leaves the balance below
     `threshold_credits`, buy `bundle` (at the catalog's discount), at most `max_per_day`

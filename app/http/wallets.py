@@ -12,28 +12,25 @@ from typing import Any
 
 from app.http import schemas
 from app.http.api import (
-    BEARER_SECURITY,
-    IDEMPOTENCY_PARAMETER,
     REPLAYED_HEADER,
+    WALLET_ROUTE,
     batch_record_key,
     container,
-    doc_errors,
     idempotency_key,
     make_blueprint,
+    operation,
     reply,
 )
-from app.http.auth import current_principal, require_scope, requires
+from app.http.auth import current_principal, require_scope
 from app.http.budgets import spending_member
 from app.http.errors import ApiError
 from app.services.ledger import Outcome
 
 bp = make_blueprint("wallets", "Wallets: balances, ledger, usage and top-ups")
 
-_WALLET = "/v1/wallets/<wallet_id:wallet_id>"
-@bp.route(_WALLET, methods=["GET"])
-@requires("read")
-@bp.response(200, schemas.WalletSchema)
-@bp.doc(security=BEARER_SECURITY, responses=doc_errors(401, 403, 404, 503))
+
+@operation(bp, WALLET_ROUTE, "GET", scope="read",
+           response=(200, schemas.WalletSchema), errors=(401, 403, 404, 503))
 def get_wallet(wallet_id: str) -> dict[str, Any]:
     """A wallet: balance, available, holds, blocks and what the credits buy.
 
@@ -43,25 +40,17 @@ def get_wallet(wallet_id: str) -> dict[str, Any]:
     return container().ledger.get_wallet(wallet_id)
 
 
-@bp.route(f"{_WALLET}/ledger", methods=["GET"])
-@requires("read")
-@bp.arguments(schemas.LedgerQuerySchema, location="query", as_kwargs=True)
-@bp.response(200, schemas.LedgerPageSchema)
-@bp.doc(security=BEARER_SECURITY, responses=doc_errors(401, 403, 404, 503))
+@operation(bp, f"{WALLET_ROUTE}/ledger", "GET", scope="read",
+           query=schemas.LedgerQuerySchema, response=(200, schemas.LedgerPageSchema),
+           errors=(401, 403, 404, 503))
 def get_ledger(wallet_id: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
     """Ledger entries, newest first; pass `next_cursor` back as `cursor` for the next page."""
     return container().ledger.ledger_page(wallet_id, limit=limit, cursor=cursor)
 
 
-@bp.route(f"{_WALLET}/usage", methods=["POST"])
-@requires("write")
-@bp.arguments(schemas.UsageRequestSchema)
-@bp.response(201, schemas.UsageResultSchema)
-@bp.doc(
-    security=BEARER_SECURITY,
-    parameters=[IDEMPOTENCY_PARAMETER],
-    responses=doc_errors(401, 402, 403, 404, 409, 503),
-)
+@operation(bp, f"{WALLET_ROUTE}/usage", "POST", scope="write",
+           body=schemas.UsageRequestSchema, response=(201, schemas.UsageResultSchema),
+           errors=(401, 402, 403, 404, 409, 503), idempotent=True)
 def record_usage(body: dict[str, Any], wallet_id: str) -> Any:
     """Debit credits for usage of a feature (credits:write); refused with 402 if short."""
     outcome = container().ledger.record_usage(
@@ -75,12 +64,9 @@ def record_usage(body: dict[str, Any], wallet_id: str) -> Any:
     return reply(outcome)
 
 
-@bp.route("/v1/usage/batch", methods=["POST"])
-@requires("write")
-@bp.arguments(schemas.BatchRequestSchema)
-@bp.response(200, schemas.BatchResponseSchema)
-@bp.doc(security=BEARER_SECURITY, parameters=[IDEMPOTENCY_PARAMETER],
-        responses=doc_errors(401, 403, 503))
+@operation(bp, "/v1/usage/batch", "POST", scope="write",
+           body=schemas.BatchRequestSchema, response=(200, schemas.BatchResponseSchema),
+           errors=(401, 403, 503), idempotent=True)
 def record_usage_batch(body: dict[str, Any]) -> Any:
     """Many usage records; each succeeds or fails alone (`status` per record).
 
@@ -121,15 +107,9 @@ def record_usage_batch(body: dict[str, Any]) -> Any:
     return {"results": results}, 200, headers
 
 
-@bp.route(f"{_WALLET}/top-ups", methods=["POST"])
-@requires("write")
-@bp.arguments(schemas.TopUpRequestSchema)
-@bp.response(201, schemas.CreditResultSchema)
-@bp.doc(
-    security=BEARER_SECURITY,
-    parameters=[IDEMPOTENCY_PARAMETER],
-    responses=doc_errors(401, 403, 404, 409, 503),
-)
+@operation(bp, f"{WALLET_ROUTE}/top-ups", "POST", scope="write",
+           body=schemas.TopUpRequestSchema, response=(201, schemas.CreditResultSchema),
+           errors=(401, 403, 404, 409, 503), idempotent=True)
 def top_up(body: dict[str, Any], wallet_id: str) -> Any:
     """Add credits: `{bundle}` sells a catalog pack; `{credits, reason}` grants credits that
     were not sold (credits:admin). The first top-up creates the wallet.

@@ -131,13 +131,20 @@ class DashboardService:
         url = f"{base_url.rstrip('/')}/dashboard/{quote(wallet_id)}?token={token}"
         return {"url": url, "expires_at": _iso(datetime.fromtimestamp(expires, UTC))}
 
-    def _grant(self, purpose: str, token: str, wallet_id: str) -> dict[str, Any]:
-        if not token or len(token) > 2048:
-            raise AccessRefused("no valid link")
+    def _verified(self, purpose: str, token: str | None, *, max_length: int, missing: str,
+                  invalid: str) -> dict[str, Any]:
+        """The signed payload, or AccessRefused: an absent or overlong token is refused
+        (`missing`) before any signature check, a forged or tampered one with `invalid`."""
+        if not token or len(token) > max_length:
+            raise AccessRefused(missing)
         try:
-            payload = self.signer.verify(purpose, token)
+            return self.signer.verify(purpose, token)
         except InvalidSignature:
-            raise AccessRefused("the link is not valid") from None
+            raise AccessRefused(invalid) from None
+
+    def _grant(self, purpose: str, token: str, wallet_id: str) -> dict[str, Any]:
+        payload = self._verified(purpose, token, max_length=2048, missing="no valid link",
+                                 invalid="the link is not valid")
         rules.check_grant(payload, wallet_id, self.clock())
         return payload
 
@@ -173,12 +180,10 @@ class DashboardService:
         return self.signer.sign(CSRF, {"sid": session.sid})
 
     def check_csrf(self, session: Session, token: str | None) -> None:
-        if not token or len(token) > 512:
-            raise AccessRefused("the form is missing its security token; reload the page")
-        try:
-            payload = self.signer.verify(CSRF, token)
-        except InvalidSignature:
-            raise AccessRefused("the form's security token is not valid") from None
+        payload = self._verified(
+            CSRF, token, max_length=512,
+            missing="the form is missing its security token; reload the page",
+            invalid="the form's security token is not valid")
         if payload.get("sid") != session.sid:
             raise AccessRefused("the form belongs to another session; reload the page")
 

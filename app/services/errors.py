@@ -6,18 +6,26 @@ from app.domain.ledger import LedgerError
 
 
 class NotFound(LedgerError):
+    """No such wallet or hold, or not within the caller's reach (the two look the same)."""
+
     code = "not_found"
 
 
 class UnknownFeature(LedgerError):
+    """Usage or a hold names a feature the catalog does not price."""
+
     code = "unknown_feature"
 
 
 class UnknownBundle(LedgerError):
+    """A top-up names a bundle the catalog does not sell."""
+
     code = "unknown_bundle"
 
 
 class IdempotencyConflict(LedgerError):
+    """An `Idempotency-Key` already used for this wallet with another request body."""
+
     code = "idempotency_conflict"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.services.outbox import outbox_status
+from app.services.operations import OperationsService
 from app.services.ports import Clock, OperationsReader, StoreTotals, UnitOfWorkFactory
 
 
@@ -24,16 +24,16 @@ class MetricsSnapshot:
 
 
 class MetricsService:
+    """The operator figures (`OperationsService`) read as one snapshot per scrape."""
+
     def __init__(self, outbox_units: UnitOfWorkFactory, reader: OperationsReader,
                  clock: Clock) -> None:
-        self._outbox_units = outbox_units
-        self._reader = reader
-        self._clock = clock
+        self._operations = OperationsService(outbox_units, reader, clock)
 
     def snapshot(self) -> MetricsSnapshot:
-        status = outbox_status(self._outbox_units, self._clock())
+        status = self._operations.outbox_status()
         return MetricsSnapshot(
             outbox_counts=status["counts"],
             oldest_pending_seconds=status["oldest_pending_seconds"],
-            totals=self._reader.totals(),
+            totals=self._operations.store_totals(),
         )

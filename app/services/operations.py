@@ -8,7 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from app.services.outbox import outbox_status
-from app.services.ports import Clock, OperationsReader, OutboxMessage, UnitOfWorkFactory
+from app.services.ports import (
+    Clock,
+    OperationsReader,
+    OutboxMessage,
+    StoreTotals,
+    UnitOfWorkFactory,
+)
 
 
 class OperationsService:
@@ -40,6 +46,10 @@ class OperationsService:
     def database_answers(self) -> bool:
         """Readiness: whether the database answers now."""
         return self._reader.answers()
+
+    def store_totals(self) -> StoreTotals:
+        """Whole-store figures: wallets, balances, arrears, parked webhook events."""
+        return self._reader.totals()
 
     def parked_webhook_count(self) -> int:
         """Kinde events waiting in the inbox until they can apply."""

@@ -27,7 +27,7 @@ from typing import (
 from app.domain.alerts import AlertSettings
 from app.domain.audit import WalletAudit
 from app.domain.budgets import Caps, MemberUsage
-from app.domain.ledger import Hold, Wallet
+from app.domain.ledger import EntryFields, Hold, Wallet
 from app.domain.plans import Period
 from app.domain.recharge import AutoRecharge
 
@@ -42,22 +42,12 @@ class DuplicateKey(Exception):
 # -- wallets and idempotency --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RecordedEntry:
+@dataclass(frozen=True, kw_only=True)
+class RecordedEntry(EntryFields):
     """An entry as stored (with its id), for reading the ledger."""
 
     id: int
     wallet_id: str
-    kind: str
-    amount: int
-    balance_after: int
-    reason: str
-    description: str
-    created_at: datetime
-    feature: str | None = None
-    quantity: int | None = None
-    hold_id: str | None = None
-    occurred_at: datetime | None = None
 
 
 @dataclass(frozen=True)

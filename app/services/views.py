@@ -11,17 +11,16 @@ from typing import Any
 
 from app.domain.alerts import AlertSettings
 from app.domain.catalog import Catalog
-from app.domain.ledger import Hold, NewEntry, Wallet
+from app.domain.ledger import EntryFields, Hold, Wallet
 from app.domain.recharge import AutoRecharge
 from app.domain.usage_terms import describe_units_left, units_left
-from app.services.ports import RecordedEntry
 
 
 def iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
-def entry_view(entry: RecordedEntry | NewEntry, entry_id: int) -> dict[str, Any]:
+def entry_view(entry: EntryFields, entry_id: int) -> dict[str, Any]:
     return {
         "id": entry_id,
         "kind": entry.kind,
