@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from app.domain import dashboard as rules
@@ -28,6 +28,7 @@ from app.domain.dashboard import AccessRefused
 from app.domain.ledger import InvalidRequest
 from app.domain.usage_terms import fmt
 from app.services.ledger import LedgerService, Outcome
+from app.services.ports import Signer
 
 # Page actions a link can carry: "buy" (a sale, like POST /top-ups {bundle}) and
 # "auto_recharge" (like PUT /auto-recharge).
@@ -40,15 +41,6 @@ BUY_KEY_RE = re.compile(r"^dashboard:[0-9a-f]{32}$")
 
 class InvalidSignature(Exception):
     """A token whose signature does not verify (raised by Signer implementations)."""
-
-
-class Signer(Protocol):
-    """Signs small JSON payloads per purpose (adapters.dashboard_signing)."""
-
-    def sign(self, purpose: str, payload: dict[str, Any]) -> str: ...
-
-    def verify(self, purpose: str, token: str) -> dict[str, Any]:
-        """The payload, or InvalidSignature."""
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from app.domain.catalog import Catalog
+from app.services.ports import KindeSetupApi
 
 HANDLED_EVENT_TYPES: tuple[str, ...] = (
     "user.created",
@@ -28,25 +29,6 @@ HANDLED_EVENT_TYPES: tuple[str, ...] = (
     "customer.invoice_overdue",
 )
 WEBHOOK_NAME = "kinde-credits"
-
-
-class KindeSetupApi(Protocol):
-    def list_webhooks(self) -> list[Any]: ...
-
-    def create_webhook(
-        self, endpoint: str, event_types: list[str], name: str, description: str | None = None
-    ) -> str: ...
-
-    def update_webhook(
-        self, webhook_id: str, *, event_types: list[str], name: str,
-        description: str | None = None,
-    ) -> None: ...
-
-    def list_event_types(self) -> list[Any]: ...
-
-    def get_entitlements(self, customer_id: str) -> Any: ...
-
-    def list_agreements(self, customer_id: str) -> list[Any]: ...
 
 
 @dataclass

@@ -25,7 +25,7 @@ import calendar
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from app.domain import plans as rules
 from app.domain.catalog import Plan
@@ -33,6 +33,7 @@ from app.domain.ledger import Wallet
 from app.domain.plans import Period
 from app.services.ports import (
     AgreementInfo,
+    AgreementSource,
     AllotmentRecord,
     BillingRepository,
     Clock,
@@ -47,12 +48,6 @@ RETRY_BASE = timedelta(seconds=30)
 RETRY_MAX = timedelta(minutes=15)
 FIRST_SCAN_EVERY = timedelta(minutes=1)
 MAX_CATCH_UP = 1000  # periods per wallet per pass: a bound, never reached in practice
-
-
-class AgreementSource(Protocol):
-    """What the period service needs from Kinde (adapters.kinde_api.KindeManagementClient)."""
-
-    def list_agreements(self, customer_id: str) -> list[Any]: ...
 
 
 class PeriodUnknown(Exception):

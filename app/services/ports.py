@@ -781,3 +781,62 @@ class OperationsReader(Protocol):
     def billing_customer_ids(self, limit: int) -> tuple[str, ...]:
         """Up to `limit` Kinde billing customer ids of known wallets."""
         ...
+
+
+# ==============================================================================================
+# Other outside services: Kinde billing and setup calls, agreements, signing
+# ==============================================================================================
+
+
+class KindeBilling(Protocol):
+    """What usage reporting needs from Kinde (adapters.kinde_api.KindeManagementClient)."""
+
+    def record_meter_usage(
+        self,
+        customer_agreement_id: str,
+        billing_feature_code: str,
+        meter_value: int,
+        *,
+        meter_type_code: Any = "absolute",
+        meter_usage_timestamp: datetime | None = None,
+    ) -> None: ...
+
+    def list_agreements(self, customer_id: str) -> list[Any]: ...
+
+    def get_user(self, user_id: str) -> Any: ...
+
+    def get_org_billing(self, org_code: str) -> Any: ...
+
+
+class Signer(Protocol):
+    """Signs small JSON payloads per purpose (adapters.dashboard_signing)."""
+
+    def sign(self, purpose: str, payload: dict[str, Any]) -> str: ...
+
+    def verify(self, purpose: str, token: str) -> dict[str, Any]:
+        """The payload, or InvalidSignature."""
+
+
+class AgreementSource(Protocol):
+    """What the period service needs from Kinde (adapters.kinde_api.KindeManagementClient)."""
+
+    def list_agreements(self, customer_id: str) -> list[Any]: ...
+
+
+class KindeSetupApi(Protocol):
+    def list_webhooks(self) -> list[Any]: ...
+
+    def create_webhook(
+        self, endpoint: str, event_types: list[str], name: str, description: str | None = None
+    ) -> str: ...
+
+    def update_webhook(
+        self, webhook_id: str, *, event_types: list[str], name: str,
+        description: str | None = None,
+    ) -> None: ...
+
+    def list_event_types(self) -> list[Any]: ...
+
+    def get_entitlements(self, customer_id: str) -> Any: ...
+
+    def list_agreements(self, customer_id: str) -> list[Any]: ...

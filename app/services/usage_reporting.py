@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from app.domain.catalog import AUTO_METER_PREFIX, SALE_METER_PREFIX, Catalog, Feature
 from app.domain.ledger import Wallet
@@ -40,6 +40,7 @@ from app.services.ports import (
     Clock,
     DeliveryError,
     KindeAuthError,
+    KindeBilling,
     KindeNotFound,
     KindeRateLimited,
     KindeRequestRejected,
@@ -61,26 +62,6 @@ LATE_RECHECK_WINDOW = timedelta(days=1)
 def units_for_credits(feature: Feature, credits: int) -> int:
     """Units a captured hold stands for: whole units, rounded up (a started unit counts)."""
     return math.ceil(credits / feature.credits_per_unit)
-
-
-class KindeBilling(Protocol):
-    """What usage reporting needs from Kinde (adapters.kinde_api.KindeManagementClient)."""
-
-    def record_meter_usage(
-        self,
-        customer_agreement_id: str,
-        billing_feature_code: str,
-        meter_value: int,
-        *,
-        meter_type_code: Any = "absolute",
-        meter_usage_timestamp: datetime | None = None,
-    ) -> None: ...
-
-    def list_agreements(self, customer_id: str) -> list[Any]: ...
-
-    def get_user(self, user_id: str) -> Any: ...
-
-    def get_org_billing(self, org_code: str) -> Any: ...
 
 
 def usage_report_hook(
