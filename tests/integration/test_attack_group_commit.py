@@ -314,3 +314,76 @@ def test_a_killed_writer_releases_the_sqlite_gate(sqlite_url: str, catalog: Cata
     ledger = _grouped(store, catalog)
     assert ledger.grant(SEED, 5, reason="after the kill").body["balance"] == 5
     store.engine.dispose()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "PostgreSQL: a batch claims keys as it goes while holding earlier pieces' wallet locks, so "
+    "one key retried on another process (a client retry to another instance) can close a cycle "
+    "that lone transactions never could: batch X holds wallet w and K1, lone Z holds K2 and "
+    "waits for w, X's next piece waits for K2. PostgreSQL kills one; the lone write is the "
+    "victim and a single-piece batch (_apply's len == 1 path) never re-runs a transient "
+    "failure, so its caller gets a deadlock error (HTTP 500) for a valid request."))
+def test_one_key_on_two_processes_never_fails_a_valid_write(
+    db_url: str, catalog: Catalog
+) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row and key locks of PostgreSQL; SQLite has one writer")
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    seed_store = SqlStore(make_engine(db_url, pool_size=2))
+    LedgerService(seed_store, catalog).grant("kp_w1", 1000, reason="seed")
+    store_x = SqlStore(make_engine(db_url, pool_size=2))
+    # Named, so that the wait below finds this very backend (the database is shared).
+    store_z = SqlStore(make_engine(
+        make_url(db_url).update_query_dict({"application_name": "attack_lone_z"})
+        .render_as_string(hide_password=False), pool_size=2))
+    x, z = _grouped(store_x, catalog), _grouped(store_z, catalog)
+    runner_x = x.writer.runner
+    assert isinstance(runner_x, GroupCommitRunner)
+    paused, resume = threading.Event(), threading.Event()
+
+    def pause(uow: UnitOfWork) -> None:
+        paused.set()
+        resume.wait(30)
+
+    def usage(key: str) -> tuple[Callable[[UnitOfWork], Outcome], str]:
+        return x.usage._usage_work("kp_w1", "api_call", 1, None, key, None)
+
+    results: dict[str, Any] = {}
+
+    def batch() -> None:
+        work1, scope = usage("K1")
+        work2, _ = usage("K2")
+        results["x"] = runner_x.run_many([(work1, scope), (pause, scope), (work2, scope)])
+
+    def lone() -> None:
+        try:
+            results["z"] = z.record_usage("kp_w1", "api_call", 1, idempotency_key="K2")
+        except Exception as exc:
+            results["z"] = exc
+
+    tx = threading.Thread(target=batch, daemon=True)
+    tx.start()
+    assert paused.wait(30)
+    tz = threading.Thread(target=lone, daemon=True)
+    tz.start()
+
+    def z_waits_for_the_wallet() -> bool:
+        with seed_store.engine.connect() as conn:
+            return bool(conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND application_name = 'attack_lone_z'")).scalar())
+
+    _wait_until(z_waits_for_the_wallet, "the lone write to wait for the batch's wallet lock")
+    resume.set()
+    tx.join(60)
+    tz.join(60)
+    store_x.engine.dispose()
+    store_z.engine.dispose()
+
+    assert isinstance(results["z"], Outcome), f"the lone write failed: {results['z']!r}"
+    assert all(isinstance(r, Outcome) for r in results["x"]), results["x"]
+    balance = LedgerService(seed_store, catalog).get_wallet("kp_w1")["balance"]
+    seed_store.engine.dispose()
+    assert balance == 1000 - 2  # K1 and K2 once each
