@@ -105,3 +105,61 @@ def test_a_nested_write_from_a_hook_fails_fast_under_group_commit(
     # The gate was left: the next write goes through.
     assert ledger.grant("kp_a", 1, reason="after").body["balance"] == 11
     store.engine.dispose()
+
+
+def _write_as_nobody(url: str, out: Any) -> None:
+    try:
+        os.setgid(65534)
+        os.setuid(65534)
+        store = SqlStore(make_engine(url))
+        with store(True) as uow:
+            uow.idempotency.put("attack", "nobody", "-", 200, {}, _now())
+            uow.commit()
+        out.put("written")
+    except Exception as exc:
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "The gate's lock file is created 0600 by whichever process writes first and opened "
+    "O_RDWR: after one write by another user (a root cron running `kinde-credits sweep`), the "
+    "service's user can no longer open it and every write fails with PermissionError, though "
+    "the database itself is writable to it. flock needs only a read-only descriptor, and the "
+    "file could take the database file's mode."))
+def test_a_lock_file_made_by_another_user_does_not_stop_writes(
+    _sqlite_template: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as a second user")
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="kc-attack-")
+    try:
+        os.chmod(folder, 0o777)
+        database = os.path.join(folder, "shared.db")
+        shutil.copy(_sqlite_template, database)
+        os.chmod(database, 0o666)
+        url = f"sqlite:///{database}"
+        store = SqlStore(make_engine(url))
+        with store(True) as uow:  # root writes first: WAL files and the lock file appear
+            uow.commit()
+        store.engine.dispose()
+        for name in os.listdir(folder):
+            if not name.endswith(".write-lock"):
+                os.chmod(os.path.join(folder, name), 0o666)
+        context = mp.get_context("fork")
+        out = context.Queue()
+        child = context.Process(target=_write_as_nobody, args=(url, out))
+        child.start()
+        answer = out.get(timeout=120)
+        child.join(60)
+        assert answer == "written"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
