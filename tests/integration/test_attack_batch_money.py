@@ -1,7 +1,9 @@
 """Attack pins: one usage batch (one shared transaction, a savepoint per record) keeps the
 once-only money rules that racing single requests keep: one alert per threshold crossing, one
 auto-recharge however many records cross its threshold, and a refused record in between
-changes nothing. Both databases."""
+changes nothing. Also refactor pins: a pack invoice stored in its legacy form (a `meter_usage`
+row naming a bundle) still fails its purchase and suspends auto-recharge when it dies, and the
+payment strategy with Kinde plus SALES_PAID_ELSEWHERE. Both databases."""
 
 from __future__ import annotations
 

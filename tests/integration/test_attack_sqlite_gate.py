@@ -133,7 +133,7 @@ def _now() -> Any:
     "the database itself is writable to it. flock needs only a read-only descriptor, and the "
     "file could take the database file's mode."))
 def test_a_lock_file_made_by_another_user_does_not_stop_writes(
-    _sqlite_template: Any, tmp_path_factory: pytest.TempPathFactory
+    _sqlite_template: Any,
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to act as a second user")
