@@ -333,11 +333,17 @@ def test_one_key_on_two_processes_never_fails_a_valid_write(
 
     seed_store = SqlStore(make_engine(db_url, pool_size=2))
     LedgerService(seed_store, catalog).grant("kp_w1", 1000, reason="seed")
-    store_x = SqlStore(make_engine(db_url, pool_size=2))
-    # Named, so that the wait below finds this very backend (the database is shared).
-    store_z = SqlStore(make_engine(
-        make_url(db_url).update_query_dict({"application_name": "attack_lone_z"})
-        .render_as_string(hide_password=False), pool_size=2))
+    def engine_for(name: str, deadlock_timeout: str) -> Any:
+        # Named, so that the wait below finds this very backend (the database is shared).
+        # Deadlock timeouts chosen so that the lone write's check runs once the cycle exists
+        # (seconds after the batch resumes) and before the batch's: the lone write is the
+        # victim, as it is whenever it has waited longer.
+        return make_engine(make_url(db_url).update_query_dict({
+            "application_name": name, "options": f"-c deadlock_timeout={deadlock_timeout}",
+        }).render_as_string(hide_password=False), pool_size=2)
+
+    store_x = SqlStore(engine_for("attack_batch_x", "60s"))
+    store_z = SqlStore(engine_for("attack_lone_z", "3s"))
     x, z = _grouped(store_x, catalog), _grouped(store_z, catalog)
     runner_x = x.writer.runner
     assert isinstance(runner_x, GroupCommitRunner)
