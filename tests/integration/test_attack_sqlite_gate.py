@@ -108,10 +108,12 @@ def test_a_nested_write_from_a_hook_fails_fast_under_group_commit(
 
 
 def _write_as_nobody(url: str, out: Any) -> None:
+    import sqlite3  # noqa: F401 - loaded while the interpreter's files are still readable
+
+    store = SqlStore(make_engine(url))
     try:
         os.setgid(65534)
         os.setuid(65534)
-        store = SqlStore(make_engine(url))
         with store(True) as uow:
             uow.idempotency.put("attack", "nobody", "-", 200, {}, _now())
             uow.commit()
@@ -154,7 +156,7 @@ def test_a_lock_file_made_by_another_user_does_not_stop_writes(
         for name in os.listdir(folder):
             if not name.endswith(".write-lock"):
                 os.chmod(os.path.join(folder, name), 0o666)
-        context = mp.get_context("fork")
+        context = mp.get_context("spawn")
         out = context.Queue()
         child = context.Process(target=_write_as_nobody, args=(url, out))
         child.start()
