@@ -1,5 +1,5 @@
 """Engines for SQLite and PostgreSQL with the settings the ledger's correctness depends on, and
-the SQLite writer gate that serialises write transactions without sleeping.
+the SQLite writer gate that serialises write transactions without SQLite's long sleeps.
 
 - SQLite: WAL, `synchronous=FULL` (a committed debit survives power loss), and every write
   transaction starts with `BEGIN IMMEDIATE`, which takes the single writer lock up front, so
@@ -15,17 +15,20 @@ sleeps 1 to 100 ms between tries; with many threads in several processes on one 
 writers spend their time asleep while the lock is free, throughput collapses and the tail
 explodes. So a write unit of work first takes, in this order, a `threading.Lock` per database
 (threads of one process queue on it and wake at once) and an exclusive `flock` on a lock file
-beside the database (`<db>.write-lock`; processes queue in the kernel, with the GIL released),
-and only then runs `BEGIN IMMEDIATE`, which then never waits. The busy timeout stays as the
-safety net for writers outside the gate (migrations, other tools). Read units of work take
+beside the database (`<db>.write-lock`; a process polls it every 0.1 to 2 ms, and gives up
+after the busy timeout like SQLite would), and only then runs `BEGIN IMMEDIATE`, which then
+never waits. With group commit one leader per process takes the gate for a whole batch. The
+busy timeout stays as the safety net for writers outside the gate (migrations, other tools). Read units of work take
 neither: WAL readers never wait for the writer.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +47,19 @@ READ_ISOLATION = "REPEATABLE READ"
 
 # Seconds SQLite's busy handler retries before failing: only writers outside the gate wait.
 BUSY_TIMEOUT_SECONDS = 30
+log = logging.getLogger("kinde_credits.sql")
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """Create the engine with the settings the ledger's correctness depends on."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        if _sqlite_file(url) is None:
+            # Each pooled connection would open its own empty database: money would vanish.
+            raise ValueError(
+                "DATABASE_URL: an in-memory SQLite database cannot hold the ledger (every "
+                "connection would see its own empty database); give a file, e.g. "
+                "sqlite:///var/credits.db")
         _make_sqlite_dir(url)
         engine = create_engine(
             url,
@@ -155,18 +165,45 @@ class SqliteWriterGate:
             )
         try:
             if self.lock_path is not None:
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-                try:
-                    # Blocks in the kernel with the GIL released; wakes as soon as it is free.
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                except BaseException:
-                    os.close(fd)
-                    raise
-                self._fd = fd
+                self._fd = self._lock_file(self.lock_path)
         except BaseException:
             self._threads.release()
             raise
         self._owner.inside = True
+
+    @staticmethod
+    def _lock_file(path: str) -> int | None:
+        """Take the cross-process lock, waiting at most the busy timeout.
+
+        Waits on a non-blocking `flock` with short sleeps (0.1 ms doubling to 2 ms), so a
+        process stuck while holding it makes this fail like SQLite's busy timeout instead of
+        hanging. A lock file this process may not open (made by another user) is skipped with
+        a warning: SQLite's own locking still keeps writers apart, only less smoothly.
+        """
+        try:
+            # Read-only is enough for flock; 0o644 lets other users' processes open it too.
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        except PermissionError:
+            log.warning("cannot open the SQLite writer lock %s; relying on SQLite's locking",
+                        path)
+            return None
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        pause = 0.0001
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return fd
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise WriterGateTimeout(
+                            f"no write transaction on this SQLite database for "
+                            f"{BUSY_TIMEOUT_SECONDS}s: another process kept it open") from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.002)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def leave(self) -> None:
         self._owner.inside = False

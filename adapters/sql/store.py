@@ -2,8 +2,8 @@
 
 Concurrency model (engine settings and the SQLite writer gate: adapters.sql.engine):
 - SQLite: a write unit of work passes the writer gate (one writer per database, across threads
-  and processes, waiting without sleeping) and then runs `BEGIN IMMEDIATE`, so read-then-update
-  inside it is race-free. Read units of work take no lock.
+  and processes, without SQLite's busy-handler sleeps) and then runs `BEGIN IMMEDIATE`, so
+  read-then-update inside it is race-free. Read units of work take no lock.
 - PostgreSQL: READ COMMITTED with `SELECT ... FOR UPDATE` on the wallet row; read units of work
   run at REPEATABLE READ so that wallet, blocks and holds come from one snapshot.
 Repositories are made on first use, so a unit of work costs only what it touches.

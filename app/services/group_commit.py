@@ -19,8 +19,11 @@ Guarantees (pinned by tests on SQLite and PostgreSQL):
   in its own transaction. If the commit itself fails, its outcome is unknown, so nothing is run
   again: every caller gets the error, exactly as the caller of a lone transaction would.
 - No background thread: the first caller to find no batch running leads one batch (its own
-  piece is in it), then hands the lead to the next waiting caller, so a caller waits for at
-  most the batch in flight and its own.
+  piece is in it), then hands the lead to the next waiting caller. A caller waits for the
+  batch in flight and the pieces queued ahead of it; a large submission (`run_many`) queues
+  one batch's worth at a time, so it never holds others back by more than that.
+- A caller that stops while waiting (an interrupt) takes its queued pieces out and passes on
+  a lead handed to it, so no other caller waits for it.
 """
 
 from __future__ import annotations
@@ -37,8 +40,13 @@ T = TypeVar("T")
 log = logging.getLogger("kinde_credits.group_commit")
 
 # Pieces per shared transaction: bounds how long one batch holds the write lock (the wait of
-# the next batch's callers) while still sharing the commit among many.
-DEFAULT_MAX_BATCH = 64
+# the next batch's callers) while still sharing the commit among many. Each piece is a
+# savepoint, a PostgreSQL subtransaction; staying well under the 64 a backend caches per
+# transaction keeps snapshots cheap for every session (an overflow slows the whole server).
+DEFAULT_MAX_BATCH = 32
+# Tries for a piece run alone that keeps losing transient races (deadlocks) before its caller
+# gets the error.
+ALONE_ATTEMPTS = 3
 
 
 class LeaderStopped(RuntimeError):
@@ -158,13 +166,34 @@ class GroupCommitRunner:
             if not self._leading:
                 # The queue was empty (invariant), so the first piece is at its head.
                 self._leading = pendings[0].leads = True
-        for pending in pendings:
-            if not pending.leads and not pending.done:
-                pending.wake.wait()
-            if pending.leads and not pending.done:
-                # At the head of the queue: the batch this thread now leads contains it.
-                self._lead()
+        try:
+            for pending in pendings:
+                if not pending.leads and not pending.done:
+                    pending.wake.wait()
+                if pending.leads and not pending.done:
+                    # At the head of the queue: the batch this thread now leads contains it.
+                    self._lead()
+        except BaseException:
+            self._abandon(pendings)
+            raise
         return pendings
+
+    def _abandon(self, pendings: list[_Pending[T]]) -> None:
+        """This thread is stopping (interrupted): its queued pieces leave the queue unrun, and
+        a lead handed to one of them passes on, so no other caller waits for it for ever."""
+        mine = set(pendings)
+        with self._mutex:
+            queued = [p for p in self._queue if p in mine]
+            self._queue = [p for p in self._queue if p not in mine]
+            if any(p.leads for p in queued):
+                if self._queue:
+                    following = self._queue[0]
+                    following.leads = True
+                    following.wake.set()
+                else:
+                    self._leading = False
+        for pending in queued:
+            pending.error = LeaderStopped("the caller stopped before this work ran")
 
     def _lead(self) -> None:
         with self._mutex:
@@ -242,7 +271,12 @@ class GroupCommitRunner:
 
     def _alone_each(self, items: list[_Pending[Any]]) -> None:
         for item in items:
-            try:
-                item.result, item.error = (self._alone.run(item.work),), None
-            except Exception as exc:
-                item.result, item.error = None, exc
+            for attempt in range(1, ALONE_ATTEMPTS + 1):
+                try:
+                    item.result, item.error = (self._alone.run(item.work),), None
+                    break
+                except Exception as exc:
+                    item.result, item.error = None, exc
+                    # A deadlock victim's transaction was rolled back whole: run it again.
+                    if attempt == ALONE_ATTEMPTS or not self.is_transient(exc):
+                        break

@@ -31,11 +31,6 @@ def _hold_flock(lock_path: str, ready: Any) -> None:
     signal.pause()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Only the thread lock is bounded (BUSY_TIMEOUT_SECONDS); the flock wait is not: a writer "
-    "whose other process never leaves its write (stopped with SIGSTOP, a hung CLI) blocks for "
-    "ever in fcntl.flock, holding the thread lock, where SQLite's busy timeout used to answer "
-    "'database is locked' after 30 s. Every write of the server then hangs."))
 def test_a_writer_waiting_on_another_process_gives_up_like_sqlite_would(
     sqlite_url: str, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -71,10 +66,6 @@ def test_a_writer_waiting_on_another_process_gives_up_like_sqlite_would(
         store.engine.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "make_engine('sqlite://') (in-memory, which sqlite_writer_gate explicitly supports) raises "
-    "TypeError: SQLAlchemy picks SingletonThreadPool for :memory:, which takes no max_overflow. "
-    "It should either work or refuse with a ValueError that says why."))
 def test_an_in_memory_database_is_served_or_refused_clearly() -> None:
     try:
         engine = make_engine("sqlite://")
@@ -128,12 +119,6 @@ def _now() -> Any:
     return datetime.now(UTC)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "The gate's lock file is created 0600 by whichever process writes first and opened "
-    "O_RDWR: after one write by another user (a root cron running `kinde-credits sweep`), the "
-    "service's user can no longer open it and every write fails with PermissionError, though "
-    "the database itself is writable to it. flock needs only a read-only descriptor, and the "
-    "file could take the database file's mode."))
 def test_a_lock_file_made_by_another_user_does_not_stop_writes(
     _sqlite_template: Any,
 ) -> None:
