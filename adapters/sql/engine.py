@@ -18,8 +18,8 @@ explodes. So a write unit of work first takes, in this order, a `threading.Lock`
 beside the database (`<db>.write-lock`; a process polls it every 0.1 to 2 ms, and gives up
 after the busy timeout like SQLite would), and only then runs `BEGIN IMMEDIATE`, which then
 never waits. With group commit one leader per process takes the gate for a whole batch. The
-busy timeout stays as the safety net for writers outside the gate (migrations, other tools). Read units of work take
-neither: WAL readers never wait for the writer.
+busy timeout stays as the safety net for writers outside the gate (migrations, other tools).
+Read units of work take neither: WAL readers never wait for the writer.
 """
 
 from __future__ import annotations
