@@ -186,12 +186,7 @@ class GroupCommitRunner:
             queued = [p for p in self._queue if p in mine]
             self._queue = [p for p in self._queue if p not in mine]
             if any(p.leads for p in queued):
-                if self._queue:
-                    following = self._queue[0]
-                    following.leads = True
-                    following.wake.set()
-                else:
-                    self._leading = False
+                self._pass_lead()
         for pending in queued:
             pending.error = LeaderStopped("the caller stopped before this work ran")
 
@@ -206,14 +201,18 @@ class GroupCommitRunner:
                 if not item.done:
                     item.error = LeaderStopped("the batch stopped before this work finished")
             with self._mutex:
-                if self._queue:
-                    following = self._queue[0]
-                    following.leads = True
-                    following.wake.set()
-                else:
-                    self._leading = False
+                self._pass_lead()
             for item in batch:
                 item.wake.set()
+
+    def _pass_lead(self) -> None:
+        """Hand the lead to the head of the queue, or end it (the mutex is held)."""
+        if self._queue:
+            following = self._queue[0]
+            following.leads = True
+            following.wake.set()
+        else:
+            self._leading = False
 
     def _apply(self, batch: list[_Pending[Any]]) -> None:
         if len(batch) == 1:
