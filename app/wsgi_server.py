@@ -71,6 +71,11 @@ def run_gunicorn(
         "timeout": 30,
         "graceful_timeout": 20,
         "keepalive": 5,
+        # A worker holds at most one open connection per thread and leaves further ones to
+        # the other workers: otherwise a burst of keep-alive clients (a backend's connection
+        # pool) can all land on one process, which then serves them on one core while the
+        # others idle. Idle keep-alive connections close after `keepalive` seconds.
+        "worker_connections": threads,
         # Tokens travel in headers, never in URLs, so the access log holds no secrets.
         "accesslog": "-" if access_log else None,
         "errorlog": "-",
