@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, insert, select, update
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import BindParameter
 
 from adapters.sql import dialect
 from adapters.sql import schema as t
@@ -76,6 +79,22 @@ _UPDATE_WALLET = (
         updated_at=bindparam("w_updated"),
     )
 )
+@cache
+def _create_statement(postgres: bool) -> Insert:
+    """Insert an empty wallet if there is none (built once per dialect)."""
+    now: BindParameter[datetime] = bindparam("now")
+    return dialect.insert_ignore_for(postgres, t.wallets).values(
+        id=bindparam("id"), owner_type=bindparam("owner_type"), balance=0, held=0, arrears=0,
+        overdraft_limit=0, reference_balance=0, auto_recharge_enabled=False, created_at=now,
+        updated_at=now)
+
+
+_PROFILE = select(
+    t.wallets.c.id, t.wallets.c.billing_customer_id, t.wallets.c.agreement_id,
+    t.wallets.c.plan_code, t.wallets.c.email,
+).where(t.wallets.c.id == bindparam("wallet_id"))
+_BY_CUSTOMER = select(t.wallets.c.id).where(
+    t.wallets.c.billing_customer_id == bindparam("customer_id"))
 _GET_HOLD = select(t.holds).where(t.holds.c.id == bindparam("hold_id"))
 _OPEN_HOLDS = (
     select(t.holds)
@@ -179,20 +198,8 @@ class SqlWalletRepository:
     def lock_or_create(self, wallet_id: str, now: datetime) -> Wallet:
         owner_type = owner_type_of(wallet_id)
         # Insert-if-absent first so that two first top-ups racing create one wallet.
-        self.conn.execute(
-            dialect.insert_ignore(self.conn, t.wallets).values(
-                id=wallet_id,
-                owner_type=owner_type,
-                balance=0,
-                held=0,
-                arrears=0,
-                overdraft_limit=0,
-                reference_balance=0,
-                auto_recharge_enabled=False,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        self.conn.execute(_create_statement(dialect.is_postgresql(self.conn)),
+                          {"id": wallet_id, "owner_type": owner_type, "now": now})
         wallet = self.lock(wallet_id)
         assert wallet is not None
         return wallet
@@ -374,15 +381,7 @@ class SqlWalletRepository:
         return -int(total)
 
     def profile(self, wallet_id: str) -> WalletProfile | None:
-        row = self.conn.execute(
-            select(
-                t.wallets.c.id,
-                t.wallets.c.billing_customer_id,
-                t.wallets.c.agreement_id,
-                t.wallets.c.plan_code,
-                t.wallets.c.email,
-            ).where(t.wallets.c.id == wallet_id)
-        ).first()
+        row = self.conn.execute(_PROFILE, {"wallet_id": wallet_id}).first()
         if row is None:
             return None
         return WalletProfile(
@@ -404,5 +403,4 @@ class SqlWalletRepository:
 
     def find_by_customer(self, billing_customer_id: str) -> str | None:
         return self.conn.execute(
-            select(t.wallets.c.id).where(t.wallets.c.billing_customer_id == billing_customer_id)
-        ).scalar_one_or_none()
+            _BY_CUSTOMER, {"customer_id": billing_customer_id}).scalar_one_or_none()
