@@ -134,7 +134,7 @@ def build_container(
     # Plan periods: allotments and period ends (the worker renews, sweeps apply due ends).
     plans = PlanService(ledger.writer, kinde, local_mode=settings.local_mode)
     ledger.before_sweep.append(plans.apply_due_ends)
-    reader = SqlOperationsReader(store.engine)
+    operations = OperationsService(store, SqlOperationsReader(store.engine), clock)
     container = Container(
         settings=settings,
         catalog=catalog,
@@ -145,8 +145,8 @@ def build_container(
         access_verifier=AccessTokenVerifier(key_source, settings.issuer, audience),
         webhook_verifier=WebhookVerifier(key_source, settings.kinde_domain),
         dispatcher=dispatcher,
-        metrics=MetricsService(store, reader, clock),
-        operations=OperationsService(store, reader, clock),
+        metrics=MetricsService(operations),
+        operations=operations,
         plans=plans,
         # The Kinde client (with Management API credentials) lets the worker learn agreement
         # periods for absolute meter values that state none.

@@ -233,10 +233,9 @@ def report_revenue(since: str | None, until: str | None, as_json: bool, as_csv: 
         raise click.UsageError("choose one of --json and --csv")
     container = _container()
     try:
-        start, end = revenue.report_bounds(since, until, container.clock())
+        data = container.operations.revenue_report(since, until)
     except LedgerError as exc:
         raise click.BadParameter(exc.message) from None
-    data = revenue.revenue_report(container.store, start, end)
     if as_json:
         click.echo(json.dumps(data, indent=2))
     elif as_csv:

@@ -9,7 +9,6 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from app.http.api import container, make_blueprint, operation
-from app.services.revenue import report_bounds, revenue_report
 
 bp = make_blueprint("reports", "Reports: the revenue roll-forward")
 
@@ -59,6 +58,4 @@ class RevenueReportSchema(ma.Schema):
 def get_revenue(since: str | None = None, until: str | None = None) -> dict[str, Any]:
     """Per currency: opening deferred + sales - recognised - breakage = closing deferred, to
     the cent, for [since, until); credits without a cost basis as counts."""
-    c = container()
-    start, end = report_bounds(since, until, c.clock())
-    return revenue_report(c.store, start, end)
+    return container().operations.revenue_report(since, until)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.services.operations import OperationsService
-from app.services.ports import Clock, OperationsReader, StoreTotals, UnitOfWorkFactory
+from app.services.ports import StoreTotals
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,8 @@ class MetricsSnapshot:
 class MetricsService:
     """The operator figures (`OperationsService`) read as one snapshot per scrape."""
 
-    def __init__(self, outbox_units: UnitOfWorkFactory, reader: OperationsReader,
-                 clock: Clock) -> None:
-        self._operations = OperationsService(outbox_units, reader, clock)
+    def __init__(self, operations: OperationsService) -> None:
+        self._operations = operations
 
     def snapshot(self) -> MetricsSnapshot:
         status = self._operations.outbox_status()

@@ -1,6 +1,7 @@
-"""Operator tools behind the CLI: the outbox's state, dead-letter requeueing, known customers.
+"""Operator tools behind the CLI and the admin API: the outbox's state, dead-letter
+requeueing, known customers, the revenue roll-forward.
 
-The CLI calls these instead of running SQL or reaching into units of work itself.
+The CLI and HTTP call these instead of running SQL or reaching into units of work themselves.
 """
 
 from __future__ import annotations
@@ -15,28 +16,35 @@ from app.services.ports import (
     StoreTotals,
     UnitOfWorkFactory,
 )
+from app.services.revenue import report_bounds, revenue_report
 
 
 class OperationsService:
-    def __init__(self, outbox_units: UnitOfWorkFactory, reader: OperationsReader,
+    def __init__(self, units: UnitOfWorkFactory, reader: OperationsReader,
                  clock: Clock) -> None:
-        self._outbox_units = outbox_units
+        self._units = units
         self._reader = reader
         self._clock = clock
 
     def requeue_dead_outbox(self) -> int:
         """Send every dead-lettered outbox row again; returns how many."""
-        with self._outbox_units(True) as uow:
+        with self._units(True) as uow:
             count = uow.outbox.requeue_dead(None, self._clock())
             uow.commit()
         return count
 
+    def revenue_report(self, since: str | None, until: str | None) -> dict[str, Any]:
+        """The revenue roll-forward for [since, until) (ISO dates; defaults: see
+        `report_bounds`); `InvalidRequest` for bounds that make no period."""
+        start, end = report_bounds(since, until, self._clock())
+        return revenue_report(self._units, start, end)
+
     def outbox_status(self) -> dict[str, Any]:
         """`{"counts": {status: rows}, "oldest_pending_seconds": age}`."""
-        return outbox_status(self._outbox_units, self._clock())
+        return outbox_status(self._units, self._clock())
 
     def outbox_rows(self, status: str | None, limit: int) -> list[OutboxMessage]:
-        with self._outbox_units(False) as uow:
+        with self._units(False) as uow:
             return uow.outbox.list(status, limit)
 
     def database(self) -> str:
