@@ -28,6 +28,7 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 from app.services.ports import (
+    Agreement,
     KindeApiError,
     KindeAuthError,
     KindeNotFound,
@@ -64,17 +65,6 @@ _BROKEN_ANSWER = (
 
 
 # -- results ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Agreement:
-    id: str
-    plan_code: str | None
-    current_period_start: datetime | None
-    current_period_end: datetime | None
-    expires_on: datetime | None
-    feature_codes: tuple[str, ...]
-    billing_group_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from adapters.sql.operations import SqlOperationsReader
 from adapters.sql.store import SqlStore
 from adapters.tokens import AccessTokenVerifier, JwksKeySource, KeySource, WebhookVerifier
 from app.domain.catalog import Catalog, load_catalog
+from app.services.agreements import EventPeriods, KindePeriods, LocalCalendar, PeriodSource
 from app.services.dashboard import DashboardService, policy_for
 from app.services.group_commit import GroupCommitRunner
 from app.services.ledger import LedgerService, utc_now
@@ -131,9 +132,15 @@ def build_container(
     dispatcher.dead_listeners.append(
         DeadInvoiceHandler(store, ledger.suspend_auto_recharge_in, clock)
     )
-    # Plan periods: allotments and period ends (the worker renews, sweeps apply due ends).
-    plans = PlanService(ledger.writer, kinde, local_mode=settings.local_mode)
-    ledger.before_sweep.append(plans.apply_due_ends)
+    # Plan periods: where they come from is chosen here, once (app.services.agreements);
+    # every write and read applies due period ends and renewals, the worker confirms them.
+    period_source: PeriodSource = (
+        LocalCalendar() if settings.local_mode
+        else KindePeriods(kinde) if kinde is not None
+        else EventPeriods()
+    )
+    plans = PlanService(ledger.writer, period_source)
+    ledger.before_sweep.append(plans.advance)
     operations = OperationsService(store, SqlOperationsReader(store.engine), clock)
     container = Container(
         settings=settings,

@@ -7,10 +7,11 @@ The agreement's current period itself is not kept here: it lives in `billing_agr
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, select, update
+from sqlalchemy import Connection, and_, exists, func, or_, select, update
 
 from adapters.sql import dialect
 from adapters.sql import schema as t
@@ -43,6 +44,9 @@ class SqlPlanRepository:
             credits=record.credits,
             block_id=record.block_id,
             created_at=now,
+            status=record.status,
+            final=record.final,
+            check_at=record.check_at,
         )
         # RETURNING, not rowcount: psycopg's rowcount is not reliable for ON CONFLICT.
         inserted = self.conn.execute(ins.returning(_a.wallet_id))
@@ -71,42 +75,70 @@ class SqlPlanRepository:
         )
         return [_record(r) for r in rows]
 
-    def mark_ended(self, wallet_id: str, up_to: datetime, now: datetime) -> None:
+    def mark_ended(self, record: AllotmentRecord, now: datetime) -> None:
         self.conn.execute(
             update(t.plan_allotments)
-            .where(_a.wallet_id == wallet_id, _a.period_end <= up_to, _a.ended_at.is_(None))
+            .where(*self._key(record), _a.ended_at.is_(None))
             .values(ended_at=now)
         )
 
-    def close(self, wallet_id: str, up_to: datetime, now: datetime) -> None:
-        """The periods ending by `up_to` are done: their end applied, the next one handled."""
-        self.mark_ended(wallet_id, up_to, now)
+    def close(self, record: AllotmentRecord, now: datetime) -> None:
+        """The period is done: its end applied, what follows it handled (or nothing does)."""
         self.conn.execute(
             update(t.plan_allotments)
-            .where(_a.wallet_id == wallet_id, _a.period_end <= up_to, _a.closed_at.is_(None))
-            .values(closed_at=now)
+            .where(*self._key(record), _a.closed_at.is_(None))
+            .values(closed_at=now, ended_at=func.coalesce(_a.ended_at, now))
         )
 
-    def close_agreement(self, wallet_id: str, agreement_id: str, now: datetime) -> None:
+    def update(self, record: AllotmentRecord, *, period_end: datetime | None = None,
+               status: str | None = None, check_at: datetime | None = None,
+               attempts: int | None = None) -> None:
+        values: dict[str, Any] = {}
+        if period_end is not None:
+            values["period_end"] = period_end
+        if status is not None:
+            values["status"] = status
+        if check_at is not None or status is not None:
+            values["check_at"] = check_at
+        if attempts is not None:
+            values["attempts"] = attempts
+        if values:
+            self.conn.execute(update(t.plan_allotments).where(*self._key(record))
+                              .values(**values))
+
+    def mark_final(self, wallet_id: str, agreement_id: str) -> None:
         self.conn.execute(
             update(t.plan_allotments)
             .where(_a.wallet_id == wallet_id, _a.agreement_id == agreement_id,
                    _a.closed_at.is_(None))
-            .values(closed_at=now)
+            .values(final=True)
         )
 
     def due_wallets(self, now: datetime, limit: int) -> list[str]:
+        """Wallets with a period whose end passed unapplied, the longest overdue first."""
         rows = self.conn.execute(
-            select(_a.wallet_id)
-            .where(_a.closed_at.is_(None), _a.period_end <= now)
+            select(_a.wallet_id, func.min(_a.period_end).label("due"))
+            .where(_a.closed_at.is_(None), _a.ended_at.is_(None), _a.period_end <= now)
             .group_by(_a.wallet_id)
-            .order_by(_a.wallet_id)
+            .order_by("due", _a.wallet_id)
             .limit(limit)
         )
         return [r.wallet_id for r in rows]
 
-    def wallets_without_allotment(self, plan_codes: list[str], limit: int) -> list[str]:
-        """Wallets on a catalog plan whose current agreement has no allotment yet."""
+    def provisional_due(self, now: datetime, limit: int) -> list[AllotmentRecord]:
+        rows = self.conn.execute(
+            select(t.plan_allotments)
+            .where(_a.status == "provisional",
+                   or_(_a.check_at.is_(None), _a.check_at <= now))
+            .order_by(func.coalesce(_a.check_at, _a.created_at), _a.wallet_id)
+            .limit(limit)
+        )
+        return [_record(r) for r in rows]
+
+    def wallets_without_allotment(self, plan_codes: list[str], limit: int,
+                                  skip: Collection[str] = ()) -> list[str]:
+        """Wallets on a catalog plan whose current agreement has no allotment yet, leaving out
+        `skip` (those backing off), so that waiting wallets never hide the others."""
         if not plan_codes:
             return []
         w = t.wallets.c
@@ -115,7 +147,8 @@ class SqlPlanRepository:
         )
         rows = self.conn.execute(
             select(w.id)
-            .where(w.agreement_id.is_not(None), w.plan_code.in_(plan_codes), ~granted)
+            .where(w.agreement_id.is_not(None), w.plan_code.in_(plan_codes), ~granted,
+                   w.id.not_in(list(skip)[:1000]))
             .order_by(w.id)
             .limit(limit)
         )

@@ -26,6 +26,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import (
+    false as sa_false,
+)
+from sqlalchemy import (
     true as sa_true,
 )
 from sqlalchemy.engine import Dialect
@@ -368,7 +371,8 @@ class PlanAllotmentRow(Base):
     applied, `closed_at` once the next period was granted (or there is none)."""
 
     __tablename__ = "plan_allotments"
-    __table_args__ = (Index("ix_plan_allotments_open", "closed_at", "period_end"),)
+    __table_args__ = (Index("ix_plan_allotments_open", "closed_at", "period_end"),
+                      Index("ix_plan_allotments_check", "status", "check_at"))
 
     wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"), primary_key=True)
     agreement_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -380,6 +384,11 @@ class PlanAllotmentRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # "granted" | "provisional" | "withdrawn" (migration 0015 explains them).
+    status: Mapped[str] = mapped_column(String(16), server_default="granted")
+    final: Mapped[bool] = mapped_column(Boolean, server_default=sa_false())
+    check_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 # Core Table objects for the hot paths (the declarative classes above define them).

@@ -60,6 +60,7 @@ _WALLET_COLUMNS = (
     t.wallets.c.auto_recharge_threshold,
     t.wallets.c.auto_recharge_bundle,
     t.wallets.c.auto_recharge_suspended,
+    t.wallets.c.plan_code,
 )
 _SELECT_WALLET = select(*_WALLET_COLUMNS).where(t.wallets.c.id == bindparam("wallet_id"))
 _SELECT_WALLET_FOR_UPDATE = _SELECT_WALLET.with_for_update()  # where rows lock (see dialect)
@@ -107,7 +108,8 @@ _INSERT_DRAWS = insert(t.block_draws)
 _UPDATE_BLOCK = (
     update(t.blocks)
     .where(t.blocks.c.id == bindparam("b_id"))
-    .values(remaining=bindparam("b_remaining"))
+    # expires_at moves only when Kinde extends a plan period (app.services.plans).
+    .values(remaining=bindparam("b_remaining"), expires_at=bindparam("b_expires_at"))
 )
 
 _UPDATE_HOLD = (
@@ -171,6 +173,7 @@ class SqlWalletRepository:
             )
             if row.auto_recharge_bundle
             else None,
+            plan_code=row.plan_code,
         )
         wallet.blocks = [
             Block(
@@ -228,7 +231,7 @@ class SqlWalletRepository:
             )
         # One statement per kind of row (executemany: psycopg pipelines it), not one per row.
         block_updates = [
-            {"b_id": b.id, "b_remaining": b.remaining}
+            {"b_id": b.id, "b_remaining": b.remaining, "b_expires_at": b.expires_at}
             for b in wallet.touched_blocks.values()
             if b.id not in new_block_ids
         ]

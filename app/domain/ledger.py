@@ -180,6 +180,9 @@ class Wallet:
     alert_settings: Any = None  # AlertSettings, or None for the catalog's defaults
     alerts_fired: frozenset[str] = frozenset()
     auto_recharge: Any = None  # AutoRecharge, or None when never configured
+    # The Kinde plan the wallet is on (its profile's), so a write knows cheaply whether plan
+    # periods may be due; None when it is on no plan.
+    plan_code: str | None = None
     blocks: list[Block] = field(default_factory=list)
     new_entries: list[NewEntry] = field(default_factory=list)
     new_blocks: list[Block] = field(default_factory=list)
@@ -248,6 +251,26 @@ class Wallet:
         self, block: Block, amount: int, *, description: str, now: datetime
     ) -> NewEntry:
         """Expire `amount` unused credits of one live block (all of it, or a part: a cap)."""
+        return self._take_out("expiry", block, amount, description=description, now=now)
+
+    def void_part(
+        self, block: Block, amount: int, *, description: str, now: datetime
+    ) -> NewEntry:
+        """Take `amount` unused credits of one live block back (a `void` entry): credits that
+        should not have been given, such as a renewal Kinde did not make."""
+        return self._take_out("void", block, amount, description=description, now=now)
+
+    def move_expiry(self, block_id: str, expires_at: datetime | None, now: datetime) -> None:
+        """A live block's credits now expire at `expires_at` (its plan period was extended)."""
+        for block in self.blocks:
+            if block.id == block_id and block.expires_at != expires_at:
+                block.expires_at = expires_at
+                self.touched_blocks[block.id] = block
+        self._recompute_next_expiry(now)
+
+    def _take_out(
+        self, kind: str, block: Block, amount: int, *, description: str, now: datetime
+    ) -> NewEntry:
         _require_positive(amount)
         if not any(b is block for b in self.blocks) or amount > block.remaining:
             raise InvalidRequest(f"block {block.id} has fewer than {amount:,} credits left")
@@ -257,7 +280,7 @@ class Wallet:
         self.blocks = [b for b in self.blocks if b.remaining > 0]
         self._recompute_next_expiry(now)
         return self._append(
-            "expiry", -amount, reason=block.id, description=description, now=now,
+            kind, -amount, reason=block.id, description=description, now=now,
             draws=((block.id, amount),),
         )
 

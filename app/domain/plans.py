@@ -13,40 +13,20 @@ follow one another. Nothing here reads a clock, a database or Kinde: the period 
   soonest-expiring first, BEFORE the next period's allotment is granted (which does not count
   against it): cap 500, 700 unused, allotment 1000 -> the new period starts at 1,500.
 
-The cap counts every unused plan allotment in the wallet (whatever plan granted it): it bounds
-what a customer carries into a period. Purchases and grants are never touched by it.
+The cap counts the unused allotments of the agreement whose period ends (the caller passes
+them): an old agreement's end never caps a new agreement's allotment. Purchases and grants are
+never touched by it. Periods themselves (their calendar, tolerance and plausibility) are
+app.domain.agreements'.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from app.domain.agreements import Period
 from app.domain.catalog import Plan
 from app.domain.ledger import REASON_WHEN_SEPARATOR, Block
 from app.domain.usage_terms import describe_credit, describe_unused_expiry
-
-
-@dataclass(frozen=True)
-class Period:
-    """One billing period of an agreement: [start, end)."""
-
-    start: datetime
-    end: datetime
-
-    def __post_init__(self) -> None:
-        if self.end <= self.start:
-            raise ValueError(f"a billing period must end after it starts ({self.start} .. "
-                             f"{self.end})")
-
-    @property
-    def length(self) -> timedelta:
-        return self.end - self.start
-
-    @property
-    def label(self) -> str:
-        """How the ledger names a period: the month it starts in ("Nov 2026")."""
-        return self.start.strftime("%b %Y")
 
 
 def allotment_expiry(plan: Plan, period: Period) -> datetime | None:
@@ -85,9 +65,10 @@ def cap_expiries(plan: Plan, blocks: list[Block], at: datetime,
                  available: int) -> list[tuple[Block, int]]:
     """Unused allotment credits above the plan's cap at a period end: (block, credits) to
     expire, those that expire soonest first. Blocks already due at `at` are not counted
-    (they expire anyway). Credits reserved by open holds are not unused: the cap never
-    takes more than `available` (balance - held), so a capture of a hold placed before the
-    period end is always covered and never becomes arrears."""
+    (they expire anyway). Credits reserved by holds open at `at` are not unused: the cap
+    never takes more than `available` (balance - held, with the holds that expired before
+    `at` already released by the caller), so a capture of a hold placed before the period
+    end is always covered and never becomes arrears."""
     cap = plan.rollover_max_credits
     if cap is None or plan.rollover == "expire":
         return []
@@ -112,33 +93,3 @@ def cap_description(plan: Plan, block: Block, credits: int) -> str:
     return describe_unused_expiry(
         credits, what, f"at period end (over the {plan.rollover_max_credits:,}-credit rollover "
         f"cap of the {plan.name} plan)")
-
-
-def next_local_period(period: Period) -> Period:
-    """Without Kinde (local mode) the next period has the same length and starts at the end."""
-    return Period(period.end, period.end + period.length)
-
-
-def periods_between(last: Period, current: Period) -> list[Period]:
-    """The periods from the end of `last` up to and including Kinde's `current` one.
-
-    Normally `current` starts where `last` ended (give or take less than half a period) and
-    this is [current]. After a long outage Kinde reports only its current period: the missed
-    ones in between are rebuilt with the last period's length, the final one ending where
-    Kinde's current period starts, so each missed period is granted once, none twice, and no
-    sliver of a period gets a whole allotment.
-    """
-    if current.start <= last.start:
-        return []
-    if current.start - last.end < last.length / 2:
-        # Kinde's next period (its boundaries may drift by moments): no period was missed.
-        return [current]
-    out: list[Period] = []
-    start = last.end
-    while current.start - start >= last.length * 1.5:
-        out.append(Period(start, start + last.length))
-        start += last.length
-    # What is left (between half and one and a half periods) is one missed period.
-    out.append(Period(start, current.start))
-    out.append(current)
-    return out

@@ -1,42 +1,45 @@
-"""Plan periods as use cases: grant each period's allotment once, apply each period's end
-(expiries and the rollover cap), and learn the next period.
+"""Plan periods as use cases: grant each period's allotment once, and at each period end apply
+the end (expiries, then the rollover cap) and begin the next period, in one transaction.
 
-Where a period comes from (one source of truth: the `billing_agreements` cache, `uow.billing`):
-- an agreement or plan event that carries `current_period_start` / `current_period_end` stores
-  them there and grants at once (`on_agreement_event`, inside the webhook's transaction);
-- otherwise the worker reads the agreement from Kinde's agreements API, stores it, and grants;
-- in local mode (no Kinde) an event without a period starts one calendar month at the event.
-
-How a period's end is learned: the worker (`run_due`) finds allotment rows whose period has
-ended. It first applies the end on its own (expiries dated at the period end, then the cap),
-then asks Kinde for the agreement's next period and grants it, dated at its start. While Kinde
-does not answer, or still reports the old period, nothing is guessed: it retries with back-off
-(30 s doubling to 15 min) and grants when Kinde answers, dated at the period start, so the
-ledger reads as if it never waited. Without Kinde the next period has the same length.
-
-Exactly once: each grant first claims its (wallet, agreement, period start, plan) row in
-`plan_allotments` (primary key) in the same transaction as the allotment entry; a second claim,
-from a repeated or reordered event or a racing worker, inserts nothing and grants nothing.
+Guarantees (DESIGN "Plans and periods"):
+- One period, one allotment: a period of the same agreement and plan whose start is within a
+  day of a granted one is that period (`app.domain.agreements.same_period`); the row's primary
+  key in `plan_allotments` backs this up under races.
+- Time at a period end is the end's time, whenever a write, a read or the worker gets there:
+  holds that expired before the end are released first (dated at their expiry), the plan's
+  expiries and cap are computed as of the end, and the next period's allotment is dated at
+  its start. The end and the next grant are one transaction, so no alert fires for a balance
+  that only passed through zero inside a renewal.
+- A late renewal costs the customer nothing: when a period ends and the source (Kinde) has not
+  yet reported the next one, the next period on the agreement's calendar is granted
+  provisionally in that same transaction. The worker asks Kinde (one back-off schedule, kept
+  in the database) and confirms it (moving its end to Kinde's if they differ), or, when Kinde
+  says the agreement was not renewed, takes its unused credits back with a `void` entry.
+- An end applies the policy of the plan of ITS agreement to that agreement's allotments only:
+  a new agreement's allotment is never expired or capped by the old agreement's end.
+- A period that only extends a known one (same start, later end) moves its end (and the
+  allotment's expiry) and nothing else. A cancelled agreement's last period still ends (its
+  expiries and cap apply); nothing follows it.
+- Catch-up after downtime rebuilds missed periods on the agreement's calendar.
 """
 
 from __future__ import annotations
 
-import calendar
 import logging
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
+from app.domain import agreements as periods
 from app.domain import plans as rules
+from app.domain.agreements import Calendar, Period
 from app.domain.catalog import Plan
 from app.domain.ledger import Wallet
-from app.domain.plans import Period
+from app.services.agreements import AgreementCache, PeriodSource, PeriodUnknown
 from app.services.ports import (
-    AgreementInfo,
-    AgreementSource,
     AllotmentRecord,
-    BillingRepository,
     Clock,
+    PeriodStatus,
     PlanRepository,
     UnitOfWork,
 )
@@ -44,44 +47,37 @@ from app.services.wallet_writer import WalletWriter
 
 log = logging.getLogger("kinde_credits.plans")
 
-RETRY_BASE = timedelta(seconds=30)
-RETRY_MAX = timedelta(minutes=15)
-FIRST_SCAN_EVERY = timedelta(minutes=1)
-MAX_CATCH_UP = 1000  # periods per wallet per pass: a bound, never reached in practice
+MAX_CATCH_UP = periods.MAX_PERIODS_BETWEEN  # period ends per wallet per write: a bound
 
 
-class PeriodUnknown(Exception):
-    """Kinde did not tell us the next period (unreachable, or not renewed yet)."""
+@dataclass
+class _Rows:
+    """A wallet's period rows for one write or read: the store's, plus what this write did
+    (a read changes nothing in the store, so it follows its own changes here)."""
 
+    uow: UnitOfWork
+    wallet_id: str
+    all: list[AllotmentRecord]
 
-def add_month(moment: datetime) -> datetime:
-    """The same day and time one calendar month later (clamped to the month's last day)."""
-    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return moment.replace(year=year, month=month, day=day)
+    @property
+    def repo(self) -> PlanRepository:
+        return self.uow.plans
 
+    def replace(self, old: AllotmentRecord, new: AllotmentRecord) -> AllotmentRecord:
+        self.all = [new if r is old else r for r in self.all]
+        return new
 
-def _plans(uow: UnitOfWork) -> PlanRepository:
-    return uow.plans
-
-
-def _billing(uow: UnitOfWork) -> BillingRepository:
-    return uow.billing
+    def of(self, agreement_id: str) -> list[AllotmentRecord]:
+        return [r for r in self.all if r.agreement_id == agreement_id]
 
 
 @dataclass
 class PlanService:
     writer: WalletWriter
-    kinde: AgreementSource | None = None
-    # Local mode (no KINDE_DOMAIN): periods repeat with the same length. With Kinde but
-    # without Management API credentials nothing is guessed: periods come from events only.
-    local_mode: bool = True
-    # Per-process back-off for Kinde look-ups (an optimisation: another instance only asks
-    # again sooner, and grants stay exactly once through the database key).
-    _retry_at: dict[str, tuple[int, datetime]] = field(default_factory=dict, repr=False)
-    # When the worker last looked for wallets whose first allotment waits on Kinde: a scan over
-    # wallets, so at most once a minute (their events usually carry the period anyway).
-    _first_scan_at: datetime | None = field(default=None, repr=False)
+    source: PeriodSource
+    # Per-process back-off for first allotments that wait on Kinde (renewals keep theirs in
+    # the database); it only spares Kinde repeated questions.
+    _first_retry: dict[str, tuple[int, datetime]] = field(default_factory=dict, repr=False)
 
     @property
     def clock(self) -> Clock:
@@ -90,26 +86,138 @@ class PlanService:
     def plan(self, code: str | None) -> Plan | None:
         return self.writer.catalog.plans.get(code) if code else None
 
+    # -- the sweep hook: period ends and renewals, as of each end ------------------------
+
+    def advance(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> None:
+        """Before-sweep hook of every write and read: apply each period end that passed, in
+        time order and as of its own time, and begin what follows it."""
+        if wallet.plan_code is None and not any(b.kind == "allotment" for b in wallet.blocks):
+            return
+        rows = _Rows(uow, wallet.id, uow.plans.periods(wallet.id))
+        self._advance(rows, wallet, now)
+
+    def _advance(self, rows: _Rows, wallet: Wallet, now: datetime) -> None:
+        for _ in range(MAX_CATCH_UP):
+            due = [r for r in rows.all
+                   if r.closed_at is None and r.ended_at is None and r.period_end <= now]
+            if not due:
+                return
+            end = min(r.period_end for r in due)
+            group = [r for r in due if r.period_end == end]
+            for agreement_id in dict.fromkeys(r.agreement_id for r in group):
+                self._end_period(rows, wallet, agreement_id, [
+                    r for r in group if r.agreement_id == agreement_id], end, now)
+
+    def _end_period(self, rows: _Rows, wallet: Wallet, agreement_id: str,
+                    ending: list[AllotmentRecord], end: datetime, now: datetime) -> None:
+        uow = rows.uow
+        cache = AgreementCache(uow.billing)
+        known = cache.get(agreement_id)
+        last = max(ending, key=lambda r: r.period_start)
+        # Kinde extended this period (same start, later end): move its end, nothing else.
+        if known is not None and known.period is not None and not last.final and (
+            periods.extends(last.period, known.period)
+        ):
+            for row in ending:
+                self._move_end(rows, wallet, row, known.period.end, now)
+            return
+        self.writer.release_expired_holds(uow, wallet, end)
+        wallet.expire_blocks(end)
+        self._apply_cap(rows, wallet, agreement_id, end)
+        for row in ending:
+            if uow.write:
+                rows.repo.mark_ended(row, now)
+            rows.replace(row, replace(row, ended_at=now))
+        upcoming = self._next_periods(rows, wallet, agreement_id, last, known, now)
+        if upcoming is None:
+            return  # waits, ended (the next period comes from the source)
+        plan, status, following = upcoming
+        for period in following:
+            assert plan is not None
+            if period.start <= now:
+                self._grant(rows, wallet, agreement_id, plan, period, period.start, status)
+        for row in ending:
+            current = next(r for r in rows.all if r.agreement_id == row.agreement_id
+                           and r.period_start == row.period_start
+                           and r.plan_code == row.plan_code)
+            if uow.write:
+                rows.repo.close(current, now)
+            rows.replace(current, replace(current, closed_at=now))
+
+    def _next_periods(
+        self, rows: _Rows, wallet: Wallet, agreement_id: str, last: AllotmentRecord,
+        known: Any, now: datetime,
+    ) -> tuple[Plan | None, str, list[Period]] | None:
+        """What follows `last`: (plan, status, periods); ([] when nothing follows), or None
+        when the next period must wait for the source."""
+        profile = rows.uow.wallets.profile(wallet.id)
+        plan = self.plan(profile.plan_code if profile else None)
+        continuing = (
+            profile is not None and profile.agreement_id == agreement_id and plan is not None
+            and not last.final and last.status != PeriodStatus.WITHDRAWN
+        )
+        if not continuing:
+            return None, PeriodStatus.GRANTED, []
+        calendar = self._calendar(rows, agreement_id)
+        if known is not None and known.period is not None and (
+            known.period.start > last.period_start
+            and not periods.same_period(known.period.start, last.period_start)
+        ):
+            return plan, PeriodStatus.GRANTED, periods.periods_between(
+                last.period, known.period, calendar)
+        if not self.source.renewals_provisional:
+            return plan, PeriodStatus.GRANTED, [calendar.after(last.period)]
+        if last.provisional:
+            return None  # one provisional period at most: the rest waits for Kinde
+        return plan, PeriodStatus.PROVISIONAL, [calendar.after(last.period)]
+
+    @staticmethod
+    def _calendar(rows: _Rows, agreement_id: str) -> Calendar:
+        first = min((r for r in rows.of(agreement_id)), key=lambda r: r.period_start)
+        return Calendar.of(first.period)
+
+    def _apply_cap(self, rows: _Rows, wallet: Wallet, agreement_id: str,
+                   end: datetime) -> None:
+        """The cap of the agreement's plan, on that agreement's allotments only, as of `end`."""
+        mine = rows.of(agreement_id)
+        plan = self.plan(max(mine, key=lambda r: r.period_start).plan_code)
+        if plan is None:
+            return
+        blocks = {r.block_id for r in mine if r.block_id}
+        own = [b for b in wallet.blocks if b.id in blocks]
+        for block, credits in rules.cap_expiries(plan, own, end, wallet.available):
+            wallet.expire_part(block, credits,
+                               description=rules.cap_description(plan, block, credits),
+                               now=end)
+
+    def _move_end(self, rows: _Rows, wallet: Wallet, row: AllotmentRecord,
+                  new_end: datetime, now: datetime) -> AllotmentRecord:
+        """The period's end moved (Kinde extended or corrected it): so does its allotment's
+        expiry, when the plan ties it to the period end."""
+        plan = self.plan(row.plan_code)
+        if row.block_id and plan is not None:
+            wallet.move_expiry(row.block_id,
+                               rules.allotment_expiry(plan, Period(row.period_start, new_end)),
+                               now)
+        if rows.uow.write:
+            rows.repo.update(row, period_end=new_end)
+        return rows.replace(row, replace(row, period_end=new_end))
+
     # -- granting -------------------------------------------------------------------------
 
-    def grant_locked(
-        self,
-        uow: UnitOfWork,
-        wallet: Wallet,
-        agreement_id: str,
-        plan: Plan,
-        period: Period,
-        at: datetime,
-    ) -> bool:
-        """Grant `plan`'s allotment for `period` on a locked wallet, once. Period ends up to
-        this period's start are applied first (the cap comes before the new allotment).
-        Returns False when this period was already granted (nothing changes then)."""
-        self.end_periods_locked(uow, wallet, period.start, close=True)
+    def _grant(self, rows: _Rows, wallet: Wallet, agreement_id: str, plan: Plan,
+               period: Period, at: datetime, status: str) -> bool:
+        """Grant `plan`'s allotment for `period`, once (a period within a day of a granted one
+        of the same agreement and plan is that one)."""
+        if any(r.agreement_id == agreement_id and r.plan_code == plan.code
+               and periods.same_period(r.period_start, period.start) for r in rows.all):
+            return False
         record = AllotmentRecord(
             wallet.id, agreement_id, period.start, plan.code, period.end,
-            plan.credits_per_period,
+            plan.credits_per_period, status=status,
+            check_at=at if status == PeriodStatus.PROVISIONAL else None,
         )
-        if not _plans(uow).claim(record, at):
+        if rows.uow.write and not rows.repo.claim(record, self.clock()):
             return False
         expires = rules.allotment_expiry(plan, period)
         if plan.credits_per_period > 0 and (expires is None or expires > at):
@@ -123,41 +231,41 @@ class PlanService:
                 cost_amount=plan.price,
                 currency=plan.currency,
             )
-            _plans(uow).set_block(record, wallet.new_blocks[-1].id)
+            record = replace(record, block_id=wallet.new_blocks[-1].id)
+            if rows.uow.write:
+                rows.repo.set_block(record, record.block_id or "")
+        rows.all.append(record)
         return True
 
-    def end_periods_locked(
-        self, uow: UnitOfWork, wallet: Wallet, up_to: datetime, *, close: bool
-    ) -> None:
-        """Apply every not yet applied period end up to `up_to`, in order: expiries dated at
-        the period end, then the cap of the wallet's plan. With `close`, those periods are also
-        done (the caller grants what follows them)."""
-        repo = _plans(uow)
-        ends = sorted({r.period_end for r in repo.open_periods(wallet.id)
-                       if r.period_end <= up_to and r.ended_at is None})
-        profile = uow.wallets.profile(wallet.id) if ends else None
-        plan = self.plan(profile.plan_code if profile else None)
-        for end in ends:
-            wallet.expire_blocks(end)
-            if plan is not None:
-                for block, credits in rules.cap_expiries(plan, wallet.blocks, end,
-                                                         wallet.available):
-                    wallet.expire_part(block, credits,
-                                       description=rules.cap_description(plan, block, credits),
-                                       now=end)
-        # A read (the wallet view, the spend pre-check) sees the period ends applied in memory
-        # and records nothing: a write in a read transaction fails on a busy database.
-        if ends and uow.write:
-            repo.mark_ended(wallet.id, up_to, self.clock())
-        if close and uow.write:
-            repo.close(wallet.id, up_to, self.clock())
+    def grant_for_event(self, uow: UnitOfWork, wallet: Wallet, agreement_id: str,
+                        plan: Plan, period: Period, now: datetime) -> str | None:
+        """An event stated `period` for the agreement: confirm, extend or grant it. Returns a
+        note for the inbox when nothing was granted."""
+        rows = _Rows(uow, wallet.id, uow.plans.periods(wallet.id))
+        same = [r for r in rows.of(agreement_id)
+                if periods.same_period(r.period_start, period.start)]
+        mine = next((r for r in same if r.plan_code == plan.code), None)
+        if mine is not None:
+            self._settle(rows, wallet, mine, period, now)
+            return f"{plan.name} plan credits for {period.label} were already granted"
+        if any(r.period_start > period.start for r in rows.of(agreement_id)):
+            return f"a later period of {agreement_id} was already granted: nothing to do"
+        # A period that already ended (a late event) is granted as of its start; its end
+        # and what followed are then applied as of their own times.
+        at = now if now < period.end else period.start
+        self._grant(rows, wallet, agreement_id, plan, period, at, PeriodStatus.GRANTED)
+        self._advance(rows, wallet, now)
+        return None
 
-    def apply_due_ends(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> None:
-        """Before-sweep hook: period ends that passed are applied (expiries, then the cap)
-        before anything else expires or is drawn, so a write arriving before the worker, or
-        after downtime, sees exactly what the worker would have done at each period end."""
-        if any(b.kind == "allotment" for b in wallet.blocks):
-            self.end_periods_locked(uow, wallet, now, close=False)
+    def _settle(self, rows: _Rows, wallet: Wallet, row: AllotmentRecord, stated: Period,
+                now: datetime) -> None:
+        """The source stated a period that is `row`'s: confirm it and take the stated end."""
+        if stated.end != row.period_end and row.ended_at is None:
+            row = self._move_end(rows, wallet, row, stated.end, now)
+        if row.provisional:
+            if rows.uow.write:
+                rows.repo.update(row, status=PeriodStatus.GRANTED, attempts=0)
+            rows.replace(row, replace(row, status=PeriodStatus.GRANTED))
 
     # -- events ---------------------------------------------------------------------------
 
@@ -169,121 +277,92 @@ class PlanService:
         event_time: datetime | None,
         now: datetime,
     ) -> str | None:
-        """An agreement / plan event for a locked wallet whose profile it already updated:
-        store the period it carries and grant that period's allotment (once). Returns a note
-        for the inbox when nothing was granted."""
+        """An agreement / plan event for a locked wallet whose profile it already updated
+        (and whose stated period the cache already holds): grant that period once."""
         profile = uow.wallets.profile(wallet.id)
         agreement_id = fields.agreement_id or (profile.agreement_id if profile else None)
-        plan = self.plan(fields.plan_code or (profile.plan_code if profile else None))
+        code = fields.plan_code or (profile.plan_code if profile else None)
+        plan = self.plan(code)
         if plan is None:
-            code = fields.plan_code or (profile.plan_code if profile else None)
             return f"plan {code!r} is not in the credits catalog: no plan credits" if code else (
                 None)
         if agreement_id is None:
             return "no agreement id yet: plan credits wait for one"
         period: Period | None = None
         start, end = fields.period_start, fields.period_end
-        if start is not None and end is not None and end > start:
-            period = Period(start, end)
-            customer = fields.customer_id or (profile.billing_customer_id if profile else None)
-            self._remember(uow, agreement_id, customer, plan.code, period, now)
+        if start is not None and end is not None:
+            period = Period(start, end)  # plausible: the handler parks implausible ones
         else:
-            cached = _billing(uow).agreement(agreement_id)
-            if cached and cached.period_start and cached.period_end and (
-                cached.period_start <= now < cached.period_end
-            ):
-                period = Period(cached.period_start, cached.period_end)
-            elif self.kinde is None and self.local_mode:
-                # Local mode: no Kinde to ask; a calendar month from the event.
-                begin = event_time or now
-                period = Period(begin, add_month(begin))
-                self._remember(uow, agreement_id, None, plan.code, period, now)
+            known = AgreementCache(uow.billing).get(agreement_id)
+            if known is not None and known.period is not None and known.period.contains(now):
+                period = known.period
+            else:
+                period = self.source.first_period(event_time or now)
+                if period is not None:
+                    AgreementCache(uow.billing).remember(
+                        agreement_id, None, plan.code, period.start, period.end, now)
         if period is None:
             return "billing period not in the event: the worker reads it from Kinde"
         if now < period.start:
             return "the billing period has not started yet: granted when it starts"
-        if any(r.agreement_id == agreement_id and r.period_start > period.start
-               for r in _plans(uow).periods(wallet.id)):
-            return f"a later period of {agreement_id} was already granted: nothing to do"
-        # A period that already ended (a late event, or the walkthrough's past dates) is
-        # granted as of its start; the worker then applies its end and what followed.
-        at = now if now < period.end else period.start
-        granted = self.grant_locked(uow, wallet, agreement_id, plan, period, at)
-        return None if granted else (
-            f"{plan.name} plan credits for {period.label} were already granted"
-        )
-
-    def _remember(
-        self,
-        uow: UnitOfWork,
-        agreement_id: str,
-        customer_id: str | None,
-        plan_code: str | None,
-        period: Period,
-        now: datetime,
-    ) -> None:
-        """Store an agreement's current period in the one agreements cache."""
-        billing = _billing(uow)
-        known = billing.agreement(agreement_id)
-        if known is not None and known.period_start and known.period_start > period.start:
-            return  # an older event must not move the period back
-        billing.save_agreement(AgreementInfo(
-            id=agreement_id,
-            customer_id=customer_id or (known.customer_id if known else ""),
-            plan_code=plan_code or (known.plan_code if known else None),
-            period_start=period.start,
-            period_end=period.end,
-            feature_codes=known.feature_codes if known else (),
-            fetched_at=now,
-        ))
+        return self.grant_for_event(uow, wallet, agreement_id, plan, period, now)
 
     def on_agreement_cancelled(self, uow: UnitOfWork, wallet_id: str,
                                agreement_id: str | None) -> str | None:
-        """A cancelled agreement is not renewed: its open periods are closed now. What was
-        granted keeps its own expiry (an "expire" allotment still expires at period end)."""
+        """A cancelled agreement is not renewed: its current period still ends as its plan
+        says (expiries and cap, dated at the end), and nothing follows it."""
         if agreement_id is None:
             return None
-        rows = [r for r in _plans(uow).open_periods(wallet_id) if r.agreement_id == agreement_id]
+        rows = [r for r in uow.plans.open_periods(wallet_id) if r.agreement_id == agreement_id]
         if not rows:
             return None
-        _plans(uow).close_agreement(wallet_id, agreement_id, self.clock())
+        uow.plans.mark_final(wallet_id, agreement_id)
         return f"agreement {agreement_id} cancelled: its plan credits are not renewed"
 
     # -- worker ---------------------------------------------------------------------------
 
     def run_due(self, limit: int = 200) -> int:
-        """Worker step: first allotments to learn, period ends to apply, renewals to grant.
-        Returns how much was done (the worker sleeps when 0)."""
+        """Worker step: first allotments to learn, period ends to apply (with their renewals),
+        provisional renewals to confirm with Kinde. Returns how much was done."""
         done = 0
+        now = self.clock()
         codes = sorted(self.writer.catalog.plans)
-        now = self.clock()
-        scan = self._first_scan_at is None or now - self._first_scan_at >= FIRST_SCAN_EVERY
+        waiting = {w for w, (_, at) in self._first_retry.items() if at > now}
         with self.writer.uow(False) as uow:
-            first = _plans(uow).wallets_without_allotment(codes, limit) if scan else []
-            due = _plans(uow).due_wallets(now, limit)
-        if scan:
-            self._first_scan_at = now
+            first = uow.plans.wallets_without_allotment(codes, limit, skip=waiting)
+            due = uow.plans.due_wallets(now, limit)
+            unconfirmed = (uow.plans.provisional_due(now, limit)
+                           if self.source.can_look_up else [])
         for wallet_id in first:
-            try:
-                done += self.first_allotment(wallet_id)
-            except Exception:
-                log.exception("first plan allotment for %s failed", wallet_id)
-        now = self.clock()
+            done += self._guarded("first plan allotment", wallet_id, self.first_allotment)
         for wallet_id in due:
-            if not self._may_ask(wallet_id, now):
-                continue  # its period end is applied; the next period waits for Kinde
-            try:
-                done += self.renew(wallet_id)
-            except Exception:
-                log.exception("plan renewal for %s failed", wallet_id)
+            done += self._guarded("plan period end", wallet_id, self.renew)
+        for row in unconfirmed:
+            done += self._guarded("plan renewal check", row.wallet_id,
+                                  lambda _w, row=row: self.confirm(row))
         return done
+
+    @staticmethod
+    def _guarded(what: str, wallet_id: str, step: Any) -> int:
+        try:
+            return int(step(wallet_id))
+        except Exception:
+            log.exception("%s for %s failed", what, wallet_id)
+            return 0
+
+    def renew(self, wallet_id: str) -> int:
+        """Apply a wallet's due period ends and begin what follows (one transaction)."""
+        with self.writer.uow(True) as uow:
+            written = self.writer.write(uow, wallet_id, self.clock(), lambda _w: None)
+            uow.commit()
+        return int(written is not None)
 
     def first_allotment(self, wallet_id: str) -> int:
         """A wallet on a plan whose agreement has no allotment yet (its event carried no
-        period): read the period from the cache or Kinde, then grant."""
+        period): the period from the cache or the source, then the grant."""
         with self.writer.uow(False) as uow:
             profile = uow.wallets.profile(wallet_id)
-            cached = _billing(uow).agreement(profile.agreement_id) if profile and (
+            known = AgreementCache(uow.billing).get(profile.agreement_id) if profile and (
                 profile.agreement_id) else None
         if profile is None or profile.agreement_id is None:
             return 0
@@ -291,23 +370,23 @@ class PlanService:
         if plan is None:
             return 0
         now = self.clock()
-        period: Period | None = None
-        if cached and cached.period_start and cached.period_end and (
-            cached.period_end > now
-        ):
-            period = Period(cached.period_start, cached.period_end)
-        else:
-            if self.kinde is None or not self._may_ask(wallet_id, now):
+        period = known.period if known is not None and known.period is not None and (
+            known.period.end > now) else None
+        if period is None:
+            if not self.source.can_look_up:
                 return 0
             try:
-                current = self._ask_kinde(wallet_id, profile.billing_customer_id,
-                                          profile.agreement_id, now)
+                period = self._look_up(profile.billing_customer_id, profile.agreement_id, now)
             except PeriodUnknown as exc:
-                self._back_off(wallet_id, now, str(exc))
+                attempts = self._first_retry.get(wallet_id, (0, now))[0] + 1
+                delay = periods.retry_delay(attempts)
+                self._first_retry[wallet_id] = (attempts, now + delay)
+                log.warning("plan period of %s unknown (%s); asking again in %s",
+                            wallet_id, exc, delay)
                 return 0
-            if current is None:
+            if period is None:
                 return 0
-            period = current
+        self._first_retry.pop(wallet_id, None)
         if period.start > now:
             return 0  # granted when it starts
         agreement_id = profile.agreement_id
@@ -315,145 +394,109 @@ class PlanService:
             now = self.clock()
             written = self.writer.write(
                 uow, wallet_id, now,
-                lambda wallet: self.grant_locked(uow, wallet, agreement_id, plan, period, now))
+                lambda wallet: self.grant_for_event(uow, wallet, agreement_id, plan, period,
+                                                    now))
             uow.commit()
-        return int(written is not None and written.result)
+        return int(written is not None and written.result is None)
 
-    def renew(self, wallet_id: str) -> int:
-        """Apply due period ends of one wallet and grant what follows them, catching up over
-        any number of periods (each dated when it happened)."""
-        done = 0
-        for _ in range(MAX_CATCH_UP):
-            step = self._renew_once(wallet_id)
-            if step <= 0:
-                return done
-            done += step
-        return done
-
-    def _renew_once(self, wallet_id: str) -> int:
-        # 1. Apply the earliest due period end on its own: it needs nothing from Kinde.
+    def confirm(self, row: AllotmentRecord) -> int:
+        """Ask the source about a provisional period; confirm, move or withdraw it."""
+        with self.writer.uow(False) as uow:
+            profile = uow.wallets.profile(row.wallet_id)
+        now = self.clock()
+        try:
+            if profile is None or not profile.billing_customer_id:
+                raise PeriodUnknown(f"{row.wallet_id} has no billing customer id to look "
+                                    "agreements up")
+            listed = self.source.agreements(profile.billing_customer_id)
+            with self.writer.uow(True) as uow:
+                AgreementCache(uow.billing).remember_all(profile.billing_customer_id, listed,
+                                                         now)
+                uow.commit()
+            found = next((a for a in listed if a.id == row.agreement_id), None)
+            over = found is None or (found.expires_on is not None
+                                     and found.expires_on <= row.period_start)
+            reported: Period | None = None
+            if not over:
+                assert found is not None
+                if periods.plausibility_problem(found.current_period_start,
+                                                found.current_period_end) is None and (
+                        found.current_period_start is not None
+                        and found.current_period_end is not None):
+                    reported = Period(found.current_period_start, found.current_period_end)
+                if reported is None or reported.end <= row.period_start:
+                    raise PeriodUnknown("Kinde still reports the period before "
+                                        f"{row.period_start.isoformat()}")
+        except PeriodUnknown as exc:
+            attempts = row.attempts + 1
+            delay = periods.retry_delay(attempts)
+            log.warning("renewal of %s unconfirmed (%s); asking again in %s",
+                        row.wallet_id, exc, delay)
+            with self.writer.uow(True) as uow:
+                uow.plans.update(row, check_at=now + delay, attempts=attempts)
+                uow.commit()
+            return 0
         with self.writer.uow(True) as uow:
             now = self.clock()
-            if uow.wallets.lock(wallet_id) is None:  # held for the whole step
-                return 0
-            due = [r for r in _plans(uow).open_periods(wallet_id) if r.period_end <= now]
-            if not due:
-                return 0
-            end = min(r.period_end for r in due)
-            group = [r for r in due if r.period_end == end]
-            if any(r.ended_at is None for r in group):
-                # Not swept: this end is applied on its own, dated when it happened.
-                self.writer.write(
-                    uow, wallet_id, now,
-                    lambda wallet: self.end_periods_locked(uow, wallet, end, close=False),
-                    sweep=False)
-            profile = uow.wallets.profile(wallet_id)
-            plan = self.plan(profile.plan_code if profile else None)
-            current = next(
-                (r for r in group if profile and r.agreement_id == profile.agreement_id), None
-            )
-            if plan is None or current is None or profile is None:
-                # Plan dropped from the catalog, or the agreement was replaced: no renewal.
-                _plans(uow).close(wallet_id, end, now)
-                uow.commit()
-                return 1
-            cached = _billing(uow).agreement(current.agreement_id)
+            self.writer.write(
+                uow, row.wallet_id, now,
+                lambda wallet: self._resolve(uow, wallet, row, reported, now))
             uow.commit()
-        # 2. Learn the next period: the cache when it already moved on, else Kinde, else
-        #    (local mode) the same length again.
-        last = current.period
-        kinde_current: Period | None = None
-        if cached and cached.period_start and cached.period_end and (
-            cached.period_end > end and cached.period_start > last.start
-        ):
-            kinde_current = Period(cached.period_start, cached.period_end)
-        if kinde_current is not None:
-            upcoming = rules.periods_between(last, kinde_current)
-        elif self.kinde is None and self.local_mode:
-            upcoming = [rules.next_local_period(last)]
-        elif self.kinde is None:
-            # No credentials to ask Kinde: the next agreement event will carry the period.
-            self._back_off(wallet_id, now, "no Kinde Management API credentials")
-            return 0
-        else:
-            if not self._may_ask(wallet_id, now):
-                return 0
-            try:
-                asked = self._ask_kinde(wallet_id, profile.billing_customer_id,
-                                        current.agreement_id, now, after=end)
-            except PeriodUnknown as exc:
-                self._back_off(wallet_id, now, str(exc))
-                return 0
-            if asked is None:
-                with self.writer.uow(True) as uow:  # the agreement is over: nothing follows
-                    _plans(uow).close(wallet_id, end, self.clock())
-                    uow.commit()
-                return 1
-            upcoming = rules.periods_between(last, asked)
-        # 3. Grant, each dated at its period's start (the cap of each end comes first).
-        now = self.clock()
-        started = [p for p in upcoming if p.start <= now]
-        if upcoming and not started:
-            return 0  # the next period has not begun: asked again on a later pass
-
-        def grant_started(wallet: Wallet) -> None:
-            for period in started:
-                self.grant_locked(uow, wallet, current.agreement_id, plan, period, period.start)
-            _plans(uow).close(wallet_id, end, now)
-
-        with self.writer.uow(True) as uow:
-            # Not swept: each period is granted dated at its start, its end's cap first.
-            if self.writer.write(uow, wallet_id, now, grant_started, sweep=False) is None:
-                return 0
-            uow.commit()
-        self._retry_at.pop(wallet_id, None)
         return 1
 
-    # -- Kinde ----------------------------------------------------------------------------
+    def _resolve(self, uow: UnitOfWork, wallet: Wallet, row: AllotmentRecord,
+                 reported: Period | None, now: datetime) -> None:
+        rows = _Rows(uow, wallet.id, uow.plans.periods(wallet.id))
+        current = next((r for r in rows.all if r.agreement_id == row.agreement_id
+                        and r.period_start == row.period_start
+                        and r.plan_code == row.plan_code), None)
+        if current is None or not current.provisional:
+            return  # settled meanwhile (an event, another worker)
+        if reported is None:
+            self._withdraw(rows, wallet, current, now)
+            return
+        if periods.same_period(reported.start, current.period_start) or (
+            reported.start >= current.period_end
+        ):
+            # Kinde renewed as the calendar said (maybe with another end), or it is already
+            # further on: the provisional period was a real one.
+            stated = reported if periods.same_period(reported.start, current.period_start) \
+                else current.period
+            self._settle(rows, wallet, current, stated, now)
+        else:
+            # Kinde's calendar differs: the provisional period ends where Kinde's starts.
+            moved = self._move_end(rows, wallet, current, max(reported.start,
+                                                              current.period_start
+                                                              + periods.SHORTEST_PERIOD), now)
+            self._settle(rows, wallet, moved, moved.period, now)
+        self._advance(rows, wallet, now)
 
-    def _ask_kinde(
-        self,
-        wallet_id: str,
-        customer_id: str | None,
-        agreement_id: str,
-        now: datetime,
-        *,
-        after: datetime | None = None,
-    ) -> Period | None:
-        """Kinde's current period of the agreement (stored in the cache). None when Kinde says
-        the agreement is gone or over; PeriodUnknown when it cannot say yet."""
-        assert self.kinde is not None
+    def _withdraw(self, rows: _Rows, wallet: Wallet, row: AllotmentRecord,
+                  now: datetime) -> None:
+        """Kinde did not renew the agreement: the provisional allotment's unused credits go
+        back (a `void` entry); what was used of it during the wait stays used."""
+        block = next((b for b in wallet.blocks if b.id == row.block_id), None)
+        if block is not None and block.remaining > 0:
+            wallet.void_part(block, block.remaining, now=now, description=(
+                f"-{block.remaining:,} credits: {block.reason.split(' | ')[0]} withdrawn "
+                "(Kinde did not renew the agreement)"))
+        rows.uow.plans.update(row, status=PeriodStatus.WITHDRAWN)
+        rows.uow.plans.mark_final(row.wallet_id, row.agreement_id)
+        rows.replace(row, replace(row, status=PeriodStatus.WITHDRAWN, final=True))
+
+    def _look_up(self, customer_id: str | None, agreement_id: str,
+                 now: datetime) -> Period | None:
+        """The source's current period of the agreement (the cache stores all it listed)."""
         if not customer_id:
-            raise PeriodUnknown(f"{wallet_id} has no billing customer id to look agreements up")
-        try:
-            agreements = self.kinde.list_agreements(customer_id)
-        except Exception as exc:  # unreachable, 5xx, 429, auth: all mean "ask again later"
-            raise PeriodUnknown(f"Kinde did not answer: {type(exc).__name__}: {exc}") from exc
-        found = next((a for a in agreements if a.id == agreement_id), None)
+            raise PeriodUnknown("no billing customer id to look agreements up")
+        listed = self.source.agreements(customer_id)
         with self.writer.uow(True) as uow:
-            for a in agreements:
-                _billing(uow).save_agreement(AgreementInfo(
-                    id=a.id, customer_id=customer_id, plan_code=a.plan_code,
-                    period_start=a.current_period_start, period_end=a.current_period_end,
-                    feature_codes=tuple(a.feature_codes), fetched_at=now,
-                ))
+            AgreementCache(uow.billing).remember_all(customer_id, listed, now)
             uow.commit()
-        if found is None or (found.expires_on is not None and after is not None
-                             and found.expires_on <= after):
+        found = next((a for a in listed if a.id == agreement_id), None)
+        if found is None:
             return None
         start, end = found.current_period_start, found.current_period_end
-        if start is None or end is None or end <= start:
-            raise PeriodUnknown(f"Kinde gives agreement {agreement_id} no current period yet")
-        if after is not None and end <= after:
-            raise PeriodUnknown(f"Kinde still reports the period ending {end.isoformat()}")
+        if start is None or end is None or periods.plausibility_problem(start, end):
+            raise PeriodUnknown(f"Kinde gives agreement {agreement_id} no plausible period")
         return Period(start, end)
-
-    def _may_ask(self, wallet_id: str, now: datetime) -> bool:
-        waiting = self._retry_at.get(wallet_id)
-        return waiting is None or now >= waiting[1]
-
-    def _back_off(self, wallet_id: str, now: datetime, why: str) -> None:
-        attempts = self._retry_at.get(wallet_id, (0, now))[0] + 1
-        delay = min(RETRY_BASE * (2 ** (attempts - 1)), RETRY_MAX)
-        self._retry_at[wallet_id] = (attempts, now + delay)
-        log.warning("plan period of %s unknown (%s); asking again in %s", wallet_id, why, delay)

@@ -8,10 +8,11 @@ as a typed property, so the type checker sees each use of `uow.<repository>`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from types import TracebackType
 from typing import (
     TYPE_CHECKING,
@@ -24,11 +25,11 @@ from typing import (
     runtime_checkable,
 )
 
+from app.domain.agreements import Period
 from app.domain.alerts import AlertSettings
 from app.domain.audit import WalletAudit
 from app.domain.budgets import Caps, MemberUsage
 from app.domain.ledger import EntryFields, Hold, Wallet
-from app.domain.plans import Period
 from app.domain.recharge import AutoRecharge
 
 if TYPE_CHECKING:
@@ -378,6 +379,18 @@ class AgreementDirectory(Protocol):
 # -- plan periods -------------------------------------------------------------------------------
 
 
+class PeriodStatus(StrEnum):
+    """What is known of a granted plan period (a `plan_allotments` row's `status`)."""
+
+    GRANTED = "granted"
+    """Kinde, an agreement event or the local calendar stated this period."""
+    PROVISIONAL = "provisional"
+    """Granted on the agreement's calendar when the last period ended and Kinde had not yet
+    reported the renewal: confirmed, moved or withdrawn once Kinde answers."""
+    WITHDRAWN = "withdrawn"
+    """Kinde said the agreement was not renewed: the unused credits were taken back."""
+
+
 @dataclass(frozen=True)
 class AllotmentRecord:
     """One granted plan period (a `plan_allotments` row)."""
@@ -391,13 +404,23 @@ class AllotmentRecord:
     block_id: str | None = None
     ended_at: datetime | None = None
     closed_at: datetime | None = None
+    status: str = PeriodStatus.GRANTED
+    final: bool = False
+    check_at: datetime | None = None
+    attempts: int = 0
 
     @property
     def period(self) -> Period:
         return Period(self.period_start, self.period_end)
 
+    @property
+    def provisional(self) -> bool:
+        return self.status == PeriodStatus.PROVISIONAL
+
 
 class PlanRepository(Protocol):
+    """The `plan_allotments` rows: each granted period, once, and its bookkeeping."""
+
     def claim(self, record: AllotmentRecord, now: datetime) -> bool:
         """Insert the period's row unless it exists; True when this call inserted it."""
 
@@ -407,15 +430,28 @@ class PlanRepository(Protocol):
 
     def periods(self, wallet_id: str) -> list[AllotmentRecord]: ...
 
-    def mark_ended(self, wallet_id: str, up_to: datetime, now: datetime) -> None: ...
+    def mark_ended(self, record: AllotmentRecord, now: datetime) -> None:
+        """This period's end (expiries and cap) was applied."""
 
-    def close(self, wallet_id: str, up_to: datetime, now: datetime) -> None: ...
+    def close(self, record: AllotmentRecord, now: datetime) -> None:
+        """This period is done: its end applied and what follows it handled."""
 
-    def close_agreement(self, wallet_id: str, agreement_id: str, now: datetime) -> None: ...
+    def update(self, record: AllotmentRecord, *, period_end: datetime | None = None,
+               status: str | None = None, check_at: datetime | None = None,
+               attempts: int | None = None) -> None:
+        """Move a period's end, change its status or its next Kinde look-up."""
 
-    def due_wallets(self, now: datetime, limit: int) -> list[str]: ...
+    def mark_final(self, wallet_id: str, agreement_id: str) -> None:
+        """The agreement was cancelled: its open periods end and nothing follows them."""
 
-    def wallets_without_allotment(self, plan_codes: list[str], limit: int) -> list[str]: ...
+    def due_wallets(self, now: datetime, limit: int) -> list[str]:
+        """Wallets with a period whose end passed and was not applied yet."""
+
+    def provisional_due(self, now: datetime, limit: int) -> list[AllotmentRecord]:
+        """Provisional periods whose Kinde look-up is due, the longest waiting first."""
+
+    def wallets_without_allotment(self, plan_codes: list[str], limit: int,
+                                  skip: Collection[str] = ()) -> list[str]: ...
 
 
 # -- team budgets -------------------------------------------------------------------------------
@@ -817,10 +853,23 @@ class Signer(Protocol):
         """The payload, or InvalidSignature."""
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """One of a billing customer's agreements as Kinde's agreements API lists it."""
+
+    id: str
+    plan_code: str | None
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    expires_on: datetime | None
+    feature_codes: tuple[str, ...]
+    billing_group_id: str | None = None
+
+
 class AgreementSource(Protocol):
     """What the period service needs from Kinde (adapters.kinde_api.KindeManagementClient)."""
 
-    def list_agreements(self, customer_id: str) -> list[Any]: ...
+    def list_agreements(self, customer_id: str) -> list[Agreement]: ...
 
 
 class KindeSetupApi(Protocol):

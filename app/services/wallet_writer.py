@@ -5,8 +5,9 @@ periods, auto-recharge suspension) calls `WalletWriter.write` with the change it
 callable. The writer does, in this order and nowhere else:
 
 1. lock the wallet (`lock`, or `lock_or_create`), so writers of one wallet queue;
-2. sweep: the before-sweep hooks (plan period ends: their cap applies before later expiries),
-   then holds and blocks that are due expire;
+2. sweep: what fell due expires in time order, each dated when it fell due: the
+   before-sweep hooks (plan period ends and renewals, the holds that expired before each end
+   released first), then the remaining due holds and blocks;
 3. the change the use case asked for (it may raise: the unit of work then rolls back whole);
 4. auto-recharge, when this write's spending triggered it;
 5. alerts: the thresholds this write's entries crossed or re-armed;
@@ -118,23 +119,32 @@ class WalletWriter:
         return Written(wallet, result, saved)
 
     def sweep(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> Wallet:
-        """Expire what is due on a wallet: before-sweep hooks, then holds, then blocks.
+        """Expire what is due on a wallet, in the order it fell due: before-sweep hooks (plan
+        period ends, which release the holds that expired before each end first), then holds,
+        then blocks.
 
         Part of every write; a read calls it on an unlocked wallet to see the same state in
         memory (the hooks write nothing in a read transaction, and a read never saves).
         """
         for hook in self.before_sweep:
             hook(uow, wallet, now)
-        # Holds first: credits an expired hold no longer reserves may then expire too.
-        if wallet.next_hold_expiry_at is not None and wallet.next_hold_expiry_at <= now:
-            open_holds = uow.wallets.open_holds(wallet.id)
-            for hold in open_holds:
-                if hold.expires_at <= now:
-                    wallet.release_hold(hold, description=describe_hold_expired(hold.amount),
-                                        now=now, expired=True)
-            wallet.set_hold_expiry(open_holds)
+        self.release_expired_holds(uow, wallet, now)
         wallet.expire_blocks(now)
         return wallet
+
+    def release_expired_holds(self, uow: UnitOfWork, wallet: Wallet, up_to: datetime) -> None:
+        """Release the holds that expired by `up_to`, each dated at its own expiry: from then
+        on it reserves nothing, and credits it kept past their expiry expire at that moment
+        (so their breakage lands in the month the hold expired, however late the sweep)."""
+        if wallet.next_hold_expiry_at is None or wallet.next_hold_expiry_at > up_to:
+            return
+        open_holds = [h for h in uow.wallets.open_holds(wallet.id)
+                      if h.id not in wallet.touched_holds]
+        for hold in sorted(open_holds, key=lambda h: (h.expires_at, h.id)):
+            if hold.expires_at <= up_to:
+                wallet.release_hold(hold, description=describe_hold_expired(hold.amount),
+                                    now=hold.expires_at, expired=True)
+        wallet.set_hold_expiry(open_holds)
 
     def _evaluate_alerts(self, wallet: Wallet, recharged: bool) -> None:
         """Walk this write's entries in order: debits may cross thresholds, credits re-arm.

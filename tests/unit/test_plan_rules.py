@@ -9,15 +9,12 @@ import pytest
 
 from app.domain.catalog import CatalogError, Plan, parse_catalog
 from app.domain.ledger import Block, Wallet, expiry_description
+from app.domain.agreements import Period
 from app.domain.plans import (
-    Period,
     allotment_expiry,
     allotment_reason,
     cap_expiries,
-    next_local_period,
-    periods_between,
 )
-from app.services.plans import add_month
 
 NOV = Period(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
 EXPIRE = Plan("basic", 1000, "expire", None, label="Basic")
@@ -69,25 +66,6 @@ def test_cap_never_takes_credits_an_open_hold_reserves() -> None:
     assert [(b.id, n) for b, n in cap_expiries(FULL, blocks, NOV.end, 200)] == [("blk_1", 200)]
     assert cap_expiries(FULL, blocks, NOV.end, 0) == []
     assert cap_expiries(FULL, blocks, NOV.end, -50) == []  # arrears: nothing is available
-
-
-def test_periods() -> None:
-    assert next_local_period(NOV) == Period(NOV.end, NOV.end + timedelta(days=30))
-    dec = Period(NOV.end, datetime(2027, 1, 1, tzinfo=UTC))
-    assert periods_between(NOV, dec) == [dec]
-    # After an outage Kinde tells only its current period: the missed ones are rebuilt.
-    feb = Period(datetime(2027, 2, 1, tzinfo=UTC), datetime(2027, 3, 1, tzinfo=UTC))
-    missed = periods_between(NOV, feb)
-    assert [p.start.date().isoformat() for p in missed] == ["2026-12-01", "2026-12-31",
-                                                            "2027-02-01"]
-    assert missed[1].end == feb.start
-    assert periods_between(NOV, NOV) == []
-    # Kinde's boundaries drifting by seconds is not a missed period.
-    drift = Period(NOV.end + timedelta(seconds=5), NOV.end + timedelta(days=31))
-    assert periods_between(NOV, drift) == [drift]
-    assert add_month(datetime(2026, 1, 31, tzinfo=UTC)) == datetime(2026, 2, 28, tzinfo=UTC)
-    with pytest.raises(ValueError):
-        Period(NOV.end, NOV.start)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,50 @@
+"""plan period states: provisional renewals, final periods and Kinde look-up back-off
+
+`plan_allotments` gains:
+- `status`: "granted" (Kinde, an event or the local calendar stated the period),
+  "provisional" (granted on the agreement's calendar at the period end while Kinde had not yet
+  reported the renewal; confirmed, moved or withdrawn once it does) or "withdrawn" (Kinde said
+  the agreement was not renewed: the unused credits were taken back);
+- `final`: the agreement was cancelled: this period's end is applied, nothing follows it;
+- `check_at` / `attempts`: when the worker asks Kinde again about a provisional period, and how
+  often it asked without an answer (one back-off schedule, kept in the database so that one
+  stuck wallet never hides the others and every instance shares it).
+`blocks.expires_at` may now move (a period Kinde extended moves its allotment's expiry).
+
+Revision ID: 0015
+Revises: 0011
+Create Date: 2026-12-08 04:00:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from adapters.sql.schema import UtcDateTime
+
+revision = "0015"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("plan_allotments") as batch:
+        batch.add_column(sa.Column("status", sa.String(16), nullable=False,
+                                   server_default="granted"))
+        batch.add_column(sa.Column("final", sa.Boolean(), nullable=False,
+                                   server_default=sa.false()))
+        batch.add_column(sa.Column("check_at", UtcDateTime(), nullable=True))
+        batch.add_column(sa.Column("attempts", sa.Integer(), nullable=False,
+                                   server_default="0"))
+    op.create_index("ix_plan_allotments_check", "plan_allotments", ["status", "check_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_plan_allotments_check", table_name="plan_allotments")
+    with op.batch_alter_table("plan_allotments") as batch:
+        batch.drop_column("attempts")
+        batch.drop_column("check_at")
+        batch.drop_column("final")
+        batch.drop_column("status")
