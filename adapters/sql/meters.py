@@ -30,6 +30,16 @@ class SqlMeterReadingRepository:
             )
         ).scalar_one_or_none()
 
+    def period_keys(self, customer_key: str, feature_code: str) -> list[str]:
+        """The periods with a stored total for this wallet and feature, latest first."""
+        rows = self.conn.execute(
+            select(_M.period_key)
+            .where(_M.customer_id == customer_key, _M.feature_code == feature_code)
+            .order_by(_M.updated_at.desc())
+            .limit(50)
+        )
+        return [r.period_key for r in rows]
+
     def reading(
         self, customer_key: str, feature_code: str, period_key: str
     ) -> tuple[int, datetime] | None:

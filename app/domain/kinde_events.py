@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,11 +23,15 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, Literal
 
+from app.domain.agreements import same_period
 from app.domain.ledger import LedgerError, owner_type_of
 
 # Largest meter value we accept (units). Kinde-reported usage is never refused, so an absurd
 # value would put a wallet into absurd arrears and could overflow BIGINT credits: park instead.
 MAX_METER_VALUE = 10**12
+# A meter value as text: ASCII digits, optionally with a fraction (2.0 is two units).
+_ASCII_NUMBER = re.compile(r"[0-9]{1,40}(?:\.[0-9]{1,40})?", re.ASCII)
+_START_KEY = "start:"
 # Column widths in the inbox / wallets tables; longer ids cannot be ours, so they read as None.
 MAX_ID_LENGTH = 64
 MAX_EVENT_ID_LENGTH = 128
@@ -361,6 +366,10 @@ def parse_meter_value(value: Any) -> tuple[int | None, str | None]:
     # with a billion digits (minutes of CPU and gigabytes of memory).
     if number > MAX_METER_VALUE:
         return None, f"meter value {show(value)} is implausibly large (over {MAX_METER_VALUE:,})"
+    if not _ASCII_NUMBER.fullmatch(text):
+        # ASCII digits only: Decimal() also reads "1e3", "1_000" and other scripts' digits,
+        # each a way for a signed payload to mean more units than it shows.
+        return None, f"meter value {show(value)} is not a number we accept (ASCII digits only)"
     if number != number.to_integral_value():
         # Credits are integers; rounding a fraction of a unit either way would be a guess.
         return None, f"meter value {show(value)} is not a whole number of units"
@@ -401,13 +410,36 @@ class BillingFields:
         return period_key(self.period_start) if self.period_start else None
 
 
+def known_period_key(start: datetime, known_keys: list[str]) -> str:
+    """The key of the known period that `start` belongs to (a start within a day of a known
+    one is that period: Kinde's clocks drift by seconds), else `start`'s own key. One period
+    per agreement, whatever the drift: a total restated with a start a second later is not a
+    new period whose whole total would be debited again."""
+    for key in known_keys:
+        if not key.startswith(_START_KEY):
+            continue
+        try:
+            known = datetime.fromisoformat(key[len(_START_KEY):])
+        except ValueError:
+            continue
+        if same_period(known, start if start.tzinfo else start.replace(tzinfo=UTC)):
+            return key
+    return period_key(start)
+
+
+def absolute_increase(total: int, last_total: int | None) -> int:
+    """Kinde's absolute meter value is the period's running total: only its increase over the
+    last total seen for the period is new usage (never negative: totals are not lowered)."""
+    return max(0, total - (last_total or 0))
+
+
 def period_key(start: datetime) -> str:
     """The meter-readings key of the billing period that starts at `start`. Normalised to UTC,
     so `...Z` and `...+00:00` spellings of one instant (from events or from Kinde's API) agree.
     """
     if start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
-    return f"start:{start.astimezone(UTC).isoformat()}"
+    return f"{_START_KEY}{start.astimezone(UTC).isoformat()}"
 
 
 def extract_billing(event: KindeEvent) -> BillingFields:

@@ -357,6 +357,9 @@ class InboxRepository(Protocol):
 class MeterReadingRepository(Protocol):
     def last_value(self, customer_key: str, feature_code: str, period_key: str) -> int | None: ...
 
+    def period_keys(self, customer_key: str, feature_code: str) -> list[str]:
+        """The periods with a stored total for this wallet and feature, latest first."""
+
     def reading(
         self, customer_key: str, feature_code: str, period_key: str
     ) -> tuple[int, datetime] | None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.domain.agreements import is_fresh
 from app.domain.catalog import AUTO_METER_PREFIX, SALE_METER_PREFIX, Catalog, Feature
 from app.domain.ledger import Wallet
 from app.services.outbox_kinds import METER_USAGE, meter_topic
@@ -52,7 +53,6 @@ from app.services.ports import (
     UsageReportState,
 )
 
-AGREEMENT_CACHE_WITHOUT_PERIOD = timedelta(hours=1)
 # How long after a period's end a total that landed late is re-sent until Kinde lists the new
 # period. Past it the agreement is not lagging a renewal (it ended, say): the next report goes
 # with the next usage, rather than every few minutes for good.
@@ -365,7 +365,7 @@ class _NoProfile:
 def _fresh(info: AgreementInfo, now: datetime) -> bool:
     if info.period_end is not None:
         return now < info.period_end
-    return now - info.fetched_at < AGREEMENT_CACHE_WITHOUT_PERIOD
+    return is_fresh(info.fetched_at, now)
 
 
 class PackInvoicer(UsageReporter):

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from app.domain.agreements import current_period
 from app.domain.kinde_events import BillingFields
 from app.domain.park_reasons import ParkKind, ParkReason
-from app.services.ports import AgreementInfo, WebhookUnitOfWork
-
-# A stored agreement period without an end date is trusted for this long after it was read.
-AGREEMENT_FRESH_WITHOUT_END = timedelta(hours=1)
+from app.services.agreements import AgreementCache
+from app.services.ports import WebhookUnitOfWork
 
 
 def resolve(uow: WebhookUnitOfWork, fields: BillingFields) -> tuple[str | None, str | None]:
@@ -93,29 +92,16 @@ def learn(
 def remember_period(
     uow: WebhookUnitOfWork, fields: BillingFields, wallet_id: str, now: datetime
 ) -> None:
-    """Keep the current period an event states for its agreement, for absolute meter values
-    that don't state theirs. Never replaces a later period already known (events come in
-    any order)."""
+    """Keep the current period an event states for its agreement (app.services.agreements:
+    never moved back; the same period with a later end extends it), for the plan worker and
+    for absolute meter values that don't state theirs."""
     profile = uow.wallets.profile(wallet_id)
     customer_id = fields.customer_id or (profile.billing_customer_id if profile else None)
     if not (fields.agreement_id and customer_id and fields.period_start):
         return
-    known = uow.billing.agreement(fields.agreement_id)
-    if (
-        known is not None
-        and known.period_start is not None
-        and aware(known.period_start) >= fields.period_start
-    ):
-        return
-    uow.billing.save_agreement(AgreementInfo(
-        id=fields.agreement_id,
-        customer_id=customer_id,
-        plan_code=fields.plan_code or (known.plan_code if known else None),
-        period_start=fields.period_start,
-        period_end=fields.period_end,
-        feature_codes=known.feature_codes if known else (),
-        fetched_at=now,
-    ))
+    AgreementCache(uow.billing).remember(
+        fields.agreement_id, customer_id, fields.plan_code, aware(fields.period_start),
+        aware(fields.period_end) if fields.period_end else None, now)
 
 
 def absolute_period(
@@ -143,9 +129,7 @@ def absolute_period(
                 "its billing period is unknown, so it is not debited on a guess"
             )
         end = aware(info.period_end) if info.period_end is not None else None
-        if (end is not None and at < end) or (
-            end is None and now - aware(info.fetched_at) < AGREEMENT_FRESH_WITHOUT_END
-        ):
+        if current_period(start, end, aware(info.fetched_at), at, now) is not None:
             return start, None
     where = (
         "asking Kinde for the agreement's current period"

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.domain.agreements import plausibility_problem
 from app.domain.catalog import Catalog
 from app.domain.kinde_events import (
     UNUSABLE_ID_PREFIX,
@@ -42,9 +43,10 @@ from app.domain.kinde_events import (
     EventKind,
     InvalidEvent,
     KindeEvent,
+    absolute_increase,
     extract_billing,
+    known_period_key,
     parse_envelope,
-    period_key,
     read_signup,
     text_problem,
 )
@@ -564,14 +566,15 @@ class WebhookService:
                 if start is None:
                     assert waiting is not None
                     return _parked(waiting, fields, wallet_id)
-                key, period = wallet_id, period_key(start)
+                key = wallet_id
+                period = known_period_key(start, uow.meters.period_keys(key, code))
                 if fields.period_start is not None:
                     # A stated period serves later events of its agreement that state none.
                     remember_period(uow, fields, wallet_id, now)
                 last = uow.meters.last_value(key, code, period)
                 if last is None:
                     last = legacy_month_total(uow, key, code, start, fields.occurred_at or now)
-                units = max(0, value - (last or 0))
+                units = absolute_increase(value, last)
                 if last is None or value > last:
                     uow.meters.record(key, code, period, value, now)
             note: str | None = None
@@ -603,6 +606,10 @@ class WebhookService:
         wallet_id, problem = resolve(uow, fields)
         if wallet_id is None:
             return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
+        implausible = plausibility_problem(fields.period_start, fields.period_end)
+        if implausible is not None:
+            # Granting on it could mean an allotment every few seconds, or never ending.
+            return _parked(ParkReason(ParkKind.MALFORMED, implausible), fields, wallet_id)
         wallet = uow.wallets.lock_or_create(wallet_id, now)  # the lock orders profile updates
         problem = learn(uow, wallet.id, fields, agreement=True)
         if problem:

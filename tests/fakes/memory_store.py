@@ -466,6 +466,12 @@ class MemoryMeters:
     def last_value(self, customer_key: str, feature_code: str, period_key: str) -> int | None:
         return self.s.readings.get((customer_key, feature_code, period_key))
 
+    def period_keys(self, customer_key: str, feature_code: str) -> list[str]:
+        keys = [k for k in self.s.readings if k[0] == customer_key and k[1] == feature_code]
+        keys.sort(key=lambda k: self.s.raised.get(k, datetime.min.replace(tzinfo=UTC)),
+                  reverse=True)
+        return [k[2] for k in keys[:50]]
+
     def record(self, customer_key: str, feature_code: str, period_key: str, value: int,
                now: datetime) -> None:
         key = (customer_key, feature_code, period_key)

@@ -162,12 +162,14 @@ def test_new_period_after_renewal_is_learned_from_kinde(
     clock.now = datetime(2026, 12, 16, 12, tzinfo=UTC)
     status(env, absolute("2", **at("2026-12-16T12:00:00Z")))
     worker_pass(env, clock)
-    assert env.balance(USER) == SIGNUP + PRO - 7 * GB
+    # The renewal also brought the plan's allotment for the new period (granted at the
+    # period end, confirmed by Kinde's listing).
+    assert env.balance(USER) == SIGNUP + 2 * PRO - 7 * GB
     # A late total for the old period (before the stored one began) is parked, not guessed.
     late = absolute("6", **at("2026-12-14T12:00:00Z"))
     r = env.deliver(late).get_json()
     assert r["status"] == "parked" and "period" in r["reason"]
-    assert env.balance(USER) == SIGNUP + PRO - 7 * GB
+    assert env.balance(USER) == SIGNUP + 2 * PRO - 7 * GB
 
 
 def test_month_keyed_total_stored_before_the_upgrade_is_the_baseline(env: WebhookEnv) -> None:
