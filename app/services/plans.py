@@ -37,6 +37,7 @@ from app.domain.catalog import Plan
 from app.domain.ledger import Wallet
 from app.services.agreements import AgreementCache, PeriodSource, PeriodUnknown
 from app.services.ports import (
+    Agreement,
     AllotmentRecord,
     Clock,
     PeriodStatus,
@@ -69,6 +70,11 @@ class _Rows:
 
     def of(self, agreement_id: str) -> list[AllotmentRecord]:
         return [r for r in self.all if r.agreement_id == agreement_id]
+
+
+def _granted_order(row: AllotmentRecord) -> tuple[datetime, datetime]:
+    """Rows in the order they were granted (a plan change grants a row for the same start)."""
+    return row.period_start, row.created_at or row.period_start
 
 
 @dataclass
@@ -113,7 +119,7 @@ class PlanService:
         uow = rows.uow
         cache = AgreementCache(uow.billing)
         known = cache.get(agreement_id)
-        last = max(ending, key=lambda r: r.period_start)
+        last = max(ending, key=_granted_order)
         # Kinde extended this period (same start, later end): move its end, nothing else.
         if known is not None and known.period is not None and not last.final and (
             periods.extends(last.period, known.period)
@@ -123,7 +129,7 @@ class PlanService:
             return
         self.writer.release_expired_holds(uow, wallet, end)
         wallet.expire_blocks(end)
-        self._apply_cap(rows, wallet, agreement_id, end)
+        self._apply_cap(rows, wallet, ending, end)
         for row in ending:
             if uow.write:
                 rows.repo.mark_ended(row, now)
@@ -156,7 +162,10 @@ class PlanService:
             profile is not None and profile.agreement_id == agreement_id and plan is not None
             and not last.final and last.status != PeriodStatus.WITHDRAWN
         )
-        if not continuing:
+        if not continuing or any(r.period_end > last.period_end
+                                 for r in rows.of(agreement_id)):
+            # Replaced, cancelled, off the catalog, or a later period (a plan change with
+            # its own period) already runs: nothing follows this one.
             return None, PeriodStatus.GRANTED, []
         calendar = self._calendar(rows, agreement_id)
         if known is not None and known.period is not None and (
@@ -176,14 +185,17 @@ class PlanService:
         first = min((r for r in rows.of(agreement_id)), key=lambda r: r.period_start)
         return Calendar.of(first.period)
 
-    def _apply_cap(self, rows: _Rows, wallet: Wallet, agreement_id: str,
+    def _apply_cap(self, rows: _Rows, wallet: Wallet, ending: list[AllotmentRecord],
                    end: datetime) -> None:
-        """The cap of the agreement's plan, on that agreement's allotments only, as of `end`."""
-        mine = rows.of(agreement_id)
-        plan = self.plan(max(mine, key=lambda r: r.period_start).plan_code)
+        """The cap of the plan of the periods ending at `end`, as of `end`, on the allotments
+        their agreement carries into the next period: those of its periods that ended by
+        `end`. A period of a newer plan that runs past `end` keeps its own allotment whole."""
+        latest = max(ending, key=_granted_order)
+        plan = self.plan(latest.plan_code)
         if plan is None:
             return
-        blocks = {r.block_id for r in mine if r.block_id}
+        blocks = {r.block_id for r in rows.of(latest.agreement_id)
+                  if r.block_id and r.period_end <= end}
         own = [b for b in wallet.blocks if b.id in blocks]
         for block, credits in rules.cap_expiries(plan, own, end, wallet.available):
             wallet.expire_part(block, credits,
@@ -351,7 +363,24 @@ class PlanService:
             return 0
 
     def renew(self, wallet_id: str) -> int:
-        """Apply a wallet's due period ends and begin what follows (one transaction)."""
+        """Apply a wallet's due period ends and begin what follows (one transaction). The
+        source is asked first, once per end, so that an extended or renewed period is known;
+        when it does not answer, the renewal is provisional."""
+        if self.source.can_look_up:
+            with self.writer.uow(False) as uow:
+                profile = uow.wallets.profile(wallet_id)
+            if profile is not None and profile.agreement_id:
+                try:
+                    found = self._listed(profile.billing_customer_id, profile.agreement_id,
+                                         self.clock())
+                    if found is None or (found.expires_on is not None
+                                         and found.expires_on <= self.clock()):
+                        with self.writer.uow(True) as uow:  # over: its end applies, no more
+                            uow.plans.mark_final(wallet_id, profile.agreement_id)
+                            uow.commit()
+                except PeriodUnknown as exc:
+                    log.warning("period end of %s: Kinde not asked or silent (%s); the "
+                                "renewal is provisional", wallet_id, exc)
         with self.writer.uow(True) as uow:
             written = self.writer.write(uow, wallet_id, self.clock(), lambda _w: None)
             uow.commit()
@@ -405,15 +434,8 @@ class PlanService:
             profile = uow.wallets.profile(row.wallet_id)
         now = self.clock()
         try:
-            if profile is None or not profile.billing_customer_id:
-                raise PeriodUnknown(f"{row.wallet_id} has no billing customer id to look "
-                                    "agreements up")
-            listed = self.source.agreements(profile.billing_customer_id)
-            with self.writer.uow(True) as uow:
-                AgreementCache(uow.billing).remember_all(profile.billing_customer_id, listed,
-                                                         now)
-                uow.commit()
-            found = next((a for a in listed if a.id == row.agreement_id), None)
+            found = self._listed(profile.billing_customer_id if profile else None,
+                                 row.agreement_id, now)
             over = found is None or (found.expires_on is not None
                                      and found.expires_on <= row.period_start)
             reported: Period | None = None
@@ -424,7 +446,12 @@ class PlanService:
                         found.current_period_start is not None
                         and found.current_period_end is not None):
                     reported = Period(found.current_period_start, found.current_period_end)
-                if reported is None or reported.end <= row.period_start:
+                if reported is None or reported.end <= row.period_start or (
+                    reported.start < row.period_start
+                    and not periods.same_period(reported.start, row.period_start)
+                ):
+                    # Not renewed yet, or the period before was extended: ask again later
+                    # (the provisional period then meets Kinde's next one).
                     raise PeriodUnknown("Kinde still reports the period before "
                                         f"{row.period_start.isoformat()}")
         except PeriodUnknown as exc:
@@ -484,16 +511,22 @@ class PlanService:
         rows.uow.plans.mark_final(row.wallet_id, row.agreement_id)
         rows.replace(row, replace(row, status=PeriodStatus.WITHDRAWN, final=True))
 
-    def _look_up(self, customer_id: str | None, agreement_id: str,
-                 now: datetime) -> Period | None:
-        """The source's current period of the agreement (the cache stores all it listed)."""
+    def _listed(self, customer_id: str | None, agreement_id: str,
+                now: datetime) -> Agreement | None:
+        """The agreement as the source lists it now (the cache stores all it listed); None
+        when the source does not list it."""
         if not customer_id:
             raise PeriodUnknown("no billing customer id to look agreements up")
         listed = self.source.agreements(customer_id)
         with self.writer.uow(True) as uow:
             AgreementCache(uow.billing).remember_all(customer_id, listed, now)
             uow.commit()
-        found = next((a for a in listed if a.id == agreement_id), None)
+        return next((a for a in listed if a.id == agreement_id), None)
+
+    def _look_up(self, customer_id: str | None, agreement_id: str,
+                 now: datetime) -> Period | None:
+        """The source's current period of the agreement; None when it is gone."""
+        found = self._listed(customer_id, agreement_id, now)
         if found is None:
             return None
         start, end = found.current_period_start, found.current_period_end

@@ -411,6 +411,7 @@ class AllotmentRecord:
     final: bool = False
     check_at: datetime | None = None
     attempts: int = 0
+    created_at: datetime | None = None
 
     @property
     def period(self) -> Period:

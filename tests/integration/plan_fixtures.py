@@ -18,6 +18,7 @@ from app.services.plans import PlanService
 from app.settings import Settings
 from app.worker import run_worker
 from tests.conftest import FakeClock
+from tests.fakes.fake_kinde import FakeKinde
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -103,5 +104,39 @@ def world(db_url: str, tmp_path: Path) -> Iterator[PlanWorld]:
     clock = FakeClock(T0 + timedelta(hours=1))
     env = {"DATABASE_URL": db_url, "KINDE_CREDITS_VAR_DIR": str(tmp_path)}
     c = build_container(Settings.from_env(env), catalog=plan_catalog(), clock=clock)
+    yield PlanWorld(c, clock)
+    c.close()
+
+
+# -- the same against the fake Kinde, over real HTTP ------------------------------------------
+
+
+@pytest.fixture
+def kinde() -> Iterator[FakeKinde]:
+    fake = FakeKinde()
+    fake.start()
+    fake.add_customer("customer_org_k", org_code="org_k")
+    fake.add_agreement("customer_org_k", "agr_org_k", "team", ["api_calls"], day(0), day(30))
+    yield fake
+    fake.stop()
+    assert fake.spec_violations == [], fake.spec_violations
+
+
+@pytest.fixture
+def kinde_world(db_url: str, kinde: FakeKinde, tmp_path: Path) -> Iterator[PlanWorld]:
+    from adapters.local_keys import LocalKeyring
+
+    clock = FakeClock(day(0) + timedelta(hours=1))
+    env = {
+        "DATABASE_URL": db_url,
+        "KINDE_DOMAIN": kinde.url,
+        "KINDE_API_AUDIENCE": "https://api.example.com",
+        "KINDE_M2M_CLIENT_ID": kinde.client_id,
+        "KINDE_M2M_CLIENT_SECRET": kinde.client_secret,
+        "KINDE_CREDITS_VAR_DIR": str(tmp_path),
+    }
+    keyring = LocalKeyring.load_or_create(tmp_path / "k.pem")
+    c = build_container(Settings.from_env(env), catalog=plan_catalog(), clock=clock,
+                        key_source=keyring.key_source())
     yield PlanWorld(c, clock)
     c.close()

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
-
-from app.bootstrap import build_container
 from app.services.ledger import verify_ledger
-from app.settings import Settings
-from tests.conftest import FakeClock
 from tests.fakes.fake_kinde import FakeKinde
-from tests.integration.plan_fixtures import PlanWorld, day, plan_catalog, world  # noqa: F401
+from tests.integration.plan_fixtures import (  # noqa: F401
+    PlanWorld,
+    day,
+    kinde,
+    kinde_world,
+    world,
+)
 
 TYPES = ("customer.agreement_created", "customer.plan_assigned", "customer.plan_changed")
 
@@ -116,39 +115,8 @@ def test_cancelled_agreement_is_not_renewed(world: PlanWorld) -> None:  # noqa: 
 # -- the worker against the fake Kinde, over real HTTP ----------------------------------------
 
 
-@pytest.fixture
-def kinde() -> Iterator[FakeKinde]:
-    fake = FakeKinde()
-    fake.start()
-    fake.add_customer("customer_org_k", org_code="org_k")
-    fake.add_agreement("customer_org_k", "agr_org_k", "team", ["api_calls"], day(0), day(30))
-    yield fake
-    fake.stop()
-    assert fake.spec_violations == [], fake.spec_violations
-
-
-@pytest.fixture
-def kinde_world(db_url: str, kinde: FakeKinde, tmp_path: Path) -> Iterator[PlanWorld]:
-    from adapters.local_keys import LocalKeyring
-
-    clock = FakeClock(day(0) + timedelta(hours=1))
-    env = {
-        "DATABASE_URL": db_url,
-        "KINDE_DOMAIN": kinde.url,
-        "KINDE_API_AUDIENCE": "https://api.example.com",
-        "KINDE_M2M_CLIENT_ID": kinde.client_id,
-        "KINDE_M2M_CLIENT_SECRET": kinde.client_secret,
-        "KINDE_CREDITS_VAR_DIR": str(tmp_path),
-    }
-    keyring = LocalKeyring.load_or_create(tmp_path / "k.pem")
-    c = build_container(Settings.from_env(env), catalog=plan_catalog(), clock=clock,
-                        key_source=keyring.key_source())
-    yield PlanWorld(c, clock)
-    c.close()
-
-
-def test_worker_renews_from_kinde_and_waits_while_kinde_is_down(
-    kinde_world: PlanWorld, kinde: FakeKinde
+def test_worker_renews_from_kinde_and_waits_while_kinde_is_down(  # noqa: F811
+    kinde_world: PlanWorld, kinde: FakeKinde,  # noqa: F811
 ) -> None:
     w = kinde_world
     # The event carries no period: the worker reads it from Kinde's agreements API.

@@ -181,3 +181,26 @@ def test_month_keyed_total_stored_before_the_upgrade_is_the_baseline(env: Webhoo
         uow.commit()
     assert status(env, absolute("7", **at("2026-12-02T12:00:00Z"))) == "processed"
     assert env.balance(USER) == SIGNUP + PRO - 2 * GB
+
+
+@pytest.mark.parametrize("raw", ["1e3", "1_000", "\u0661\u0660\u0660\u0660", "+5", "0x10",
+                                 "5\u0660"])
+def test_meter_values_are_ascii_digits_only(env: WebhookEnv, raw: str) -> None:
+    sign_up(env, period=True)
+    r = env.deliver(absolute(raw, **at("2026-12-10T12:00:00Z"))).get_json()
+    assert r["status"] == "parked" and "not a number" in r["reason"]
+    assert env.balance(USER) == SIGNUP + PRO
+
+
+def test_a_total_restated_with_a_drifted_period_start_is_not_debited_again(
+    env: WebhookEnv,
+) -> None:
+    sign_up(env, period=True)
+    stated = {"period_start": "2026-11-15T00:00:00Z", **at("2026-12-10T12:00:00Z")}
+    assert status(env, absolute("5", **stated)) == "processed"
+    assert env.balance(USER) == SIGNUP + PRO - 5 * GB
+    drifted = {"period_start": "2026-11-15T00:00:01Z", **at("2026-12-10T13:00:00Z")}
+    assert status(env, absolute("5", **drifted)) == "processed"
+    assert env.balance(USER) == SIGNUP + PRO - 5 * GB  # one period, whatever the drift
+    assert status(env, absolute("7", **drifted)) == "processed"
+    assert env.balance(USER) == SIGNUP + PRO - 7 * GB
