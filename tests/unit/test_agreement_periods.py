@@ -13,8 +13,8 @@ from app.domain.agreements import (
     Period,
     add_month,
     extends,
-    plausibility_problem,
     periods_between,
+    plausibility_problem,
     retry_delay,
     same_period,
 )

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from app.domain.agreements import Period
 from app.domain.catalog import CatalogError, Plan, parse_catalog
 from app.domain.ledger import Block, Wallet, expiry_description
-from app.domain.agreements import Period
 from app.domain.plans import (
     allotment_expiry,
     allotment_reason,
