@@ -99,6 +99,8 @@ class WalletRow(Base):
     reference_balance: Mapped[int] = mapped_column(BigInteger, default=0)
     next_expiry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     next_hold_expiry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The next plan period end not yet applied: a read past it sweeps (migration 0015).
+    next_period_end_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # What Kinde billing knows this owner as (from webhooks or Management API look-ups).
     billing_customer_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     agreement_id: Mapped[str | None] = mapped_column(String(64))

@@ -54,6 +54,7 @@ _WALLET_COLUMNS = (
     t.wallets.c.reference_balance,
     t.wallets.c.next_expiry_at,
     t.wallets.c.next_hold_expiry_at,
+    t.wallets.c.next_period_end_at,
     t.wallets.c.alert_settings,
     t.wallets.c.alerts_fired,
     t.wallets.c.auto_recharge_enabled,
@@ -76,6 +77,7 @@ _UPDATE_WALLET = (
         reference_balance=bindparam("w_reference"),
         next_expiry_at=bindparam("w_next_expiry"),
         next_hold_expiry_at=bindparam("w_next_hold_expiry"),
+        next_period_end_at=bindparam("w_next_period_end"),
         alerts_fired=bindparam("w_alerts_fired"),
         updated_at=bindparam("w_updated"),
     )
@@ -162,6 +164,7 @@ class SqlWalletRepository:
             reference_balance=row.reference_balance,
             next_expiry_at=row.next_expiry_at,
             next_hold_expiry_at=row.next_hold_expiry_at,
+            next_period_end_at=row.next_period_end_at,
             alert_settings=_alert_settings(row.alert_settings),
             alerts_fired=frozenset(json.loads(row.alerts_fired)) if row.alerts_fired else
             frozenset(),
@@ -275,6 +278,7 @@ class SqlWalletRepository:
                 "w_reference": wallet.reference_balance,
                 "w_next_expiry": wallet.next_expiry_at,
                 "w_next_hold_expiry": wallet.next_hold_expiry_at,
+                "w_next_period_end": wallet.next_period_end_at,
                 "w_alerts_fired": json.dumps(sorted(wallet.alerts_fired))
                 if wallet.alerts_fired
                 else None,

@@ -84,8 +84,9 @@ def same_period(a_start: datetime, b_start: datetime) -> bool:
 
 
 def extends(known: Period, reported: Period) -> bool:
-    """`reported` only moves `known`'s end later (the same period, extended)."""
-    return same_period(known.start, reported.start) and reported.end > known.end
+    """`reported` only moves `known`'s end later: the same start, a later end. (A period
+    restated a moment off, start and end, is the same period and moves nothing.)"""
+    return reported.start == known.start and reported.end > known.end
 
 
 def add_months(anchor: datetime, months: int) -> datetime:

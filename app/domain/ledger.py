@@ -176,6 +176,9 @@ class Wallet:
     reference_balance: int = 0
     next_expiry_at: datetime | None = None
     next_hold_expiry_at: datetime | None = None
+    # The next plan period end not yet applied (kept by app.services.plans): a read past it
+    # sweeps, so a period end is never shown late.
+    next_period_end_at: datetime | None = None
     # Alert and auto-recharge state travel with the wallet: they change under its lock.
     alert_settings: Any = None  # AlertSettings, or None for the catalog's defaults
     alerts_fired: frozenset[str] = frozenset()
@@ -205,9 +208,8 @@ class Wallet:
     # -- expiry ---------------------------------------------------------------------------
 
     def needs_sweep(self, now: datetime) -> bool:
-        return (self.next_expiry_at is not None and self.next_expiry_at <= now) or (
-            self.next_hold_expiry_at is not None and self.next_hold_expiry_at <= now
-        )
+        return any(at is not None and at <= now for at in (
+            self.next_expiry_at, self.next_hold_expiry_at, self.next_period_end_at))
 
     def expire_blocks(self, now: datetime, *, at_settlement: bool = False) -> list[NewEntry]:
         """Move the remainder of every block past its expiry out with an expiry entry.

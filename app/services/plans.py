@@ -104,9 +104,11 @@ class PlanService:
 
     def _advance(self, rows: _Rows, wallet: Wallet, now: datetime) -> None:
         for _ in range(MAX_CATCH_UP):
-            due = [r for r in rows.all
-                   if r.closed_at is None and r.ended_at is None and r.period_end <= now]
+            pending = [r for r in rows.all if r.closed_at is None and r.ended_at is None]
+            due = [r for r in pending if r.period_end <= now]
             if not due:
+                # Reads and sweeps of this wallet look again when the next end passes.
+                wallet.next_period_end_at = min((r.period_end for r in pending), default=None)
                 return
             end = min(r.period_end for r in due)
             group = [r for r in due if r.period_end == end]
@@ -270,9 +272,12 @@ class PlanService:
         return None
 
     def _settle(self, rows: _Rows, wallet: Wallet, row: AllotmentRecord, stated: Period,
-                now: datetime) -> None:
-        """The source stated a period that is `row`'s: confirm it and take the stated end."""
-        if stated.end != row.period_end and row.ended_at is None:
+                now: datetime, *, confirming: bool = False) -> None:
+        """The source stated a period that is `row`'s: confirm it. Its end is taken when the
+        statement has the same start (an extension or correction), or when Kinde confirms a
+        provisional period; a restatement a moment off changes nothing."""
+        takes_end = confirming or stated.start == row.period_start
+        if takes_end and stated.end != row.period_end and row.ended_at is None:
             row = self._move_end(rows, wallet, row, stated.end, now)
         if row.provisional:
             if rows.uow.write:
@@ -489,13 +494,13 @@ class PlanService:
             # further on: the provisional period was a real one.
             stated = reported if periods.same_period(reported.start, current.period_start) \
                 else current.period
-            self._settle(rows, wallet, current, stated, now)
+            self._settle(rows, wallet, current, stated, now, confirming=True)
         else:
             # Kinde's calendar differs: the provisional period ends where Kinde's starts.
             moved = self._move_end(rows, wallet, current, max(reported.start,
                                                               current.period_start
                                                               + periods.SHORTEST_PERIOD), now)
-            self._settle(rows, wallet, moved, moved.period, now)
+            self._settle(rows, wallet, moved, moved.period, now, confirming=True)
         self._advance(rows, wallet, now)
 
     def _withdraw(self, rows: _Rows, wallet: Wallet, row: AllotmentRecord,

@@ -180,10 +180,12 @@ class _Snapshot:
     alerts_fired: frozenset[str]
     next_expiry_at: datetime | None
     next_hold_expiry_at: datetime | None
+    next_period_end_at: datetime | None
 
     @classmethod
     def of(cls, wallet: Wallet) -> _Snapshot:
-        return cls(wallet.alerts_fired, wallet.next_expiry_at, wallet.next_hold_expiry_at)
+        return cls(wallet.alerts_fired, wallet.next_expiry_at, wallet.next_hold_expiry_at,
+                   wallet.next_period_end_at)
 
     def changed(self, wallet: Wallet) -> bool:
         return bool(

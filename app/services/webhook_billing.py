@@ -51,6 +51,30 @@ def peek_wallet(uow: WebhookUnitOfWork, fields: BillingFields) -> str | None:
     return fields.owner_id
 
 
+def replaced_agreement(uow: WebhookUnitOfWork, wallet_id: str,
+                       fields: BillingFields) -> str | None:
+    """Why an agreement event is stale: it names an agreement the wallet has moved on from (one
+    whose periods all began before the current agreement's first), or states a period that
+    began before the current agreement's. None when it may change the wallet's agreement."""
+    profile = uow.wallets.profile(wallet_id)
+    current = profile.agreement_id if profile else None
+    named = fields.agreement_id
+    if not (named and current and named != current):
+        return None
+    rows = uow.plans.periods(wallet_id)
+    current_starts = [r.period_start for r in rows if r.agreement_id == current]
+    named_starts = [r.period_start for r in rows if r.agreement_id == named]
+    if not current_starts:
+        return None
+    began = min(current_starts)
+    if (named_starts and max(named_starts) < began) or (
+        fields.period_start is not None and aware(fields.period_start) < began
+    ):
+        return (f"agreement {named} was replaced by {current} on this wallet: the late event "
+                "changes nothing")
+    return None
+
+
 def learn(
     uow: WebhookUnitOfWork, wallet_id: str, fields: BillingFields, *, agreement: bool
 ) -> str | None:

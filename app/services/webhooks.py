@@ -72,6 +72,7 @@ from app.services.webhook_billing import (
     legacy_month_total,
     peek_wallet,
     remember_period,
+    replaced_agreement,
     resolve,
 )
 
@@ -611,6 +612,10 @@ class WebhookService:
             # Granting on it could mean an allotment every few seconds, or never ending.
             return _parked(ParkReason(ParkKind.MALFORMED, implausible), fields, wallet_id)
         wallet = uow.wallets.lock_or_create(wallet_id, now)  # the lock orders profile updates
+        stale = replaced_agreement(uow, wallet.id, fields)
+        if stale is not None:
+            return _Applied("processed", stale, wallet_id=wallet_id,
+                            customer_id=fields.customer_id)
         problem = learn(uow, wallet.id, fields, agreement=True)
         if problem:
             return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, wallet_id)

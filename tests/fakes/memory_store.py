@@ -99,7 +99,8 @@ def _stored_row(wallet: Wallet, stored: Wallet | None) -> Wallet:
         id=wallet.id, owner_type=base.owner_type, balance=wallet.balance, held=wallet.held,
         arrears=wallet.arrears, overdraft_limit=base.overdraft_limit,
         reference_balance=wallet.reference_balance, next_expiry_at=wallet.next_expiry_at,
-        next_hold_expiry_at=wallet.next_hold_expiry_at, alert_settings=base.alert_settings,
+        next_hold_expiry_at=wallet.next_hold_expiry_at,
+        next_period_end_at=wallet.next_period_end_at, alert_settings=base.alert_settings,
         alerts_fired=wallet.alerts_fired, auto_recharge=base.auto_recharge,
     )
 

@@ -327,3 +327,43 @@ def test_implausible_periods_are_parked_and_grant_nothing(
         w.worker()
     for wallet in ("org_5s", "org_back", "org_long"):
         assert w.allotment_rows(wallet) == []
+
+
+# Known limits the issue asked to decide --------------------------------------------------
+
+def test_a_cancelled_agreements_last_period_still_ends_with_its_cap(
+    world: PlanWorld,  # noqa: F811
+) -> None:
+    w = world
+    w.event("customer.agreement_created", "org_bye2", plan="team", start=day(0), end=day(30))
+    w.clock.now = day(10)
+    assert w.event("customer.agreement_cancelled", "org_bye2") == "processed"
+    w.clock.now = day(31)
+    w.worker()
+    assert w.balance("org_bye2") == 500  # the cap applied at the end; nothing followed
+    assert all(r.closed_at is not None for r in w.allotment_rows("org_bye2"))
+    w.clock.now = day(70)
+    w.worker()
+    assert len(allotments(w, "org_bye2")) == 1
+
+
+def test_a_late_event_of_a_replaced_agreement_does_not_map_the_wallet_back(
+    world: PlanWorld,  # noqa: F811
+) -> None:
+    w = world
+    w.event("customer.agreement_created", "org_back2", plan="basic", agreement="agr_a",
+            start=day(0), end=day(30))
+    w.clock.now = day(10)
+    w.event("customer.agreement_created", "org_back2", plan="team", agreement="agr_b",
+            start=day(10), end=day(40))
+    w.clock.now = day(11)
+    assert w.event("customer.agreement_created", "org_back2", plan="basic",
+                   agreement="agr_a", start=day(0), end=day(30)) == "processed"
+    with w.container.store(False) as uow:
+        profile = uow.wallets.profile("org_back2")
+    assert profile is not None and (profile.agreement_id, profile.plan_code) == (
+        "agr_b", "team")
+    w.clock.now = day(41)
+    w.worker()
+    assert [a[1] for a in allotments(w, "org_back2")] == ["2026-01-01", "2026-01-11",
+                                                          "2026-02-10"]

@@ -69,6 +69,8 @@ def test_one_period_within_a_day_and_extension() -> None:
     assert not same_period(NOV.start, NOV.start + timedelta(days=1))
     assert extends(NOV, Period(NOV.start, NOV.end + timedelta(days=15)))
     assert not extends(NOV, NOV)
+    drifted = Period(NOV.start + timedelta(seconds=1), NOV.end + timedelta(seconds=1))
+    assert not extends(NOV, drifted)
     assert not extends(NOV, Period(NOV.end, NOV.end + timedelta(days=30)))
 
 

@@ -9,6 +9,8 @@
 - `check_at` / `attempts`: when the worker asks Kinde again about a provisional period, and how
   often it asked without an answer (one back-off schedule, kept in the database so that one
   stuck wallet never hides the others and every instance shares it).
+`wallets.next_period_end_at`: the next plan period end not yet applied, so that a read past
+it sweeps the wallet (backfilled from the open periods).
 `blocks.expires_at` may now move (a period Kinde extended moves its allotment's expiry).
 
 Revision ID: 0015
@@ -39,9 +41,18 @@ def upgrade() -> None:
         batch.add_column(sa.Column("attempts", sa.Integer(), nullable=False,
                                    server_default="0"))
     op.create_index("ix_plan_allotments_check", "plan_allotments", ["status", "check_at"])
+    with op.batch_alter_table("wallets") as batch:
+        batch.add_column(sa.Column("next_period_end_at", UtcDateTime(), nullable=True))
+    op.execute(
+        "UPDATE wallets SET next_period_end_at = (SELECT MIN(a.period_end) FROM "
+        "plan_allotments a WHERE a.wallet_id = wallets.id AND a.closed_at IS NULL "
+        "AND a.ended_at IS NULL)"
+    )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("wallets") as batch:
+        batch.drop_column("next_period_end_at")
     op.drop_index("ix_plan_allotments_check", table_name="plan_allotments")
     with op.batch_alter_table("plan_allotments") as batch:
         batch.drop_column("attempts")
