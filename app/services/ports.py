@@ -371,14 +371,6 @@ class MeterReadingRepository(Protocol):
         """Store `value` as the period's running total (callers only ever raise it)."""
 
 
-class AgreementDirectory(Protocol):
-    """What the webhook service asks Kinde (adapters.kinde_api.KindeManagementClient): a
-    billing customer's agreements, each with `id`, `plan_code`, `current_period_start`,
-    `current_period_end`, `expires_on` and `feature_codes`."""
-
-    def list_agreements(self, customer_id: str) -> list[Any]: ...
-
-
 # -- plan periods -------------------------------------------------------------------------------
 
 

@@ -29,52 +29,39 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.domain.agreements import plausibility_problem
 from app.domain.catalog import Catalog
 from app.domain.kinde_events import (
     UNUSABLE_ID_PREFIX,
     BillingFields,
-    EventKind,
     InvalidEvent,
     KindeEvent,
-    absolute_increase,
     extract_billing,
-    known_period_key,
     parse_envelope,
-    read_signup,
     text_problem,
 )
-from app.domain.ledger import Wallet
 from app.domain.park_reasons import ParkKind, ParkReason
-from app.domain.usage_terms import describe_metered_debit, describe_signup_credit
-from app.services.idempotency import request_fingerprint
+from app.services.agreements import AgreementCache
 from app.services.plans import PlanService
 from app.services.ports import (
-    AgreementDirectory,
-    AgreementInfo,
+    AgreementSource,
     DuplicateKey,
     InboxEvent,
-    InboxStatus,
     WebhookUnitOfWork,
 )
-from app.services.wallet_settings import WalletSettingsService
 from app.services.wallet_writer import WalletWriter
 from app.services.webhook_billing import (
     absolute_period,
     aware,
-    learn,
-    legacy_month_total,
-    peek_wallet,
-    remember_period,
-    replaced_agreement,
     resolve,
 )
+from app.services.webhook_handlers import EventHandlers
+from app.services.webhook_outcomes import Applied, Receipt
 
 log = logging.getLogger("kinde_credits.webhooks")
 
@@ -101,57 +88,22 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Receipt:
-    """The answer to one delivery: `status` is processed | duplicate | ignored | parked."""
-
-    status: str
-    event_id: str
-    reason: str | None = None
-
-    def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": self.status, "event_id": self.event_id}
-        if self.reason:
-            out["reason"] = self.reason
-        return out
-
-
-@dataclass
-class _Applied:
-    """What a handler did: the inbox outcome plus the customer it mapped (to wake parked
-    events waiting for that mapping)."""
-
-    status: InboxStatus
-    reason: str | None = None
-    wallet_id: str | None = None
-    customer_id: str | None = None
-    mapped_customer: str | None = None
-
-
-def _parked(
-    reason: ParkReason, fields: BillingFields | None = None, wallet_id: str | None = None
-) -> _Applied:
-    return _Applied(
-        "parked", reason.text, wallet_id=wallet_id,
-        customer_id=fields.customer_id if fields else None,
-    )
-
-
-def _malformed(detail: str) -> _Applied:
-    return _parked(ParkReason(ParkKind.MALFORMED, detail))
-
-
 @dataclass
 class WebhookService:
     writer: WalletWriter
     # Kinde's agreements (current billing periods), asked by the worker only; None without
     # Management API credentials (then periods come only from events).
-    kinde: AgreementDirectory | None = None
+    kinde: AgreementSource | None = None
     # Plan credits (app.services.plans): allotments on agreement and plan events.
     plans: PlanService | None = None
     # Per-process position of the worker's scan over parked events (an optimisation only:
     # another instance needs nothing from it).
     _scan_after: tuple[datetime, str] | None = field(default=None, repr=False)
+    # What each kind of event does (app.services.webhook_handlers).
+    handlers: EventHandlers = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.handlers = EventHandlers(self.writer, self.kinde, self.plans)
 
     @property
     def catalog(self) -> Catalog:
@@ -208,7 +160,7 @@ class WebhookService:
                 # The row goes in first: on PostgreSQL this insert is where a racing
                 # redelivery waits, before either touches a wallet.
                 uow.inbox.add(event.event_id, webhook_id, event.type, payload, raw_body, now)
-                applied = self._apply(uow, event, now)
+                applied = self.handlers.apply(uow, event, now)
                 self._finish(uow, event.event_id, applied, now)
                 uow.commit()
                 return _receipt(event.event_id, applied), applied.mapped_customer
@@ -252,7 +204,7 @@ class WebhookService:
         return True
 
     @staticmethod
-    def _finish(uow: WebhookUnitOfWork, event_id: str, applied: _Applied, now: datetime) -> None:
+    def _finish(uow: WebhookUnitOfWork, event_id: str, applied: Applied, now: datetime) -> None:
         uow.inbox.finish(
             event_id,
             applied.status,
@@ -295,7 +247,7 @@ class WebhookService:
             now = self.writer.clock()
             try:
                 event = parse_envelope(row.payload, fallback_id=event_id)
-                applied = self._apply(uow, event, now)
+                applied = self.handlers.apply(uow, event, now)
             except Exception as exc:
                 failure = exc
             else:
@@ -377,12 +329,7 @@ class WebhookService:
                         "events wait", customer_id, type(exc).__name__)
             return
         with self._uow(True) as uow:
-            for a in agreements:
-                uow.billing.save_agreement(AgreementInfo(
-                    id=a.id, customer_id=customer_id, plan_code=a.plan_code,
-                    period_start=a.current_period_start, period_end=a.current_period_end,
-                    feature_codes=tuple(a.feature_codes), fetched_at=now,
-                ))
+            AgreementCache(uow.billing).remember_all(customer_id, agreements, now)
             wallet_id = uow.wallets.find_by_customer(customer_id)
             profile = uow.wallets.profile(wallet_id) if wallet_id else None
             if wallet_id and profile is not None:
@@ -442,227 +389,7 @@ class WebhookService:
                 status=status, wallet_id=wallet_id, event_type=event_type, limit=limit
             )
 
-    # -- handlers ---------------------------------------------------------------------------
-
-    def _apply(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
-        if event.problems:
-            return _malformed("event: " + "; ".join(event.problems))
-        kind = event.kind
-        if kind in (EventKind.METER_USAGE, EventKind.MAPPING, EventKind.HISTORY):
-            fields = extract_billing(event)
-            if fields.problems:
-                # Acting on part of an event (or storing a value that breaks the database)
-                # would be worse than waiting for a person to look at it.
-                return _malformed("billing event: " + "; ".join(fields.problems))
-        if kind in (EventKind.USER_CREATED, EventKind.ORG_CREATED):
-            return self._signup(uow, event, now)
-        if kind is EventKind.METER_USAGE:
-            return self._meter_usage(uow, event, now)
-        if kind is EventKind.MAPPING:
-            return self._mapping(uow, event, now)
-        if kind is EventKind.HISTORY:
-            return self._history(uow, event, now)
-        return _Applied("ignored", f"event type {event.type!r} is not handled")
-
-    def _signup(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
-        wallet_id, email, problems = read_signup(event)
-        fields = extract_billing(event)
-        problems += fields.problems
-        if problems:
-            return _malformed(f"{event.type} event: " + "; ".join(problems))
-        if wallet_id is None:
-            where = "data.user.id (kp_...)" if event.kind is EventKind.USER_CREATED else (
-                "data.organization.code (org_...)"
-            )
-            return _malformed(f"{event.type} without a usable {where}")
-        signup_wallet = wallet_id
-
-        def sign_up(wallet: Wallet) -> _Applied:
-            if email:
-                uow.wallets.update_profile(signup_wallet, email=email)
-            problem = learn(uow, signup_wallet, fields, agreement=True)
-            if problem:
-                return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, signup_wallet)
-            signup = self.catalog.signup
-            credits = signup.user_credits if wallet.owner_type == "user" else signup.org_credits
-            note: str | None = None
-            if credits <= 0:
-                note = "no sign-up credits configured"
-            elif uow.idempotency.get(SIGNUP_SCOPE, signup_wallet) is not None:
-                # Kinde may send a second creation event (a new event_id) for one owner.
-                note = "sign-up credits were already granted to this wallet"
-            else:
-                wallet.credit(
-                    credits,
-                    kind="grant",
-                    reason="signup",
-                    description=describe_signup_credit(credits),
-                    now=now,
-                    expires_at=now + timedelta(days=signup.expires_after_days)
-                    if signup.expires_after_days else None,
-                )
-                body = {"event_id": event.event_id, "credits": credits}
-                uow.idempotency.put(
-                    SIGNUP_SCOPE, signup_wallet,
-                    request_fingerprint({"op": "signup", **body}), 201, body, now,
-                )
-            return _Applied("processed", note, wallet_id=signup_wallet,
-                            customer_id=fields.customer_id, mapped_customer=fields.customer_id)
-
-        return self._write(uow, wallet_id, now, sign_up)
-
-    def _meter_usage(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
-        fields = extract_billing(event)
-        code = fields.feature_code
-        if code is None:
-            return _parked(ParkReason(
-                ParkKind.MALFORMED,
-                "no feature code (data.feature_code / data.billing_feature_code / data.meter_id)",
-            ), fields)
-        feature = self.catalog.feature_by_kinde_code(code)
-        if feature is None:
-            if self.catalog.bundle_by_kinde_code(code) is not None:
-                # Our own invoice for a credit pack (reported as meter usage): not usage.
-                return _Applied("processed", f"credit pack invoice usage on {code!r}; nothing "
-                                "to debit", wallet_id=peek_wallet(uow, fields),
-                                customer_id=fields.customer_id)
-            return _parked(ParkReason(
-                ParkKind.UNKNOWN_FEATURE,
-                f"code {code!r} is not in the credits catalog "
-                f"({self.catalog.path})"), fields)
-        if feature.source == "app":
-            # The product already reported this usage to us (and we to Kinde): debiting again
-            # would charge twice. Keep the event for reconciliation only.
-            return _Applied(
-                "processed",
-                f"feature {feature.key!r} has source 'app': recorded for reconciliation only",
-                wallet_id=peek_wallet(uow, fields),
-                customer_id=fields.customer_id,
-            )
-        if fields.value is None:
-            return _parked(
-                ParkReason(ParkKind.MALFORMED, fields.value_problem or "no meter value"), fields)
-        wallet_id, problem = resolve(uow, fields)
-        if wallet_id is None:
-            return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
-        resolved, value = wallet_id, fields.value
-
-        def debit(wallet: Wallet) -> _Applied:
-            wallet_id = resolved
-            assert value is not None
-            problem = learn(uow, wallet_id, fields, agreement=False)
-            if problem:
-                return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, wallet_id)
-            units = value
-            if fields.meter_type == "absolute":
-                # Kinde's absolute value is the period's running total: debit only the
-                # increase over the last total seen (the wallet lock serialises this
-                # read-then-write). Keyed by the resolved wallet: events naming the customer
-                # and events naming only the user or org must share one running total, or
-                # the total is debited twice. And keyed by the real billing period, never a
-                # guessed one: a guess that differs between two events of one period debits
-                # the whole total again.
-                start, waiting = absolute_period(uow, fields, wallet_id, now,
-                                   asks_kinde=self.kinde is not None)
-                if start is None:
-                    assert waiting is not None
-                    return _parked(waiting, fields, wallet_id)
-                key = wallet_id
-                period = known_period_key(start, uow.meters.period_keys(key, code))
-                if fields.period_start is not None:
-                    # A stated period serves later events of its agreement that state none.
-                    remember_period(uow, fields, wallet_id, now)
-                last = uow.meters.last_value(key, code, period)
-                if last is None:
-                    last = legacy_month_total(uow, key, code, start, fields.occurred_at or now)
-                units = absolute_increase(value, last)
-                if last is None or value > last:
-                    uow.meters.record(key, code, period, value, now)
-            note: str | None = None
-            if units > 0:
-                credits = units * feature.credits_per_unit
-                wallet.debit(
-                    credits,
-                    reason=f"kinde:{event.event_id}",
-                    description=describe_metered_debit(credits, feature.label, units,
-                                                       feature.unit),
-                    now=now,
-                    # Usage that already happened: a shortfall becomes arrears.
-                    refusable=False,
-                    feature=feature.key,
-                    quantity=units,
-                    occurred_at=fields.occurred_at,
-                )
-            else:
-                note = "no new usage" if fields.meter_type == "delta" else (
-                    "absolute value not above the last one seen for this period"
-                )
-            return _Applied("processed", note, wallet_id=wallet_id,
-                            customer_id=fields.customer_id, mapped_customer=fields.customer_id)
-
-        return self._write(uow, wallet_id, now, debit)
-
-    def _mapping(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
-        fields = extract_billing(event)
-        wallet_id, problem = resolve(uow, fields)
-        if wallet_id is None:
-            return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
-        implausible = plausibility_problem(fields.period_start, fields.period_end)
-        if implausible is not None:
-            # Granting on it could mean an allotment every few seconds, or never ending.
-            return _parked(ParkReason(ParkKind.MALFORMED, implausible), fields, wallet_id)
-        wallet = uow.wallets.lock_or_create(wallet_id, now)  # the lock orders profile updates
-        stale = replaced_agreement(uow, wallet.id, fields)
-        if stale is not None:
-            return _Applied("processed", stale, wallet_id=wallet_id,
-                            customer_id=fields.customer_id)
-        problem = learn(uow, wallet.id, fields, agreement=True)
-        if problem:
-            return _parked(ParkReason(ParkKind.NO_WALLET, problem), fields, wallet_id)
-        remember_period(uow, fields, wallet_id, now)
-        note: str | None = None
-        plans = self.plans
-        if plans is not None:
-            # Plan credits for the agreement's current period, once (app.services.plans),
-            # after the profile learned the event's plan (its period ends apply that plan).
-            written = self.writer.write(
-                uow, wallet_id, now,
-                lambda w: plans.on_agreement_event(uow, w, fields, event.timestamp, now),
-                create=True)
-            note = written.result if written is not None else None
-        return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id,
-                        mapped_customer=fields.customer_id)
-
-    def _history(self, uow: WebhookUnitOfWork, event: KindeEvent, now: datetime) -> _Applied:
-        # The inbox row with its wallet id set IS the wallet's history entry.
-        fields = extract_billing(event)
-        wallet_id, problem = resolve(uow, fields)
-        if wallet_id is None:
-            return _parked(ParkReason(ParkKind.NO_WALLET, problem or "no wallet"), fields)
-        note: str | None = None
-        if event.type == "customer.payment_failed" and WalletSettingsService(
-            self.writer
-        ).suspend_auto_recharge_in(uow, wallet_id, "Kinde reported a failed payment", now):
-            # Never keep buying on a card that fails: the owner re-enables it after fixing it.
-            note = "auto-recharge suspended"
-        if event.type == "customer.agreement_cancelled" and self.plans is not None:
-            uow.wallets.lock_or_create(wallet_id, now)  # the wallet lock orders plan changes
-            note = self.plans.on_agreement_cancelled(uow, wallet_id, fields.agreement_id)
-        return _Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id)
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _write(
-        self, uow: WebhookUnitOfWork, wallet_id: str, now: datetime,
-        apply: Callable[[Wallet], _Applied],
-    ) -> _Applied:
-        """Apply an event's change to its wallet (created if new) through the wallet writer."""
-        written = self.writer.write(uow, wallet_id, now, apply, create=True)
-        assert written is not None  # created when missing
-        return written.result
-
-
-def _receipt(event_id: str, applied: _Applied) -> Receipt:
+def _receipt(event_id: str, applied: Applied) -> Receipt:
     return Receipt(applied.status, event_id, applied.reason)
 
 

@@ -370,7 +370,7 @@ def test_any_order_with_any_duplicates_gives_the_same_balance(
 
 
 class FakeAgreements:
-    """Kinde's `GET /billing/agreements` as the webhook service sees it (an AgreementDirectory)."""
+    """Kinde's `GET /billing/agreements` as the webhook service sees it (an AgreementSource)."""
 
     def __init__(self) -> None:
         self.agreements: list[Any] = []
