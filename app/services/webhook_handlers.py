@@ -268,6 +268,7 @@ class HistoryHandler(_Handler):
         return Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id)
 
 
+@dataclass
 class EventHandlers(_Handler):
     """Routes a verified event to the handler of its kind."""
 
