@@ -224,7 +224,8 @@ class AgreementHandler(_Handler):
             # Granting on it could mean an allotment every few seconds, or never ending.
             return parked(ParkReason(ParkKind.MALFORMED, implausible), fields, wallet_id)
         wallet = uow.wallets.lock_or_create(wallet_id, now)  # the lock orders profile updates
-        stale = replaced_agreement(uow, wallet.id, fields)
+        # Only plan periods tell which agreement came first (none without plan credits).
+        stale = replaced_agreement(uow, wallet.id, fields) if self.plans is not None else None
         if stale is not None:
             return Applied("processed", stale, wallet_id=wallet_id,
                             customer_id=fields.customer_id)
