@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from app.domain.catalog import Catalog
 from app.domain.park_reasons import ParkKind, ParkReason
 from app.services.ledger import LedgerService
+from app.services.webhook_handlers import MeterUsageHandler
 from app.services.webhooks import (
     FAILURE_ANSWER,
     WebhookService,
@@ -276,16 +277,16 @@ def test_a_failing_handler_parks_the_event_and_backs_off(
 ) -> None:
     h.send(agreement(user_id="kp_g"))
     boom = {"on": True}
-    real = WebhookService._meter_usage
+    real = MeterUsageHandler.__call__
 
-    def flaky(self: WebhookService, uow: Any, event: Any, now: Any) -> Any:
+    def flaky(self: MeterUsageHandler, uow: Any, event: Any, now: Any) -> Any:
         if boom["on"]:
             # Half-done work must be rolled back with the failure.
             uow.wallets.update_profile("kp_g", plan_code="CORRUPTED")
             raise RuntimeError("database hiccup")
         return real(self, uow, event, now)
 
-    monkeypatch.setattr(WebhookService, "_meter_usage", flaky)
+    monkeypatch.setattr(MeterUsageHandler, "__call__", flaky)
     e = meter("1")
     assert h.send(e) == "parked"
     row = h.event(e["event_id"])
@@ -436,7 +437,7 @@ def test_worker_asks_kinde_for_the_period_with_growing_delays(
 ) -> None:
     h = Harness(catalog, clock)
     kinde = FakeAgreements()
-    h.service.kinde = kinde
+    h.service = WebhookService(h.service.writer, kinde=kinde, plans=h.service.plans)
     h.send(agreement(user_id="kp_k"))
     kinde.down = True
     e = meter("5", absolute=True, meter_usage_timestamp="2026-11-30T12:00:00Z")
@@ -476,11 +477,11 @@ def test_period_retry_delays_grow_to_an_hour_and_never_stop() -> None:
 def test_a_failure_reason_never_carries_sql_or_values(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: WebhookService, uow: Any, event: Any, now: Any) -> Any:
+    def broken(self: MeterUsageHandler, uow: Any, event: Any, now: Any) -> Any:
         raise ValueError("(psycopg.DataError) cannot store \x00 here\n[SQL: UPDATE wallets "
                          "SET email=%(email)s]\n[parameters: {'email': 'a@example.com'}]")
 
-    monkeypatch.setattr(WebhookService, "_meter_usage", broken)
+    monkeypatch.setattr(MeterUsageHandler, "__call__", broken)
     e = meter("1")
     receipt = h.service.receive(e, "raw.jwt.body")
     assert receipt.status == "parked" and receipt.reason == FAILURE_ANSWER
