@@ -152,17 +152,36 @@ export function withCredits<Ctx extends unknown[] = unknown[], Req extends Reque
 /** The parts of Express's `res` the wrapper uses (Express 4 and 5 both fit). */
 export interface ExpressResponseLike {
   statusCode: number;
-  headersSent: boolean;
   status(code: number): unknown;
   setHeader(name: string, value: string): unknown;
-  end(body: string): unknown;
+  end: (...args: any[]) => unknown;
   locals?: Record<string, unknown>;
 }
 
 /**
- * Wrap an Express handler. The wrapped handler resolves once the work is done (usually after
- * `res.json(...)`); a thrown or rejected error releases the hold and goes to `next(error)`.
- * The hold is also at `res.locals.creditsHold`.
+ * Hold back the end of the response while the hold is settled, so the caller receives the
+ * answer once the charge is final (as with a fetch-style handler, whose Response is returned
+ * only after the capture). Headers and body chunks already written still go out.
+ */
+function deferEnd(res: ExpressResponseLike): () => void {
+  const end = res.end;
+  let ended: unknown[] | undefined;
+  res.end = (...args: unknown[]) => {
+    ended = args;
+    return res;
+  };
+  return () => {
+    res.end = end;
+    if (ended !== undefined) end.apply(res, ended);
+  };
+}
+
+/**
+ * Wrap an Express handler. The handler must resolve (or return) once the work is done, usually
+ * right after `res.json(...)`; the end of the response is held back until the hold is captured
+ * or released, so the caller never sees the answer before the charge. A thrown or rejected
+ * error releases the hold and goes to `next(error)`. The hold is also at
+ * `res.locals.creditsHold`.
  *
  *     app.post("/reports", withCreditsExpress(credits, {
  *       feature: "report_generation",
@@ -190,17 +209,22 @@ export function withCreditsExpress<Req, Res extends ExpressResponseLike>(
       return;
     }
     if (res.locals) res.locals.creditsHold = hold;
+    const finish = deferEnd(res);
     try {
       await handler(req, res, hold);
     } catch (error) {
       await releaseQuietly(hold);
+      finish();
       next(error);
       return;
     }
     try {
       await settle(hold, res.statusCode, options);
     } catch (error) {
+      finish();
       next(error);
+      return;
     }
+    finish();
   };
 }
