@@ -39,8 +39,8 @@ export interface WithCreditsOptions<Req> {
   member?: (req: Req) => Maybe<string | undefined | null>;
   /** How long the hold lives if the process dies before settling it (service default 900). */
   expiresInSeconds?: number;
-  /** A capture the service refused after the response was ready (logged by default). */
-  onCaptureError?: (error: CreditsError, hold: Hold) => void;
+  /** A capture that failed after the response was ready (logged by default). */
+  onCaptureError?: (error: unknown, hold: Hold) => void;
 }
 
 function refusalBody(refused: CreditsError): string {
@@ -76,9 +76,9 @@ async function releaseQuietly(hold: Hold): Promise<void> {
   }
 }
 
-function defaultCaptureError(error: CreditsError, hold: Hold): void {
-  console.error(`withCredits: hold ${hold.holdId} was not captured (${error.code}): `
-                + error.message);
+function defaultCaptureError(error: unknown, hold: Hold): void {
+  const why = error instanceof CreditsError ? `(${error.code}) ${error.message}` : String(error);
+  console.error(`withCredits: hold ${hold.holdId} was not captured: ${why}`);
 }
 
 async function captureOrReport<Req>(hold: Hold, options: WithCreditsOptions<Req>
@@ -88,22 +88,22 @@ async function captureOrReport<Req>(hold: Hold, options: WithCreditsOptions<Req>
     await hold.capture(hold.captureCredits);
     return;
   } catch (error) {
-    if (!(error instanceof CreditsError)) throw error;
-    let refused = error;
-    if (refused.code === "capture_exceeds_hold" && hold.captureCredits !== undefined) {
+    let failure: unknown = error;
+    if (error instanceof CreditsError && error.code === "capture_exceeds_hold"
+        && hold.captureCredits !== undefined) {
       try {
         await hold.capture(undefined);
         return;
       } catch (again) {
-        if (!(again instanceof CreditsError)) throw again;
-        refused = again;
+        failure = again;
       }
     }
-    (options.onCaptureError ?? defaultCaptureError)(refused, hold);
+    (options.onCaptureError ?? defaultCaptureError)(failure, hold);
   }
 }
 
-/** Settle after the handler: capture below 400, release otherwise (unless already settled). */
+/** Settle after the handler: capture below 400, release otherwise (unless already settled).
+ * Never throws: the handler's answer or error is what the caller gets. */
 async function settle<Req>(hold: Hold, status: number, options: WithCreditsOptions<Req>
 ): Promise<void> {
   if (hold.settled !== undefined) return;
@@ -159,29 +159,11 @@ export interface ExpressResponseLike {
 }
 
 /**
- * Hold back the end of the response while the hold is settled, so the caller receives the
- * answer once the charge is final (as with a fetch-style handler, whose Response is returned
- * only after the capture). Headers and body chunks already written still go out.
- */
-function deferEnd(res: ExpressResponseLike): () => void {
-  const end = res.end;
-  let ended: unknown[] | undefined;
-  res.end = (...args: unknown[]) => {
-    ended = args;
-    return res;
-  };
-  return () => {
-    res.end = end;
-    if (ended !== undefined) end.apply(res, ended);
-  };
-}
-
-/**
- * Wrap an Express handler. The handler must resolve (or return) once the work is done, usually
- * right after `res.json(...)`; the end of the response is held back until the hold is captured
- * or released, so the caller never sees the answer before the charge. A thrown or rejected
- * error releases the hold and goes to `next(error)`. The hold is also at
- * `res.locals.creditsHold`.
+ * Wrap an Express handler. The hold is settled by the status the handler answers with, when it
+ * ends the response (`res.json(...)`, `res.end()`, the end of a piped stream), and the end
+ * reaches the caller only after that, so the caller never sees the answer before the charge.
+ * A handler that throws (or rejects) before answering releases the hold, and the error goes to
+ * `next(error)`. The hold is also at `res.locals.creditsHold`.
  *
  *     app.post("/reports", withCreditsExpress(credits, {
  *       feature: "report_generation",
@@ -209,22 +191,32 @@ export function withCreditsExpress<Req, Res extends ExpressResponseLike>(
       return;
     }
     if (res.locals) res.locals.creditsHold = hold;
-    const finish = deferEnd(res);
+    // Settle when the handler ends the response (its status is then final) and let the end
+    // through only after that, so the caller never sees the answer before the charge; or,
+    // if the handler returns without ending it, settle by the status when it returns.
+    let settling: Promise<void> | undefined;
+    const end = res.end;
+    res.end = (...args: unknown[]) => {
+      res.end = end;
+      settling ??= settle(hold, res.statusCode, options);
+      void settling.then(() => end.apply(res, args));
+      return res;
+    };
     try {
       await handler(req, res, hold);
     } catch (error) {
-      await releaseQuietly(hold);
-      finish();
+      if (settling === undefined) {
+        res.end = end;
+        settling = releaseQuietly(hold);
+      }
+      await settling;
       next(error);
       return;
     }
-    try {
-      await settle(hold, res.statusCode, options);
-    } catch (error) {
-      finish();
-      next(error);
-      return;
+    if (settling === undefined) {
+      res.end = end;
+      settling = settle(hold, res.statusCode, options);
     }
-    finish();
+    await settling;
   };
 }

@@ -2,6 +2,7 @@
  * app, both against the real service: hold, run, capture or release, 402 when short. */
 
 import assert from "node:assert/strict";
+import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 
@@ -135,6 +136,14 @@ describe("withCreditsExpress (Express app)", () => {
         return;
       }
       if (mode === "partial") hold.captureCredits = 15;
+      if (mode === "stream") {
+        // Like `await pipeline(stream, res)`: the handler waits until its answer is sent.
+        res.status(200);
+        res.write("part 1, ");
+        res.end("part 2");
+        await once(res, "finish");
+        return;
+      }
       res.status(201).json({ report: "done", hold: res.locals.creditsHold === hold });
     }));
     app.use((err: Error, _req: express.Request, res: express.Response,
@@ -173,6 +182,16 @@ describe("withCreditsExpress (Express app)", () => {
     const org = await fundedOrg(1000);
     assert.equal((await post(org, { mode: "partial" })).status, 201);
     assert.deepEqual(await balanceAndHeld(org), [985, 0]);
+  });
+
+  // The timeout only turns a hang (the end of the answer held back forever) into a failure.
+  test("a handler that waits for its response to finish is captured, not stuck",
+       { timeout: 20_000 }, async () => {
+    const org = await fundedOrg(1000);
+    const response = await post(org, { mode: "stream" });
+    assert.equal(await response.text(), "part 1, part 2");
+    assert.deepEqual(await balanceAndHeld(org), [950, 0]);
+    assert.deepEqual(await kinds(org), ["grant", "hold", "capture"]);
   });
 
   test("an exception releases the hold and reaches Express's error handler", async () => {
