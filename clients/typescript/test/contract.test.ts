@@ -68,6 +68,49 @@ test("CreditsClient has exactly the shared operations", () => {
   assert.deepEqual(methods, contract.operations.map((op) => op.typescript).sort());
 });
 
+// How to call each operation once; a new operation in operations.json needs a line here.
+const SAMPLE_CALLS: Record<string, (c: CreditsClient) => Promise<unknown>> = {
+  recordUsage: (c) => c.recordUsage("org_a", { feature: "f" }),
+  check: (c) => c.check("org_a", { feature: "f" }),
+  hold: (c) => c.hold("org_a", { credits: 5 }),
+  captureHold: (c) => c.captureHold("hold_1"),
+  releaseHold: (c) => c.releaseHold("hold_1"),
+  topUp: (c) => c.topUp("org_a", { bundle: "starter" }),
+  wallet: (c) => c.wallet("org_a"),
+  ledger: async (c) => { for await (const _ of c.ledger("org_a")) break; },
+  ledgerPages: async (c) => { for await (const _ of c.ledgerPages("org_a")) break; },
+  setBudget: (c) => c.setBudget("org_a", "kp_b", { creditsPerDay: 5 }),
+  members: (c) => c.members("org_a"),
+};
+const ANSWER = { hold_id: "hold_1", amount: 5, entries: [], next_cursor: null };
+
+function pathPattern(template: string): RegExp {
+  const escaped = template.replace(/[.*+?^$()|[\]\\]/g, "\\$&");
+  return new RegExp(`^${escaped.replace(/\{[a-z_]+\}/g, "[^/]+")}$`);
+}
+
+test("each operation calls its route, with a generated key on writes", async () => {
+  for (const op of contract.operations) {
+    const sent: { method: string; path: string; key: string | null }[] = [];
+    const fake: typeof fetch = async (input, init) => {
+      sent.push({ method: init?.method ?? "GET", path: new URL(String(input)).pathname,
+                  key: new Headers(init?.headers).get("Idempotency-Key") });
+      return new Response(JSON.stringify(ANSWER), { status: 200 });
+    };
+    const call = SAMPLE_CALLS[op.typescript];
+    assert.ok(call, `no sample call for ${op.typescript}`);
+    await call(new CreditsClient({ baseUrl: "http://svc.test", token: "t", fetch: fake }));
+    const last = sent.at(-1)!;
+    assert.equal(last.method, op.method, op.typescript);
+    assert.match(last.path, pathPattern(op.path), op.typescript);
+    if (op.idempotency_key === "per_call") {
+      assert.ok(last.key?.startsWith(contract.retry.generated_key_prefix), op.typescript);
+    } else if (op.method === "GET") {
+      assert.equal(last.key, null, op.typescript);
+    }
+  }
+});
+
 test("the error classes: one per shared code, by status when the code is unknown", () => {
   const exported = sdk as unknown as Record<string, unknown>;
   for (const entry of contract.errors) {
