@@ -19,7 +19,7 @@
  * whole hold).
  */
 
-import { CreditsClient, Hold } from "./client.js";
+import type { CreditsClient, Hold } from "./client.js";
 import {
   CreditsError,
   InsufficientCreditsError,
