@@ -66,6 +66,10 @@ export class NotFoundError extends CreditsError {}
 export class IdempotencyConflictError extends CreditsError {}
 /** 409: the hold was already captured, released, or it expired. */
 export class HoldNotOpenError extends CreditsError {}
+/** 402: the customer's last Kinde payment failed; pack sales wait until it succeeds. */
+export class PaymentOverdueError extends CreditsError {}
+/** 409: a pack sale needs the wallet's Kinde billing customer, and it has none yet. */
+export class NoBillingCustomerError extends CreditsError {}
 /** 5xx or 429 after every retry: the service is unwell; nothing was charged twice. */
 export class ServiceUnavailableError extends CreditsError {}
 
@@ -98,6 +102,8 @@ export const ERRORS_BY_CODE: Readonly<Record<string, ErrorClass>> = Object.freez
   not_found: NotFoundError,
   idempotency_conflict: IdempotencyConflictError,
   hold_not_open: HoldNotOpenError,
+  payment_overdue: PaymentOverdueError,
+  no_billing_customer: NoBillingCustomerError,
 });
 
 /** Error class by HTTP status, for an answer whose code is not one of the above. */
