@@ -29,7 +29,9 @@ from kinde_credits_client.errors import (
     InsufficientCredits,
     InvalidRequest,
     MemberBudgetExceeded,
+    NoBillingCustomer,
     NotFound,
+    PaymentOverdue,
     ServiceUnavailable,
     TransportError,
     Unauthorized,
@@ -41,7 +43,8 @@ from kinde_credits_client.flask_ext import current_hold, init_app, requires_cred
 __all__ = [
     "CheckResult", "CreditsClient", "CreditsError", "Forbidden", "Hold", "HoldNotOpen",
     "IdempotencyConflict", "InsufficientCredits", "InvalidRequest", "LedgerEntry",
-    "LedgerPage", "MemberBudgetExceeded", "NotFound", "ServiceUnavailable", "TransportError",
+    "LedgerPage", "MemberBudgetExceeded", "NoBillingCustomer", "NotFound", "PaymentOverdue",
+    "ServiceUnavailable", "TransportError",
     "Unauthorized", "UnknownBundle", "UnknownFeature", "UsageResult", "Wallet",
     "current_hold", "init_app", "requires_credits",
 ]

@@ -77,6 +77,14 @@ class HoldNotOpen(CreditsError):
     """409: the hold was already captured, released, or it expired."""
 
 
+class PaymentOverdue(CreditsError):
+    """402: the customer's last Kinde payment failed; pack sales wait until it succeeds."""
+
+
+class NoBillingCustomer(CreditsError):
+    """409: a pack sale needs the wallet's Kinde billing customer, and it has none yet."""
+
+
 class ServiceUnavailable(CreditsError):
     """5xx or 429 after every retry: the service is unwell; nothing was charged twice."""
 
@@ -100,6 +108,8 @@ _BY_CODE: dict[str, type[CreditsError]] = {
     "not_found": NotFound,
     "idempotency_conflict": IdempotencyConflict,
     "hold_not_open": HoldNotOpen,
+    "payment_overdue": PaymentOverdue,
+    "no_billing_customer": NoBillingCustomer,
 }
 _BY_STATUS: dict[int, type[CreditsError]] = {
     400: InvalidRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 422: InvalidRequest,
