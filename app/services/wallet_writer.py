@@ -126,6 +126,9 @@ class WalletWriter:
         Part of every write; a read calls it on an unlocked wallet to see the same state in
         memory (the hooks write nothing in a read transaction, and a read never saves).
         """
+        if wallet.held > 0 and wallet.open_holds is None:
+            # Which holds were placed when decides which expired credits they keep back.
+            wallet.know_open_holds(uow.wallets.open_holds(wallet.id))
         for hook in self.before_sweep:
             hook(uow, wallet, now)
         self.release_expired_holds(uow, wallet, now)
