@@ -16,6 +16,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 import marshmallow as ma
 from flask import current_app, request
 from flask_smorest import Api, Blueprint
+from webargs.core import is_json, missing
 from webargs.flaskparser import FlaskParser, abort
 from werkzeug.routing import BaseConverter
 
@@ -23,6 +24,7 @@ from app.bootstrap import Container
 from app.http.auth import Requirement, authenticate_and_authorize, requires
 from app.http.errors import ApiError
 from app.http.schemas import HOLD_ID_PATTERN, WALLET_ID_PATTERN, ErrorSchema
+from app.http.strict_json import DuplicateKey
 from app.services.ledger import Outcome
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -114,8 +116,14 @@ class JsonErrorParser(FlaskParser):
         abort(422, exc=error, messages={"json": ["request body is not valid JSON"]})
 
     def _raw_load_json(self, req: Any) -> Any:
+        # Read through the app's JSON provider (app.http.strict_json), not webargs' own
+        # json.loads, so a duplicate key is refused here for every route.
+        if not is_json(req.mimetype):
+            return missing
         try:
-            data = super()._raw_load_json(req)
+            data = _read_json(req.get_data(cache=True))
+        except DuplicateKey as exc:
+            raise ApiError(400, "invalid_request", str(exc)) from None
         except RecursionError:
             abort(422, messages={"json": ["request body is nested too deeply"]})
         except ValueError as exc:
@@ -132,6 +140,16 @@ class JsonErrorParser(FlaskParser):
         if not all(_is_storable_text(v) for v in req.args.values()):
             abort(422, messages={"query": [UNSTORABLE_TEXT]})
         return super().load_querystring(req, schema)
+
+
+def _read_json(body: bytes) -> Any:
+    """A request body as JSON through the app's provider (`StrictJSONProvider`)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # As webargs does: an undecodable body is invalid JSON (answered by the parser).
+        raise json.JSONDecodeError(f"not UTF-8: {exc.reason}", doc="", pos=exc.start) from exc
+    return current_app.json.loads(text)
 
 
 UNSTORABLE_TEXT = ("request holds text that cannot be stored: a NUL character (\\u0000) or "

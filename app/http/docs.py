@@ -17,6 +17,7 @@ from flask_smorest import Api
 from app.http import errors
 from app.http.api import register_converters
 from app.http.schemas import ErrorSchema
+from app.http.strict_json import StrictJSONProvider
 
 OPENAPI_INFO_DESCRIPTION = (
     "Prepaid credits for SaaS products that bill with Kinde. Send "
@@ -35,6 +36,8 @@ class CreditsApi(Api):
 
 def init_api(app: Flask) -> Api:
     """Configure flask-smorest and the JSON error handlers; returns the Api to register with."""
+    # Request bodies are read through this provider: it refuses duplicate keys.
+    app.json = StrictJSONProvider(app)
     app.config.update(
         API_TITLE="kinde-credits",
         API_VERSION="1",
