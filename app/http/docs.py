@@ -18,6 +18,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, redirect, url_for
 from flask_smorest import Api
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from app.http import errors
 from app.http.api import register_converters
@@ -129,7 +130,6 @@ def docs_page() -> Response:
 
 
 @bp.get("/docs/swagger")
-def swagger_moved() -> Response:
+def swagger_moved() -> WerkzeugResponse:
     """Swagger UI loaded its script from a CDN; the same origin serves the dashboard."""
-    response: Response = redirect(url_for("docs.docs_page"), code=301)
-    return response
+    return redirect(url_for("docs.docs_page"), code=301)
