@@ -8,6 +8,7 @@ services return.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from webargs.flaskparser import FlaskParser, abort
 from werkzeug.routing import BaseConverter
 
 from app.bootstrap import Container
+from app.domain.text import text_problem
 from app.http.auth import Requirement, authenticate_and_authorize, requires
 from app.http.errors import ApiError
 from app.http.schemas import HOLD_ID_PATTERN, WALLET_ID_PATTERN, ErrorSchema
@@ -249,18 +251,30 @@ def idempotency_key() -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return None
+    if (why := _header_text_problem(key)) is not None:
+        raise ApiError(
+            422, "invalid_request",
+            f"{IDEMPOTENCY_HEADER} {why}: keys may not hold control or bidi characters",
+        )
     key = key.strip()
     if not key or len(key) > MAX_IDEMPOTENCY_KEY:
         raise ApiError(
             422, "invalid_request",
             f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
         )
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key) or not is_storable(key):
-        raise ApiError(
-            422, "invalid_request",
-            f"{IDEMPOTENCY_HEADER} must not hold control characters (such as NUL)",
-        )
     return key
+
+
+def _header_text_problem(value: str) -> str | None:
+    """`text_problem` for a header value. WSGI hands headers over as Latin-1, so a client's
+    UTF-8 arrives as Latin-1 characters: U+202E as C1 controls (refused as they are), but
+    U+FEFF as printable `ï»¿`; the value read as UTF-8 is checked too."""
+    why = text_problem(value)
+    if why is None:
+        # Not UTF-8 at all: the Latin-1 reading above is the one to judge.
+        with contextlib.suppress(UnicodeError):
+            why = text_problem(value.encode("latin-1").decode("utf-8"))
+    return why
 
 
 def batch_record_key(header_key: str, index: int) -> str:

@@ -50,6 +50,7 @@ from app.domain.kinde_events import (
 )
 from app.domain.ledger import Wallet
 from app.domain.park_reasons import ParkKind, ParkReason
+from app.domain.text import unsafe_char
 from app.domain.usage_terms import describe_metered_debit, describe_signup_credit
 from app.services.idempotency import request_fingerprint
 from app.services.plans import PlanService
@@ -660,7 +661,7 @@ def _failure_reason(exc: BaseException | None) -> str:
     if exc is None:
         return ParkReason(ParkKind.FAILED, "unknown error").text
     detail = str(exc).split("\n", 1)[0].split("[SQL", 1)[0].strip()
-    detail = "".join("?" if ord(ch) < 32 or ord(ch) == 127 else ch for ch in detail)[:200]
+    detail = "".join("?" if unsafe_char(ch) else ch for ch in detail)[:200]
     return ParkReason(ParkKind.FAILED, f"{type(exc).__name__}: {detail}").text
 
 
