@@ -8,7 +8,6 @@ services return.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -267,14 +266,14 @@ def idempotency_key() -> str | None:
 
 def _header_text_problem(value: str) -> str | None:
     """`text_problem` for a header value. WSGI hands headers over as Latin-1, so a client's
-    UTF-8 arrives as Latin-1 characters: U+202E as C1 controls (refused as they are), but
-    U+FEFF as printable `ï»¿`; the value read as UTF-8 is checked too."""
-    why = text_problem(value)
-    if why is None:
-        # Not UTF-8 at all: the Latin-1 reading above is the one to judge.
-        with contextlib.suppress(UnicodeError):
-            why = text_problem(value.encode("latin-1").decode("utf-8"))
-    return why
+    UTF-8 arrives as Latin-1 characters (U+202E as `â\x80®`, U+FEFF as a printable `ï»¿`,
+    and harmless Cyrillic with C1 bytes in it): a value that is UTF-8 is judged as the text
+    it encodes, any other value as its Latin-1 reading."""
+    try:
+        text = value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        text = value
+    return text_problem(text)
 
 
 def batch_record_key(header_key: str, index: int) -> str:

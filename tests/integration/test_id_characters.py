@@ -98,3 +98,20 @@ def test_api_refuses_ids_with_control_or_bidi_characters(
         assert table_counts(db_url) == before, where
 
 
+
+
+@pytest.mark.parametrize("key", ["ключ-1", "clé-1", "鍵-1", "kp_a:b/c=d+e", "caf\xe9-latin1"])
+def test_printable_non_ascii_idempotency_keys_still_work(client: FlaskClient, tokens: Tokens,
+                                                         key: str) -> None:
+    """Keys sent as UTF-8 (or as plain Latin-1) without control or bidi characters are keys
+    like any other: the same key replays the first answer."""
+    admin = bearer(tokens.m2m("credits:admin"))
+    sent = key if key.endswith("latin1") else _latin1(key)
+    headers = {**admin, "Idempotency-Key": sent}
+    first = client.post("/v1/wallets/kp_key/top-ups", json={"credits": 5, "reason": "k"},
+                        headers=headers)
+    assert first.status_code == 201, first.get_data(as_text=True)
+    again = client.post("/v1/wallets/kp_key/top-ups", json={"credits": 5, "reason": "k"},
+                        headers=headers)
+    assert again.status_code == 201 and again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json["balance"] == 5
