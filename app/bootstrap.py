@@ -149,7 +149,10 @@ def build_container(
         ledger=ledger,
         clock=clock,
         key_source=key_source,
-        access_verifier=AccessTokenVerifier(key_source, settings.issuer, audience),
+        access_verifier=AccessTokenVerifier(
+            key_source, settings.issuer, audience,
+            max_lifetime=settings.token_max_lifetime_seconds,
+        ),
         webhook_verifier=WebhookVerifier(key_source, settings.kinde_domain),
         dispatcher=dispatcher,
         metrics=MetricsService(operations),
