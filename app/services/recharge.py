@@ -23,11 +23,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from app.domain.catalog import Catalog
 from app.domain.ledger import Wallet
+from app.domain.money import discounted
 from app.domain.usage_terms import describe_credit
 from app.services.outbox_kinds import PACK_INVOICE, kind_of
 from app.services.payments import Payments
@@ -78,9 +78,7 @@ class AutoRecharger:
                 }))
             return False
         discount = self.catalog.auto_recharge.discount_percent
-        price = (bundle.price * (Decimal(100) - discount) / Decimal(100)).quantize(
-            Decimal("0.01"), rounding=ROUND_HALF_UP
-        )
+        price = discounted(bundle.price, discount, bundle.currency)
         expires = now + timedelta(days=bundle.expires_after_days) if bundle.expires_after_days \
             else None
         wallet.credit(
