@@ -40,6 +40,16 @@ class DuplicateKey(Exception):
     """A unique key was taken by a concurrent transaction (raised by stores, not services)."""
 
 
+class CommitOutcomeUnknown(Exception):
+    """COMMIT was sent but its answer was lost (the connection dropped): the transaction may
+    have been applied or not. Raised by a unit of work's `commit` (stores, not services).
+
+    Nothing may run the work again on its own (it may be applied already); the caller is told
+    so, and retries with the same idempotency key, which returns the first result if the
+    commit did land and applies the write once if it did not.
+    """
+
+
 # -- wallets and idempotency --------------------------------------------------------------------
 
 
