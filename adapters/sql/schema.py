@@ -113,6 +113,9 @@ class WalletRow(Base):
     auto_recharge_threshold: Mapped[int | None] = mapped_column(BigInteger)
     auto_recharge_bundle: Mapped[str | None] = mapped_column(String(64))
     auto_recharge_suspended: Mapped[str | None] = mapped_column(Text)
+    # When a purchase first waited for the one in flight (None: nothing waits); see
+    # app.services.recharge.
+    auto_recharge_deferred_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

@@ -295,6 +295,16 @@ class RechargeRepository(Protocol):
     def latest_auto(self, wallet_id: str) -> dict[str, object] | None:
         """The wallet's most recent auto-recharge purchase, for the wallet view."""
 
+    def defer(self, wallet_id: str, now: datetime) -> None:
+        """A purchase was due but waited for the one in flight: remember it (the first wait's
+        time is kept) until `clear_deferred`."""
+
+    def clear_deferred(self, wallet_id: str) -> None:
+        """Nothing waits any more (bought, or no longer due)."""
+
+    def deferred_ready(self, limit: int) -> list[str]:
+        """Wallets with a purchase that waited and none in flight now, longest wait first."""
+
 
 # -- webhook inbox and meter readings -----------------------------------------------------------
 

@@ -79,7 +79,9 @@ class UsageService:
                 return entry
 
             # A wallet that never received credits has none: the same answer as empty.
-            written = self.writer.write(
+            # Refused for credits below the auto-recharge threshold: auto-recharge may buy
+            # and the debit is tried again (WalletWriter.spend).
+            written = self.writer.spend(
                 uow, wallet_id, now, debit, missing=lambda: InsufficientCredits(credits, 0))
             assert written is not None
             wallet = written.wallet
