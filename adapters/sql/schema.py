@@ -88,6 +88,7 @@ class WalletRow(Base):
         CheckConstraint("held >= 0", name="held_not_negative"),
         CheckConstraint("arrears >= 0", name="arrears_not_negative"),
         CheckConstraint("overdraft_limit >= 0", name="overdraft_not_negative"),
+        Index("ix_wallets_auto_recharge_deferred", "auto_recharge_deferred_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

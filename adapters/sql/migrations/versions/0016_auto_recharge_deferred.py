@@ -24,13 +24,20 @@ depends_on = None
 
 
 def upgrade() -> None:
-    columns = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("wallets")}
+    inspector = sa.inspect(op.get_bind())
+    columns = {c["name"] for c in inspector.get_columns("wallets")}
     if "auto_recharge_deferred_at" not in columns:
         with op.batch_alter_table("wallets") as batch:
             batch.add_column(sa.Column("auto_recharge_deferred_at", UtcDateTime(),
                                        nullable=True))
+    if "ix_wallets_auto_recharge_deferred" not in {
+            i["name"] for i in inspector.get_indexes("wallets")}:
+        # The worker looks for waiting purchases every pass: an index, not a scan.
+        op.create_index("ix_wallets_auto_recharge_deferred", "wallets",
+                        ["auto_recharge_deferred_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_wallets_auto_recharge_deferred", table_name="wallets")
     with op.batch_alter_table("wallets") as batch:
         batch.drop_column("auto_recharge_deferred_at")
