@@ -184,3 +184,18 @@ def test_no_purchase_past_the_daily_cap(billed: Container, kinde: FakeKinde,
     clock.advance(days=1)  # a new UTC day: the next attempt to spend buys
     assert billed.ledger.record_usage(WALLET, "report_generation", 3).body["balance"] == 4850
     assert len(recharges(billed)) == 4
+
+
+def test_a_refusal_the_pack_would_not_cover_buys_nothing(
+        billed: Container, kinde: FakeKinde, clock: FakeClock) -> None:
+    """Decided: a refused usage buys only when the pack then lets it through; otherwise the
+    402 stands and the purchase is rolled back with it (no charge for a request that fails)."""
+    _drain_while_the_invoice_is_pending(billed, kinde, clock)
+    _kinde_comes_back(billed, kinde, clock)
+    with pytest.raises(InsufficientCredits):
+        billed.ledger.record_usage(WALLET, "report_generation", 101)  # 5,050 > the pack
+    assert recharges(billed) == [("starter", "invoiced")]
+    assert billed.ledger.get_wallet(WALLET)["balance"] == 0
+    assert billed.ledger.record_usage(WALLET, "report_generation", 100).body["balance"] == 0
+    assert recharges(billed) == [("starter", "invoiced"), ("starter", "pending")]
+    assert verify_ledger(billed.store) == {}
