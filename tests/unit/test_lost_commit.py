@@ -46,3 +46,20 @@ def test_an_invalidated_connection_is_lost_whatever_the_driver_said() -> None:
     error = OperationalError("COMMIT", {}, _DriverError(sqlstate="40001"),
                              connection_invalidated=True)
     assert is_lost_commit(error) is True
+
+
+def test_both_clients_retry_outcome_unknown_with_the_same_key() -> None:
+    """The shared client contract retries a 503 (same Idempotency-Key) and, once retries run
+    out, raises ServiceUnavailable for `outcome_unknown`."""
+    import json
+    from pathlib import Path
+
+    from kinde_credits_client import ServiceUnavailable
+    from kinde_credits_client.errors import error_for
+
+    contract = json.loads((Path(__file__).resolve().parents[2] / "clients" /
+                           "operations.json").read_text())
+    assert "outcome_unknown" in contract["exhausted_retries"]["codes"]
+    assert 503 in contract["retry"]["statuses"]
+    error = error_for(503, {"error": {"code": "outcome_unknown", "message": "retry"}})
+    assert type(error) is ServiceUnavailable and error.code == "outcome_unknown"
