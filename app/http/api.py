@@ -1,7 +1,7 @@
 """Plumbing shared by the `/v1` blueprints: the blueprint factory, `Idempotency-Key`, replies.
 
 Views stay thin (parse, authorize, call a service, render): `@operation` declares a route once
-(its path, the scope `app.http.auth` checks, the body or query flask-smorest parses, the
+(its path, the body or query flask-smorest parses, the
 success schema and the documented errors), and `reply()` renders the write outcomes that
 services return.
 """
@@ -20,7 +20,7 @@ from webargs.flaskparser import FlaskParser, abort
 from werkzeug.routing import BaseConverter
 
 from app.bootstrap import Container
-from app.http.auth import Requirement, authenticate_and_authorize, requires
+from app.http.auth import authenticate_and_authorize
 from app.http.errors import ApiError
 from app.http.schemas import HOLD_ID_PATTERN, WALLET_ID_PATTERN, ErrorSchema
 from app.services.ledger import Outcome
@@ -188,7 +188,6 @@ def operation(
     rule: str,
     method: Literal["GET", "POST", "PUT"],
     *,
-    scope: Requirement,
     response: tuple[int, Any],
     errors: tuple[int, ...],
     body: Any = None,
@@ -196,12 +195,13 @@ def operation(
     query: Any = None,
     idempotent: bool = False,
 ) -> Callable[[View], View]:
-    """Declare one `/v1` operation: route, required scope, parsed body or query, success
-    schema, and its OpenAPI entry (bearer security, the `Idempotency-Key` header for an
+    """Declare one `/v1` operation: route, parsed body or query, success schema, and its
+    OpenAPI entry (bearer security, the `Idempotency-Key` header for an
     `idempotent` write, the error statuses it can answer).
 
-    Applies flask-smorest's decorators in the one order every route used by hand (route,
-    `requires`, arguments, response, doc), so the OpenAPI document is the same as written out.
+    Who may call it is not declared here: it is the endpoint's row in `app.domain.access.RULES`
+    (checked by `app.http.auth` before the body is parsed). Applies flask-smorest's decorators
+    in the one order every route used by hand (route, arguments, response, doc).
     `body` is parsed as the view's first argument; `query` fields arrive as keyword arguments.
     """
     status, schema = response
@@ -216,8 +216,7 @@ def operation(
             declared = bp.arguments(query, location="query", as_kwargs=True)(declared)
         if body is not None:
             declared = bp.arguments(body, required=body_required)(declared)
-        # `requires` sits right under the route, outermost of the rest (see app.http.auth).
-        registered: View = bp.route(rule, methods=[method])(requires(scope)(declared))
+        registered: View = bp.route(rule, methods=[method])(declared)
         return registered
 
     return declare

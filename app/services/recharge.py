@@ -30,6 +30,7 @@ from app.domain.catalog import Catalog
 from app.domain.ledger import Wallet
 from app.domain.usage_terms import describe_credit
 from app.services.outbox_kinds import PACK_INVOICE, kind_of
+from app.services.payment_standing import auto_recharge_blocked
 from app.services.payments import Payments
 from app.services.ports import Clock, DeliveryError, OutboxMessage, UnitOfWork, UnitOfWorkFactory
 
@@ -58,6 +59,10 @@ class AutoRecharger:
         if not any(e.kind in ("usage", "capture") for e in wallet.new_entries):
             # Only spending triggers a purchase: never expiry (which a read may apply), a
             # hold, or a credit.
+            return False
+        # Who may spend (app.services.payment_standing): not after a failed payment, and in
+        # Kinde mode not without the wallet's billing customer.
+        if auto_recharge_blocked(uow, wallet.id, self.payments.invoiced) is not None:
             return False
         bundle = self.catalog.bundles.get(settings.bundle)
         if bundle is None or self.payments.refusal(bundle) is not None:

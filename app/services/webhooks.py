@@ -52,6 +52,7 @@ from app.domain.ledger import Wallet
 from app.domain.park_reasons import ParkKind, ParkReason
 from app.domain.usage_terms import describe_metered_debit, describe_signup_credit
 from app.services.idempotency import request_fingerprint
+from app.services.payment_standing import record_payment_event
 from app.services.plans import PlanService
 from app.services.ports import (
     AgreementDirectory,
@@ -633,6 +634,11 @@ class WebhookService:
         ).suspend_auto_recharge_in(uow, wallet_id, "Kinde reported a failed payment", now):
             # Never keep buying on a card that fails: the owner re-enables it after fixing it.
             note = "auto-recharge suspended"
+        # -- who may spend (app.services.payment_standing): payment_failed pauses sales by
+        # non-admins until payment_succeeded.
+        standing = record_payment_event(uow, wallet_id, event.type, event.timestamp, now)
+        note = standing if note is None else (f"{note}; {standing}" if standing else note)
+        # -- end who may spend
         if event.type == "customer.agreement_cancelled" and self.plans is not None:
             uow.wallets.lock_or_create(wallet_id, now)  # the wallet lock orders plan changes
             note = self.plans.on_agreement_cancelled(uow, wallet_id, fields.agreement_id)
