@@ -159,7 +159,7 @@ PUBLIC: dict[str, str] = {
     "health.healthz": "liveness, no data",
     "metrics.metrics": "guarded by app.http.metrics itself",
     "wellknown.jwks": "public keys",
-    "webhooks.receive": "authenticated by Kinde's RS256 signature",
+    "webhooks.kinde_webhook": "authenticated by Kinde's RS256 signature",
     "dashboard.static": "the page's CSS and JavaScript",
     "static": "Flask's static files",
 }
