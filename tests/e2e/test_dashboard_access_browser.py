@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the shared module-scoped fixtures are parameters of every test
 """Who may do what on the dashboard, in Debian's headless Chromium against the real server in
 Kinde mode (issue 18): a link opens one session only, "Sign out" ends it, and an org member
 whose token carries no permission sees no enabled Buy and changes nothing by posting the
