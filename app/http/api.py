@@ -50,10 +50,12 @@ IDEMPOTENCY_PARAMETER: dict[str, Any] = {
 _ERROR_DESCRIPTIONS = {
     401: "unauthorized: missing or refused access token",
     402: "insufficient_credits (error.needed, error.available) or, for a member of an org "
-         "wallet, member_budget_exceeded (error.needed, error.available_to_member)",
+         "wallet, member_budget_exceeded (error.needed, error.available_to_member); for a pack "
+         "sale after a failed payment, payment_overdue",
     403: "forbidden: the token lacks the scope",
     404: "not_found: no such wallet or hold, or not yours",
-    409: "idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open",
+    409: "idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open; "
+         "for a pack sale in Kinde mode, no_billing_customer",
     503: "unavailable: signing keys cannot be fetched; retry",
 }
 

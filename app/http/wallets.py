@@ -111,7 +111,7 @@ def record_usage_batch(body: dict[str, Any]) -> Any:
 
 @operation(bp, f"{WALLET_ROUTE}/top-ups", "POST",
            body=schemas.TopUpRequestSchema, response=(201, schemas.CreditResultSchema),
-           errors=(401, 403, 404, 409, 503), idempotent=True)
+           errors=(401, 402, 403, 404, 409, 503), idempotent=True)
 def top_up(body: dict[str, Any], wallet_id: str) -> Any:
     """Add credits: `{bundle}` sells a catalog pack; `{credits, reason}` grants credits that
     were not sold (credits:admin). The first top-up creates the wallet.
