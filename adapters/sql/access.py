@@ -22,10 +22,12 @@ class SqlLinkSessionRepository:
 
     def open(self, session: LinkSession) -> bool:
         # ON CONFLICT DO NOTHING: of two opens racing on two instances, exactly one inserts.
-        result = self.conn.execute(dialect.insert_ignore(self.conn, at.link_sessions).values(
+        # RETURNING, not rowcount: the PostgreSQL engine does not report rowcounts here.
+        inserted = self.conn.execute(dialect.insert_ignore(self.conn, at.link_sessions).values(
             link_id=session.link_id, wallet_id=session.wallet_id,
-            opened_at=session.opened_at, expires_at=session.expires_at, ended_at=None))
-        return bool(result.rowcount == 1)
+            opened_at=session.opened_at, expires_at=session.expires_at, ended_at=None,
+        ).returning(_s.link_id)).first()
+        return inserted is not None
 
     def get(self, link_id: str) -> LinkSession | None:
         row = self.conn.execute(
@@ -51,15 +53,17 @@ class SqlPaymentStandingRepository:
     def record(self, wallet_id: str, overdue: bool, event_at: datetime, now: datetime) -> bool:
         inserted = self.conn.execute(
             dialect.insert_ignore(self.conn, at.payment_standing).values(
-                wallet_id=wallet_id, overdue=overdue, event_at=event_at, updated_at=now))
-        if inserted.rowcount == 1:
+                wallet_id=wallet_id, overdue=overdue, event_at=event_at, updated_at=now,
+            ).returning(_p.wallet_id)).first()
+        if inserted is not None:
             return True
         # Events arrive in any order: only a newer (or equally new) one changes the standing.
         changed = self.conn.execute(
             update(at.payment_standing)
             .where(_p.wallet_id == wallet_id, _p.event_at <= event_at)
-            .values(overdue=overdue, event_at=event_at, updated_at=now))
-        return bool(changed.rowcount == 1)
+            .values(overdue=overdue, event_at=event_at, updated_at=now)
+            .returning(_p.wallet_id)).first()
+        return changed is not None
 
 
 class SqlHoldPlacerRepository:
