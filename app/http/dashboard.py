@@ -52,6 +52,14 @@ _MAX_FORM_FIELD = 2000
 # Where a 303 lands after each action, and the message shown there (no free text in URLs).
 _DONE = {"alerts": "Your alert settings are saved.",
          "auto-recharge": "Your auto-recharge settings are saved."}
+# Refusals of a sale, said to the customer in plain words (the API's messages are for
+# operators).
+_PLAIN = {
+    "no_billing_customer": "Packs cannot be bought here yet: billing is not set up for this "
+                           "account. Ask your provider to set it up, then try again.",
+    "unavailable": "We could not reach the billing service, so nothing was bought. Please "
+                   "try again in a minute.",
+}
 SECURITY_HEADERS = {
     # Only our own files; inline scripts and styles are refused, so injected markup is inert.
     "Content-Security-Policy": (
@@ -197,8 +205,8 @@ def buy(wallet_id: str) -> Any:
     try:
         service().buy(wallet_id, bundle, form.get("idempotency_key", ""), session)
     except LedgerError as exc:
-        return _render(wallet_id, session, status=status_for(exc), error=exc.message,
-                       error_form="buy")
+        return _render(wallet_id, session, status=status_for(exc),
+                       error=_PLAIN.get(exc.code, exc.message), error_form="buy")
     return _back(wallet_id, f"bought:{bundle}", "buy")
 
 

@@ -127,7 +127,7 @@ def test_pack_sale_without_billing_customer_is_409_and_writes_nothing(
     html, csrf = open_link(web, tokens.user("kp_alice"), "kp_alice")
     page = buy(web, "kp_alice", csrf, field(html, "idempotency_key"))
     assert page.status_code == 409
-    assert "no Kinde billing customer" in page.get_data(as_text=True)
+    assert "billing is not set up for this account" in page.get_data(as_text=True)
     # Auto-recharge (set by an admin) buys nothing either when a debit crosses the threshold.
     admin = bearer(tokens.m2m("credits:admin"))
     assert web.put("/v1/wallets/kp_alice/auto-recharge", headers=admin, json={
