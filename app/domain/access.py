@@ -157,7 +157,7 @@ RULES: dict[str, Rule] = {
 # can tell a forgotten route from a public one).
 PUBLIC: dict[str, str] = {
     "health.healthz": "liveness, no data",
-    "metrics.metrics": "guarded by app.http.metrics itself",
+    "metrics.metrics": "Prometheus text; its own guard lives in app.http.metrics (issue 18, 9)",
     "wellknown.jwks": "public keys",
     "webhooks.kinde_webhook": "authenticated by Kinde's RS256 signature",
     "dashboard.static": "the page's CSS and JavaScript",
