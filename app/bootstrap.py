@@ -29,6 +29,7 @@ from app.services.notifications import ChannelHandler, Notifier
 from app.services.operations import OperationsService
 from app.services.outbox import OutboxDispatcher, RetryPolicy
 from app.services.outbox_kinds import METER_USAGE, NOTIFY_PREFIX, PACK_INVOICE
+from app.services.payment_standing import SaleGuard
 from app.services.payments import KindeInvoicing, sale_payments
 from app.services.plans import PlanService
 from app.services.ports import Clock
@@ -57,6 +58,7 @@ class Container:
     webhooks: WebhookService
     dashboard: DashboardService
     deferred_recharges: DeferredRechargeService
+    sales: SaleGuard
     keyring: LocalKeyring | None = None
     kinde: KindeManagementClient | None = None
 
@@ -144,6 +146,8 @@ def build_container(
     plans = PlanService(ledger.writer, period_source)
     ledger.before_sweep.append(plans.advance)
     operations = OperationsService(store, SqlOperationsReader(store.engine), clock)
+    # Who may spend: every pack sale passes this guard (app.services.payment_standing).
+    sales = SaleGuard(ledger.sales_are_invoiced, kinde)
     container = Container(
         settings=settings,
         catalog=catalog,
@@ -163,15 +167,17 @@ def build_container(
         # The Kinde client (with Management API credentials) lets the worker learn agreement
         # periods for absolute meter values that state none.
         webhooks=WebhookService(ledger.writer, kinde=kinde, plans=plans),
-        dashboard=build_dashboard(settings, ledger, clock),
+        dashboard=build_dashboard(settings, ledger, clock, sales),
         deferred_recharges=DeferredRechargeService(ledger.writer),
+        sales=sales,
         keyring=keyring,
         kinde=kinde,
     )
     return container
 
 
-def build_dashboard(settings: Settings, ledger: LedgerService, clock: Clock) -> DashboardService:
+def build_dashboard(settings: Settings, ledger: LedgerService, clock: Clock,
+                    sales: SaleGuard) -> DashboardService:
     """The customer dashboard, signing with DASHBOARD_SECRET or a key kept under var_dir."""
 
     def signer() -> ItsDangerousSigner:
@@ -181,7 +187,7 @@ def build_dashboard(settings: Settings, ledger: LedgerService, clock: Clock) -> 
 
     policy = policy_for(ledger, unbilled_purchases=settings.dashboard_unbilled_purchases,
                         auto_recharge_editable=settings.dashboard_auto_recharge)
-    return DashboardService(ledger, signer, clock, policy)
+    return DashboardService(ledger, signer, clock, policy, sales)
 
 
 def upgrade_schema(database_url: str, revision: str = "head") -> None:

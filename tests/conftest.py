@@ -73,6 +73,7 @@ _TABLES = (
     "entries", "blocks", "holds", "idempotency_keys", "webhook_events", "meter_readings",
     "outbox", "usage_reports", "billing_agreements", "recharges", "block_draws",
     "plan_allotments", "member_budgets", "member_spend", "member_holds",
+    "dashboard_link_sessions", "payment_standing", "hold_placers",
 )
 
 

@@ -19,6 +19,11 @@ from typing import Self
 from sqlalchemy import Connection, Engine, NestedTransaction
 from sqlalchemy.exc import DBAPIError
 
+from adapters.sql.access import (
+    SqlHoldPlacerRepository,
+    SqlLinkSessionRepository,
+    SqlPaymentStandingRepository,
+)
 from adapters.sql.billing import SqlBillingRepository
 from adapters.sql.budgets import SqlBudgetRepository
 from adapters.sql.dashboard import SqlDashboardRepository
@@ -130,6 +135,18 @@ class SqlUnitOfWork:
     @cached_property
     def dashboard(self) -> SqlDashboardRepository:
         return SqlDashboardRepository(self.connection)
+
+    @cached_property
+    def link_sessions(self) -> SqlLinkSessionRepository:
+        return SqlLinkSessionRepository(self.connection)
+
+    @cached_property
+    def payment_standing(self) -> SqlPaymentStandingRepository:
+        return SqlPaymentStandingRepository(self.connection)
+
+    @cached_property
+    def hold_placers(self) -> SqlHoldPlacerRepository:
+        return SqlHoldPlacerRepository(self.connection)
 
     def savepoint(self) -> _Savepoint:
         """A SAVEPOINT (SQLAlchemy's nested transaction: `rollback()` undoes, `commit()` keeps).

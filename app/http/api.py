@@ -1,7 +1,7 @@
 """Plumbing shared by the `/v1` blueprints: the blueprint factory, `Idempotency-Key`, replies.
 
 Views stay thin (parse, authorize, call a service, render): `@operation` declares a route once
-(its path, the scope `app.http.auth` checks, the body or query flask-smorest parses, the
+(its path, the body or query flask-smorest parses, the
 success schema and the documented errors), and `reply()` renders the write outcomes that
 services return.
 """
@@ -22,7 +22,7 @@ from werkzeug.routing import BaseConverter
 
 from app.bootstrap import Container
 from app.domain.text import text_problem
-from app.http.auth import Requirement, authenticate_and_authorize, requires
+from app.http.auth import authenticate_and_authorize
 from app.http.errors import ApiError
 from app.http.schemas import HOLD_ID_PATTERN, WALLET_ID_PATTERN, ErrorSchema
 from app.http.strict_json import DuplicateKey
@@ -53,10 +53,12 @@ IDEMPOTENCY_PARAMETER: dict[str, Any] = {
 _ERROR_DESCRIPTIONS = {
     401: "unauthorized: missing or refused access token",
     402: "insufficient_credits (error.needed, error.available) or, for a member of an org "
-         "wallet, member_budget_exceeded (error.needed, error.available_to_member)",
+         "wallet, member_budget_exceeded (error.needed, error.available_to_member); for a pack "
+         "sale after a failed payment, payment_overdue",
     403: "forbidden: the token lacks the scope",
     404: "not_found: no such wallet or hold, or not yours",
-    409: "idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open",
+    409: "idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open; "
+         "for a pack sale in Kinde mode, no_billing_customer",
     503: "unavailable: signing keys cannot be fetched; retry",
 }
 
@@ -207,7 +209,6 @@ def operation(
     rule: str,
     method: Literal["GET", "POST", "PUT"],
     *,
-    scope: Requirement,
     response: tuple[int, Any],
     errors: tuple[int, ...],
     body: Any = None,
@@ -215,12 +216,13 @@ def operation(
     query: Any = None,
     idempotent: bool = False,
 ) -> Callable[[View], View]:
-    """Declare one `/v1` operation: route, required scope, parsed body or query, success
-    schema, and its OpenAPI entry (bearer security, the `Idempotency-Key` header for an
+    """Declare one `/v1` operation: route, parsed body or query, success schema, and its
+    OpenAPI entry (bearer security, the `Idempotency-Key` header for an
     `idempotent` write, the error statuses it can answer).
 
-    Applies flask-smorest's decorators in the one order every route used by hand (route,
-    `requires`, arguments, response, doc), so the OpenAPI document is the same as written out.
+    Who may call it is not declared here: it is the endpoint's row in `app.domain.access.RULES`
+    (checked by `app.http.auth` before the body is parsed). Applies flask-smorest's decorators
+    in the one order every route used by hand (route, arguments, response, doc).
     `body` is parsed as the view's first argument; `query` fields arrive as keyword arguments.
     """
     status, schema = response
@@ -235,8 +237,7 @@ def operation(
             declared = bp.arguments(query, location="query", as_kwargs=True)(declared)
         if body is not None:
             declared = bp.arguments(body, required=body_required)(declared)
-        # `requires` sits right under the route, outermost of the rest (see app.http.auth).
-        registered: View = bp.route(rule, methods=[method])(requires(scope)(declared))
+        registered: View = bp.route(rule, methods=[method])(declared)
         return registered
 
     return declare

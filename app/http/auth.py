@@ -5,38 +5,21 @@ flask-smorest parses the body, so a caller without a good token always gets 401 
 that would reveal the request shape), and a caller outside a wallet always gets 404 (never a 403
 or 422 that would reveal that the wallet exists or what it accepts).
 
-Each view declares the least it needs with `@requires("read" | "write" | "admin" | "any")`; a
-`/v1` view without a declaration is refused (fail closed). The rules themselves live in
-`app.domain.principal.Principal`; this module only connects them to the request.
+What each route needs is its row in `app.domain.access.RULES`, looked up by the Flask endpoint
+name: a `/v1` route without a row is refused (fail closed). A view that does more than one
+operation (a top-up that sells or grants) checks the one its body asks for with `authorize`.
+This module only connects the table to the request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal, TypeVar
+from flask import g, request
 
-from flask import current_app, g, request
-
-from app.domain.principal import ACTION_SCOPES, Action, Principal
+from app.domain.access import Decision, Rule, decide, rule_for
+from app.domain.principal import Principal
 from app.http.errors import ApiError, unauthorized
 
-# "owner": the wallet's own user (or a member of its org) with no scope, else credits:admin;
-# for settings customers may change themselves (their alerts).
-Requirement = Literal["read", "write", "admin", "any", "owner"]
-F = TypeVar("F", bound=Callable[..., object])
-
-_REQUIREMENT_ATTR = "_kinde_credits_requires"
 MAX_TOKEN_LENGTH = 16 * 1024  # far above any Kinde token; stops a multi-MB header early
-
-
-def requires(requirement: Requirement) -> Callable[[F], F]:
-    """Declare what a view needs. Put it right under `@bp.route` (outermost of the rest)."""
-
-    def mark(view: F) -> F:
-        setattr(view, _REQUIREMENT_ATTR, requirement)
-        return view
-
-    return mark
 
 
 def bearer_token() -> str:
@@ -66,47 +49,37 @@ def not_found(what: str = "wallet") -> ApiError:
     return ApiError(404, "not_found", f"no such {what}, or it is not yours to see")
 
 
-def forbidden(action: Action) -> ApiError:
-    scope = ACTION_SCOPES[action]
-    return ApiError(
-        403, "forbidden", f"this needs the {scope} scope (or a higher credits scope)"
-    )
+def forbidden(rule: Rule, principal: Principal, wallet_id: str | None) -> ApiError:
+    need = rule.need_for(principal, wallet_id)
+    if need.value.startswith("credits:"):
+        return ApiError(403, "forbidden",
+                        f"this needs the {need.value} scope (or a higher credits scope)")
+    return ApiError(403, "forbidden", "this token may not do this")
 
 
-def require_scope(principal: Principal, action: Action) -> None:
-    if not principal.required_scope_met(action):
-        raise forbidden(action)
-
-
-def require_wallet(principal: Principal, wallet_id: str, action: Action) -> None:
-    """404 when out of reach (checked first), then 403 when the scope is too low."""
-    if not principal.can_reach_wallet(wallet_id):
+def authorize(operation: str, wallet_id: str | None = None,
+              principal: Principal | None = None) -> None:
+    """Raise 404 or 403 unless the table lets the caller do `operation` (on `wallet_id`)."""
+    principal = principal or current_principal()
+    rule = rule_for(operation)
+    if rule is None:
+        raise ApiError(403, "forbidden", "this endpoint declares no access rule")
+    decision = decide(rule, principal, wallet_id)
+    if decision is Decision.NOT_FOUND:
         raise not_found()
-    require_scope(principal, action)
+    if decision is Decision.FORBIDDEN:
+        raise forbidden(rule, principal, wallet_id)
 
 
 def authenticate_and_authorize() -> None:
-    """`before_request` for API blueprints: verify the token, then reach and scope."""
+    """`before_request` for API blueprints: verify the token, then the route's row."""
     if request.method == "OPTIONS":
         return  # let Flask answer the automatic OPTIONS without credentials
-    view = current_app.view_functions.get(request.endpoint or "")
-    if view is None:
+    from flask import current_app
+
+    if current_app.view_functions.get(request.endpoint or "") is None:
         return  # routing failed (404/405); the router's own error answers
-    requirement: Requirement | None = getattr(view, _REQUIREMENT_ATTR, None)
     principal = current_app.extensions["kinde_credits"].access_verifier.verify(bearer_token())
     g.principal = principal
-    if requirement is None:
-        raise ApiError(403, "forbidden", "this endpoint declares no access rule")
-    if requirement == "any":
-        return
     wallet_id = (request.view_args or {}).get("wallet_id")
-    if requirement == "owner":
-        if wallet_id is None or not principal.can_reach_wallet(str(wallet_id)):
-            raise not_found()
-        if not principal.is_user:
-            require_scope(principal, "admin")
-        return
-    if wallet_id is not None:
-        require_wallet(principal, str(wallet_id), requirement)
-    else:
-        require_scope(principal, requirement)
+    authorize(request.endpoint or "", None if wallet_id is None else str(wallet_id), principal)

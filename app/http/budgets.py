@@ -41,7 +41,7 @@ def _service() -> BudgetService:
     return BudgetService(container().ledger)
 
 
-@operation(bp, f"{WALLET_ROUTE}/members/<user_id>/budget", "PUT", scope="admin",
+@operation(bp, f"{WALLET_ROUTE}/members/<user_id>/budget", "PUT",
            body=schemas.BudgetRequestSchema, response=(200, schemas.BudgetResultSchema),
            errors=(401, 403, 404, 409, 503), idempotent=True)
 def put_budget(body: dict[str, Any], wallet_id: str, user_id: str) -> Any:
@@ -52,7 +52,7 @@ def put_budget(body: dict[str, Any], wallet_id: str, user_id: str) -> Any:
                                        idempotency_key=idempotency_key()))
 
 
-@operation(bp, f"{WALLET_ROUTE}/members", "GET", scope="read",
+@operation(bp, f"{WALLET_ROUTE}/members", "GET",
            response=(200, schemas.MembersSchema), errors=(401, 403, 404, 503))
 def get_members(wallet_id: str) -> dict[str, Any]:
     """Each member's spend today and this month (UTC), by feature, with caps and open holds.
@@ -66,7 +66,7 @@ def get_members(wallet_id: str) -> dict[str, Any]:
     return _service().members(wallet_id, only=only)
 
 
-@operation(bp, f"{WALLET_ROUTE}/check", "GET", scope="read",
+@operation(bp, f"{WALLET_ROUTE}/check", "GET",
            query=schemas.CheckQuerySchema, response=(200, schemas.CheckResultSchema),
            errors=(401, 403, 404, 503))
 def check(wallet_id: str, feature: str, quantity: int, member: str | None = None) -> Any:

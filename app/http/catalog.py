@@ -53,7 +53,7 @@ def catalog_view(catalog: Catalog) -> dict[str, Any]:
     }
 
 
-@operation(bp, "/v1/catalog", "GET", scope="any",
+@operation(bp, "/v1/catalog", "GET",
            response=(200, schemas.CatalogSchema), errors=(401, 503))
 def get_catalog() -> dict[str, Any]:
     """Features (what each use costs) and bundles (packs for sale, with what they buy)."""

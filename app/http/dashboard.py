@@ -1,15 +1,19 @@
 """The customer's dashboard: server-rendered HTML (Jinja2), a little CSS and JavaScript shipped
 in the package, nothing from a CDN.
 
-- `GET /dashboard/<wallet>?token=...` opens a signed link: it starts a session for that wallet
-  (an HttpOnly, SameSite=Strict cookie scoped to `/dashboard/<wallet>`) and shows the page. The
-  page is rendered on that very request rather than after a redirect, because a browser does
-  not send a SameSite=Strict cookie on a redirect that a cross-site link started.
+- `GET /dashboard/<wallet>?token=...` opens a signed link: it starts the link's one session for
+  that wallet (an HttpOnly, SameSite=Strict cookie scoped to `/dashboard/<wallet>`) and shows
+  the page. A second open of the same link is refused with a page that says so. The page is
+  rendered on that very request rather than after a redirect, because a browser does not send
+  a SameSite=Strict cookie on a redirect that a cross-site link started.
 - `GET /dashboard/<wallet>` (the cookie) shows it again; `?before=` pages the history.
 - `GET /dashboard/<wallet>/history.csv` downloads the whole history.
 - `POST /dashboard/<wallet>/buy|alerts|auto-recharge` act for the session's wallet only; each
-  needs the session cookie, the form's CSRF token, and a same-origin `Origin` (or `Referer`).
-  Success answers 303 back to the page; a refused form re-renders it with the reason (422).
+  needs the session cookie, the form's CSRF token, and a same-origin `Origin` (or `Referer`),
+  and the access table must allow the link's maker that action (app.domain.access), exactly
+  as the API would. Success answers 303 back to the page; a refused form re-renders it with
+  the reason (422, or the API's status for the same refusal).
+- `POST /dashboard/<wallet>/sign-out` ends the session (same checks) and clears the cookie.
 A missing, tampered, expired or other-wallet link or session answers 403 with a page that
 shows nothing of the wallet.
 """
@@ -28,7 +32,14 @@ from werkzeug.datastructures import MultiDict
 from app.domain.dashboard import AccessRefused
 from app.domain.ledger import LedgerError
 from app.http.api import container
-from app.services.dashboard import BuyingDisabled, DashboardService, Session
+from app.services.dashboard import (
+    BuyingDisabled,
+    DashboardService,
+    LinkAlreadyUsed,
+    Session,
+    SignedOut,
+)
+from app.services.errors import status_for
 
 bp = Blueprint(
     "dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
@@ -41,6 +52,14 @@ _MAX_FORM_FIELD = 2000
 # Where a 303 lands after each action, and the message shown there (no free text in URLs).
 _DONE = {"alerts": "Your alert settings are saved.",
          "auto-recharge": "Your auto-recharge settings are saved."}
+# Refusals of a sale, said to the customer in plain words (the API's messages are for
+# operators).
+_PLAIN = {
+    "no_billing_customer": "Packs cannot be bought here yet: billing is not set up for this "
+                           "account. Ask your provider to set it up, then try again.",
+    "unavailable": "We could not reach the billing service, so nothing was bought. Please "
+                   "try again in a minute.",
+}
 SECURITY_HEADERS = {
     # Only our own files; inline scripts and styles are refused, so injected markup is inert.
     "Content-Security-Policy": (
@@ -80,8 +99,28 @@ def _disabled(exc: BuyingDisabled) -> tuple[str, int]:
     return render_template("dashboard/refused.html", message=str(exc)), 403
 
 
+@bp.errorhandler(LinkAlreadyUsed)
+def _used(exc: LinkAlreadyUsed) -> tuple[str, int]:
+    return render_template(
+        "dashboard/refused.html", title="This link has already been used",
+        message="Each dashboard link opens once. Go back to the app and open your credits "
+                "dashboard again to get a new link."), 403
+
+
+@bp.errorhandler(SignedOut)
+def _signed_out(exc: SignedOut) -> tuple[str, int]:
+    return render_template(
+        "dashboard/refused.html", title="You are signed out",
+        message="You signed out of this dashboard. Go back to the app and open your credits "
+                "dashboard again to get a new link."), 403
+
+
 def _session(wallet_id: str) -> Session:
-    return service().resume(wallet_id, request.cookies.get(COOKIE))
+    session = service().resume(wallet_id, request.cookies.get(COOKIE))
+    # Seeing the page is reading the wallet: the same row as GET /v1/wallets/{id}.
+    if not service().may("dashboard.page", session):
+        raise AccessRefused("the link's maker may not read this wallet")
+    return session
 
 
 def _render(wallet_id: str, session: Session, *, status: int = 200,
@@ -166,7 +205,8 @@ def buy(wallet_id: str) -> Any:
     try:
         service().buy(wallet_id, bundle, form.get("idempotency_key", ""), session)
     except LedgerError as exc:
-        return _render(wallet_id, session, status=422, error=exc.message, error_form="buy")
+        return _render(wallet_id, session, status=status_for(exc),
+                       error=_PLAIN.get(exc.code, exc.message), error_form="buy")
     return _back(wallet_id, f"bought:{bundle}", "buy")
 
 
@@ -174,7 +214,7 @@ def buy(wallet_id: str) -> Any:
 def alerts(wallet_id: str) -> Any:
     session, form = _checked_form(wallet_id)
     try:
-        service().save_alerts(wallet_id, form)
+        service().save_alerts(wallet_id, form, session)
     except LedgerError as exc:
         return _render(wallet_id, session, status=422, error=exc.message,
                        error_form="alerts", form=form)
@@ -190,6 +230,19 @@ def auto_recharge(wallet_id: str) -> Any:
         return _render(wallet_id, session, status=422, error=exc.message,
                        error_form="auto-recharge", form=form)
     return _back(wallet_id, "auto-recharge", "auto-recharge")
+
+
+@bp.post(f"{_PAGE}/sign-out")
+def sign_out(wallet_id: str) -> Any:
+    session, _ = _checked_form(wallet_id)
+    service().sign_out(session)
+    response = Response(render_template(
+        "dashboard/refused.html", title="You are signed out",
+        message="You signed out of your credits dashboard. To see it again, open it from "
+                "the app."), 200, mimetype="text/html")
+    response.delete_cookie(COOKIE, path=f"/dashboard/{wallet_id}", httponly=True,
+                           samesite="Strict", secure=_secure())
+    return response
 
 
 def _origin(url: str) -> str | None:

@@ -10,11 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
-from flask import request
 from marshmallow import fields, validate
 
 from app.domain.dashboard import DEFAULT_LINK_TTL, MAX_LINK_TTL
-from app.domain.principal import SCOPE_ADMIN, SCOPE_WRITE, Principal
 from app.http.api import WALLET_ROUTE, container, make_blueprint, operation
 from app.http.auth import current_principal
 
@@ -34,14 +32,14 @@ class DashboardLinkSchema(ma.Schema):
     expires_at = fields.String(required=True, metadata={"format": "date-time"})
 
 
-def base_url() -> str:
-    """Where the customer's browser reaches this service: DASHBOARD_BASE_URL, or the URL the
-    link was asked for on."""
-    configured = container().settings.dashboard_base_url
-    return configured or request.host_url.rstrip("/")
+def base_url() -> str | None:
+    """DASHBOARD_BASE_URL, where the customer's browser reaches this service; None makes the
+    link a relative path. Request headers (`Host`, `X-Forwarded-*`) never choose it: any client
+    can send them, and the link carries a live token."""
+    return container().settings.dashboard_base_url or None
 
 
-@operation(bp, f"{WALLET_ROUTE}/dashboard-link", "POST", scope="read",
+@operation(bp, f"{WALLET_ROUTE}/dashboard-link", "POST",
            body=DashboardLinkRequestSchema(), body_required=False,
            response=(201, DashboardLinkSchema), errors=(401, 403, 404, 503))
 def create_dashboard_link(body: dict[str, Any], wallet_id: str) -> Any:
@@ -51,24 +49,8 @@ def create_dashboard_link(body: dict[str, Any], wallet_id: str) -> Any:
     credits:read and reach. A tampered, expired or re-pointed link shows nothing.
     """
     dashboard = container().dashboard
+    # The link carries its maker: each page action is decided for them by the access table,
+    # so a link never grants more than its maker could do through the API.
     return dashboard.create_link(
-        wallet_id, body.get("ttl_seconds"), base_url(), page_actions(current_principal())
+        wallet_id, body.get("ttl_seconds"), base_url(), current_principal()
     ), 201
-
-
-def page_actions(principal: Principal) -> frozenset[str]:
-    """What the link may let its holder do: never more than its maker could do through the API.
-
-    A signed-in customer opening their own (or their org's) wallet gets the page's actions, within
-    the operator's policy. A machine that asks for a link on a customer's behalf passes on only
-    what its own scopes allow: buying needs credits:write, auto-recharge credits:admin, so a
-    read-only key can hand out a page to look at and nothing more.
-    """
-    if not principal.is_machine:
-        return frozenset({"buy", "auto_recharge"})
-    actions = set()
-    if principal.has_scope(SCOPE_WRITE):
-        actions.add("buy")
-    if principal.has_scope(SCOPE_ADMIN):
-        actions.add("auto_recharge")
-    return frozenset(actions)

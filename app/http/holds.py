@@ -3,13 +3,17 @@
 `POST /v1/wallets/{wallet_id}/holds` is authorized on the path's wallet like every wallet
 route. Capture and release name only the hold, so reach is checked by the service against the
 hold's wallet (`allowed_wallet`), inside the same look-up: a hold in a wallet out of reach is
-404 exactly like one that does not exist.
+404 exactly like one that does not exist. A user token settles only the holds it placed (the
+access table's `users_settle_own_holds_only`); M2M tokens any hold in reach.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from flask import request
+
+from app.domain.access import RULES
 from app.http import schemas
 from app.http.api import WALLET_ROUTE, container, idempotency_key, make_blueprint, operation, reply
 from app.http.auth import current_principal
@@ -18,7 +22,7 @@ from app.http.budgets import spending_member
 bp = make_blueprint("holds", "Holds: reserve credits, then capture or release them")
 
 
-@operation(bp, f"{WALLET_ROUTE}/holds", "POST", scope="write",
+@operation(bp, f"{WALLET_ROUTE}/holds", "POST",
            body=schemas.HoldRequestSchema, response=(201, schemas.HoldResultSchema),
            errors=(401, 402, 403, 404, 409, 503), idempotent=True)
 def place_hold(body: dict[str, Any], wallet_id: str) -> Any:
@@ -32,6 +36,7 @@ def place_hold(body: dict[str, Any], wallet_id: str) -> Any:
         expires_in_seconds=body["expires_in_seconds"],
         idempotency_key=idempotency_key(),
         member=spending_member(wallet_id, body.get("member")),
+        placed_by=_user(),
     )
     return reply(outcome)
 
@@ -40,7 +45,19 @@ def _reachable(wallet_id: str) -> bool:
     return current_principal().can_reach_wallet(wallet_id)
 
 
-@operation(bp, "/v1/holds/<hold_id:hold_id>/capture", "POST", scope="write",
+def _user() -> str | None:
+    """The signed-in user behind the request (None for machines)."""
+    principal = current_principal()
+    return principal.subject if principal.is_user else None
+
+
+def _settling_user() -> str | None:
+    """The user whose own holds are the only ones this settle may find, per the table."""
+    rule = RULES[request.endpoint or ""]
+    return _user() if rule.users_settle_own_holds_only else None
+
+
+@operation(bp, "/v1/holds/<hold_id:hold_id>/capture", "POST",
            body=schemas.CaptureRequestSchema, body_required=False,
            response=(200, schemas.SettledHoldSchema), errors=(401, 403, 404, 409, 422, 503),
            idempotent=True)
@@ -53,11 +70,12 @@ def capture_hold(body: dict[str, Any], hold_id: str) -> Any:
         body.get("credits"),
         idempotency_key=idempotency_key(),
         allowed_wallet=_reachable,
+        user=_settling_user(),
     )
     return reply(outcome)
 
 
-@operation(bp, "/v1/holds/<hold_id:hold_id>/release", "POST", scope="write",
+@operation(bp, "/v1/holds/<hold_id:hold_id>/release", "POST",
            body=schemas.ReleaseRequestSchema, body_required=False,
            response=(200, schemas.SettledHoldSchema), errors=(401, 403, 404, 409, 503),
            idempotent=True)
@@ -65,6 +83,7 @@ def release_hold(body: dict[str, Any], hold_id: str) -> Any:
     """Free the held credits unused. 409 `hold_not_open` if no longer open."""
     del body  # nothing to read; parsed only so that unknown fields are refused
     outcome = container().ledger.release_hold(
-        hold_id, idempotency_key=idempotency_key(), allowed_wallet=_reachable
+        hold_id, idempotency_key=idempotency_key(), allowed_wallet=_reachable,
+        user=_settling_user(),
     )
     return reply(outcome)

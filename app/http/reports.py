@@ -52,7 +52,7 @@ class RevenueReportSchema(ma.Schema):
     uncosted_credits = fields.Nested(CreditCountsSchema, required=True)
 
 
-@operation(bp, "/v1/reports/revenue", "GET", scope="admin",
+@operation(bp, "/v1/reports/revenue", "GET",
            query=RevenueQuerySchema, response=(200, RevenueReportSchema),
            errors=(401, 403, 422, 503))
 def get_revenue(since: str | None = None, until: str | None = None) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from typing import Any
 
 from app.http import schemas
 from app.http.api import WALLET_ROUTE, container, idempotency_key, make_blueprint, operation, reply
-from app.http.auth import current_principal, require_scope
+from app.http.auth import authorize
 
 bp = make_blueprint("wallet_settings", "Wallet settings: spend alerts and auto-recharge")
 
 
-@operation(bp, f"{WALLET_ROUTE}/alerts", "PUT", scope="owner",
+@operation(bp, f"{WALLET_ROUTE}/alerts", "PUT",
            body=schemas.AlertSettingsRequestSchema,
            response=(200, schemas.AlertSettingsResultSchema), errors=(401, 403, 404, 409, 503),
            idempotent=True)
@@ -31,12 +31,12 @@ def put_alerts(body: dict[str, Any], wallet_id: str) -> Any:
     machines need credits:admin, and so does `notify_email`."""
     if "notify_email" in body:
         # Redirecting an account's alert e-mails is an account-admin decision.
-        require_scope(current_principal(), "admin")
+        authorize("put_alerts.notify_email", wallet_id)
     return reply(container().ledger.set_alerts(wallet_id, body,
                                                idempotency_key=idempotency_key()))
 
 
-@operation(bp, f"{WALLET_ROUTE}/auto-recharge", "PUT", scope="admin",
+@operation(bp, f"{WALLET_ROUTE}/auto-recharge", "PUT",
            body=schemas.AutoRechargeRequestSchema,
            response=(200, schemas.AutoRechargeResultSchema), errors=(401, 403, 404, 409, 503),
            idempotent=True)

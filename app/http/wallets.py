@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.domain.access import is_admin
 from app.http import schemas
 from app.http.api import (
     REPLAYED_HEADER,
@@ -21,15 +22,16 @@ from app.http.api import (
     operation,
     reply,
 )
-from app.http.auth import current_principal, require_scope
+from app.http.auth import authorize, current_principal
 from app.http.budgets import spending_member
 from app.http.errors import ApiError
 from app.services.ledger import Outcome
+from app.services.payment_standing import sell_pack
 
 bp = make_blueprint("wallets", "Wallets: balances, ledger, usage and top-ups")
 
 
-@operation(bp, WALLET_ROUTE, "GET", scope="read",
+@operation(bp, WALLET_ROUTE, "GET",
            response=(200, schemas.WalletSchema), errors=(401, 403, 404, 503))
 def get_wallet(wallet_id: str) -> dict[str, Any]:
     """A wallet: balance, available, holds, blocks and what the credits buy.
@@ -40,7 +42,7 @@ def get_wallet(wallet_id: str) -> dict[str, Any]:
     return container().ledger.get_wallet(wallet_id)
 
 
-@operation(bp, f"{WALLET_ROUTE}/ledger", "GET", scope="read",
+@operation(bp, f"{WALLET_ROUTE}/ledger", "GET",
            query=schemas.LedgerQuerySchema, response=(200, schemas.LedgerPageSchema),
            errors=(401, 403, 404, 503))
 def get_ledger(wallet_id: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
@@ -48,7 +50,7 @@ def get_ledger(wallet_id: str, limit: int, cursor: str | None = None) -> dict[st
     return container().ledger.ledger_page(wallet_id, limit=limit, cursor=cursor)
 
 
-@operation(bp, f"{WALLET_ROUTE}/usage", "POST", scope="write",
+@operation(bp, f"{WALLET_ROUTE}/usage", "POST",
            body=schemas.UsageRequestSchema, response=(201, schemas.UsageResultSchema),
            errors=(401, 402, 403, 404, 409, 503), idempotent=True)
 def record_usage(body: dict[str, Any], wallet_id: str) -> Any:
@@ -64,7 +66,7 @@ def record_usage(body: dict[str, Any], wallet_id: str) -> Any:
     return reply(outcome)
 
 
-@operation(bp, "/v1/usage/batch", "POST", scope="write",
+@operation(bp, "/v1/usage/batch", "POST",
            body=schemas.BatchRequestSchema, response=(200, schemas.BatchResponseSchema),
            errors=(401, 403, 503), idempotent=True)
 def record_usage_batch(body: dict[str, Any]) -> Any:
@@ -107,23 +109,25 @@ def record_usage_batch(body: dict[str, Any]) -> Any:
     return {"results": results}, 200, headers
 
 
-@operation(bp, f"{WALLET_ROUTE}/top-ups", "POST", scope="write",
+@operation(bp, f"{WALLET_ROUTE}/top-ups", "POST",
            body=schemas.TopUpRequestSchema, response=(201, schemas.CreditResultSchema),
-           errors=(401, 403, 404, 409, 503), idempotent=True)
+           errors=(401, 402, 403, 404, 409, 503), idempotent=True)
 def top_up(body: dict[str, Any], wallet_id: str) -> Any:
     """Add credits: `{bundle}` sells a catalog pack; `{credits, reason}` grants credits that
     were not sold (credits:admin). The first top-up creates the wallet.
 
-    A sale invoiced through Kinde needs credits:write (a user token with that scope may buy for
-    its own wallet: Kinde invoices that customer). A sale that is not invoiced (local mode,
-    `SALES_PAID_ELSEWHERE=true`) needs credits:admin, like a grant: it gives credits and books
-    revenue on the caller's word that the payment was taken elsewhere."""
+    A sale invoiced through Kinde needs credits:write, or the wallet's own user (Kinde invoices
+    that customer); it needs the wallet's Kinde billing customer (409 no_billing_customer) and
+    is refused after a failed payment (402 payment_overdue) unless an admin makes it. A sale
+    that is not invoiced (local mode, `SALES_PAID_ELSEWHERE=true`) needs credits:admin, like a
+    grant: it gives credits and books revenue on the caller's word that the payment was taken
+    elsewhere."""
     ledger = container().ledger
     key = idempotency_key()
     outcome: Outcome
     if "credits" in body:
-        # A grant is free money: it needs more than the write scope the route already checked.
-        require_scope(current_principal(), "admin")
+        # A grant is free money: it needs more than a sale (access table, "top_up.grant").
+        authorize("top_up.grant", wallet_id)
         outcome = ledger.grant(
             wallet_id,
             body["credits"],
@@ -132,8 +136,9 @@ def top_up(body: dict[str, Any], wallet_id: str) -> Any:
             idempotency_key=key,
         )
     else:
-        if not ledger.sales_are_invoiced():
-            # Nobody will be charged for this pack: only an admin may record it as sold.
-            require_scope(current_principal(), "admin")
-        outcome = ledger.top_up_bundle(wallet_id, body["bundle"], idempotency_key=key)
+        # Nobody will be charged for a pack that is not invoiced: only an admin may record it.
+        authorize("top_up.sale" if ledger.sales_are_invoiced() else "top_up.unbilled_sale",
+                  wallet_id)
+        outcome = sell_pack(ledger, container().sales, wallet_id, body["bundle"],
+                            by_admin=is_admin(current_principal()), idempotency_key=key)
     return reply(outcome)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,9 +24,12 @@ class CreditService:
 
     def top_up_bundle(
         self, wallet_id: str, bundle_key: str, *, idempotency_key: str | None = None,
+        check: Callable[[UnitOfWork], None] | None = None,
     ) -> Outcome:
         """Sell a credit pack: a purchase block with the pack's price as cost basis, and the
-        charge arranged through the payment strategy in the same transaction."""
+        charge arranged through the payment strategy in the same transaction. `check` runs
+        first inside that transaction and may refuse the sale (app.services.payment_standing):
+        then nothing is written."""
         bundle = self.writer.catalog.bundles.get(bundle_key)
         if bundle is None:
             known = ", ".join(sorted(self.writer.catalog.bundles)) or "none configured"
@@ -37,6 +41,9 @@ class CreditService:
         payments = self.payments
 
         def action(uow: UnitOfWork, now: datetime) -> tuple[int, dict[str, Any]]:
+            if check is not None:
+                check(uow)
+
             def sell(wallet: Wallet) -> NewEntry:
                 entry = wallet.credit(
                     bundle.credits,

@@ -1,14 +1,19 @@
-"""The customer dashboard's use cases: signed links, the link's session, and what the page
+"""The customer dashboard's use cases: signed links, the link's one session, and what the page
 shows and does.
 
 A link (`create_link`) is `/dashboard/<wallet>?token=...` where the token signs the wallet id,
-an expiry and a nonce. Opening it (`open_link`) starts a session bound to that wallet: the HTTP
-layer keeps it in an HttpOnly, SameSite=Strict cookie, and every form on the page carries a
-CSRF token derived from the session. Nothing is stored server-side, so any instance can serve
-any request (only the signing key is shared).
+when it was made, an expiry, a link id and the principal who asked for it (its maker). Opening
+it (`open_link`) starts the link's one session, recorded under the link id (a second open of
+the same link is refused: `LinkAlreadyUsed`); the session ends 60 minutes after the link was
+made at the latest, or at "Sign out" (`sign_out`). The HTTP layer keeps the session in an
+HttpOnly, SameSite=Strict cookie, and every form on the page carries a CSRF token derived from
+the session.
 
-Buying goes through `LedgerService.top_up_bundle`, the same use case as
-`POST /v1/wallets/{id}/top-ups {bundle}`, with an idempotency key minted when the page is
+Every page action is an operation of the access table (app.domain.access), decided for the
+link's maker exactly as the API decides it for their token: buying needs what
+`POST /top-ups {bundle}` needs, auto-recharge what `PUT /auto-recharge` needs, and an unbilled
+sale (DASHBOARD_UNBILLED_PURCHASES) credits:admin. Buying goes through the same sale path as the
+API (app.services.payment_standing.sell_pack), with an idempotency key minted when the page is
 rendered: a double click sends the same key twice and buys (and invoices) once.
 """
 
@@ -23,20 +28,21 @@ from typing import Any
 from urllib.parse import quote
 
 from app.domain import dashboard as rules
+from app.domain.access import RULES, allowed, is_admin
 from app.domain.dashboard import AccessRefused
 from app.domain.ledger import InvalidRequest
 from app.domain.money import discounted
+from app.domain.principal import SCOPE_LEVELS, Principal, is_org_code, is_user_id
 from app.domain.usage_terms import fmt
 from app.services.ledger import LedgerService, Outcome
-from app.services.ports import Signer
+from app.services.payment_standing import OVERDUE_MESSAGE, SaleGuard, sell_pack
+from app.services.ports import LinkSession, Signer
 
-# Page actions a link can carry: "buy" (a sale, like POST /top-ups {bundle}) and
-# "auto_recharge" (like PUT /auto-recharge).
-ACTIONS = frozenset({"buy", "auto_recharge"})
 LINK = "link"
 SESSION = "session"
 CSRF = "csrf"
-BUY_KEY_RE = re.compile(r"^dashboard:[0-9a-f]{32}$")
+# fullmatch: `$` would also accept a trailing newline.
+BUY_KEY_RE = re.compile(r"dashboard:[0-9a-f]{32}")
 
 
 class InvalidSignature(Exception):
@@ -46,11 +52,20 @@ class InvalidSignature(Exception):
 @dataclass(frozen=True)
 class Session:
     wallet_id: str
+    # The link's id: the session is recorded under it (uow.link_sessions).
     sid: str
     expires_at: datetime
-    # What the caller who asked for the link may do on the page (ACTIONS), signed into the
-    # link and the session: a link never grants more than its maker could do through the API.
-    actions: frozenset[str] = frozenset()
+    # Who asked for the link, signed into the link and the session: every page action is
+    # decided for this principal by the access table, as the API decides it for their token.
+    maker: Principal
+
+
+class LinkAlreadyUsed(Exception):
+    """A link that already opened its one session (403 with a page that says so)."""
+
+
+class SignedOut(Exception):
+    """A session that was ended with "Sign out"."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +110,10 @@ class DashboardService:
         signer: Callable[[], Signer],
         clock: Callable[[], datetime],
         policy: Policy,
+        sales: SaleGuard,
     ) -> None:
         self.ledger = ledger
+        self.sales = sales
         self.catalog = ledger.catalog
         # Built on first use: the key file is only created once someone uses the dashboard.
         self._signer_factory = signer
@@ -112,15 +129,18 @@ class DashboardService:
 
     # -- links and sessions -------------------------------------------------------------------
 
-    def create_link(self, wallet_id: str, ttl_seconds: object, base_url: str,
-                    actions: frozenset[str]) -> dict[str, str]:
+    def create_link(self, wallet_id: str, ttl_seconds: object, base_url: str | None,
+                    maker: Principal) -> dict[str, str]:
+        """A link for `maker` (who may reach the wallet: the API checked it). `base_url` is
+        DASHBOARD_BASE_URL; without it the link is a path, never built from request headers."""
         ttl = rules.link_ttl(ttl_seconds)
         now = self.clock()
-        expires = int(now.timestamp()) + ttl
-        token = self.signer.sign(LINK, {"w": wallet_id, "exp": expires,
-                                        "n": secrets.token_urlsafe(12),
-                                        "a": sorted(actions & ACTIONS)})
-        url = f"{base_url.rstrip('/')}/dashboard/{quote(wallet_id)}?token={token}"
+        made = int(now.timestamp())
+        expires = made + ttl
+        token = self.signer.sign(LINK, {"w": wallet_id, "iat": made, "exp": expires,
+                                        "n": secrets.token_urlsafe(16),
+                                        "m": _maker_claims(maker)})
+        url = f"{(base_url or '').rstrip('/')}/dashboard/{quote(wallet_id)}?token={token}"
         return {"url": url, "expires_at": _iso(datetime.fromtimestamp(expires, UTC))}
 
     def _verified(self, purpose: str, token: str | None, *, max_length: int, missing: str,
@@ -141,32 +161,80 @@ class DashboardService:
         return payload
 
     def open_link(self, wallet_id: str, token: str) -> Session:
-        """A new session for the wallet the (valid, unexpired) link was made for."""
+        """The link's one session: for the wallet the (valid, unexpired) link was made for, at
+        most 60 minutes after the link was made. A second open of the link (from any browser,
+        on any instance, however close in time) is refused with `LinkAlreadyUsed`."""
         payload = self._grant(LINK, token, wallet_id)
-        expires = self.clock() + timedelta(seconds=rules.SESSION_SECONDS)
-        return Session(wallet_id, secrets.token_urlsafe(16), expires, _actions(payload))
+        link_id, made, maker = payload.get("n"), payload.get("iat"), _maker(payload.get("m"))
+        if not isinstance(link_id, str) or not link_id or len(link_id) > 64 \
+                or isinstance(made, bool) or not isinstance(made, int) or maker is None:
+            raise AccessRefused("the link is not valid")
+        now = self.clock()
+        expires = min(now + timedelta(seconds=rules.SESSION_SECONDS),
+                      datetime.fromtimestamp(made, UTC) + timedelta(seconds=rules.SESSION_SECONDS))
+        session = Session(wallet_id, link_id, expires, maker)
+        with self.ledger.uow(True) as uow:
+            if not uow.link_sessions.open(LinkSession(link_id, wallet_id, now, expires, None)):
+                raise LinkAlreadyUsed(link_id)
+            uow.commit()
+        return session
 
     def session_cookie(self, session: Session) -> str:
         return self.signer.sign(SESSION, {"w": session.wallet_id, "sid": session.sid,
                                           "exp": int(session.expires_at.timestamp()),
-                                          "a": sorted(session.actions)})
+                                          "m": _maker_claims(session.maker)})
 
     def resume(self, wallet_id: str, cookie: str | None) -> Session:
+        """The session a cookie carries, while its recorded session is open."""
         payload = self._grant(SESSION, cookie or "", wallet_id)
-        sid = payload.get("sid")
-        if not isinstance(sid, str):
+        sid, maker = payload.get("sid"), _maker(payload.get("m"))
+        if not isinstance(sid, str) or maker is None:
             raise AccessRefused("not a session")
-        return Session(wallet_id, sid, datetime.fromtimestamp(int(payload["exp"]), UTC),
-                       _actions(payload))
+        with self.ledger.uow(False) as uow:
+            recorded = uow.link_sessions.get(sid)
+        if recorded is None or recorded.wallet_id != wallet_id:
+            raise AccessRefused("not a session")
+        if recorded.ended_at is not None:
+            raise SignedOut(sid)
+        if self.clock() >= recorded.expires_at:
+            raise AccessRefused("the session has ended")
+        return Session(wallet_id, sid, recorded.expires_at, maker)
+
+    def sign_out(self, session: Session) -> None:
+        """End the session now; its cookie grants nothing afterwards, on any instance."""
+        with self.ledger.uow(True) as uow:
+            uow.link_sessions.end(session.sid, self.clock())
+            uow.commit()
+
+    def may(self, operation: str, session: Session) -> bool:
+        """The access table's answer for the link's maker (app.domain.access)."""
+        return allowed(RULES[operation], session.maker, session.wallet_id)
+
+    def buy_operation(self) -> str:
+        """A sale invoiced through Kinde, or one nobody is charged for (an admin's only)."""
+        return "dashboard.buy" if self.ledger.sales_are_invoiced() else "dashboard.buy.unbilled"
+
+    def _overdue(self, wallet_id: str) -> bool:
+        with self.ledger.uow(False) as uow:
+            return uow.payment_standing.overdue(wallet_id)
 
     def policy_for_session(self, session: Session) -> Policy:
-        """The operator's policy, narrowed to what the link's maker may do."""
+        """The operator's policy, narrowed to what the link's maker may do through the API."""
         buy, recharge = self.policy.buy_disabled_reason, self.policy.auto_recharge_disabled_reason
-        if buy is None and "buy" not in session.actions:
-            buy = "Packs cannot be bought from this link; ask your provider for one that allows it."
-        if recharge is None and "auto_recharge" not in session.actions:
-            recharge = "Auto-recharge cannot be changed from this link."
+        if buy is None and not self.may(self.buy_operation(), session):
+            buy = ("Packs cannot be bought from this link: buying needs permission to buy "
+                   "credits for this account. Ask an account admin.")
+        if buy is None and not is_admin(session.maker) and self._overdue(session.wallet_id):
+            buy = OVERDUE_MESSAGE
+        if recharge is None and not self.may("dashboard.auto_recharge", session):
+            recharge = ("Auto-recharge cannot be changed from this link: it needs an account "
+                        "admin.")
         return Policy(buy, recharge)
+
+    def alerts_disabled_reason(self, session: Session) -> str | None:
+        if self.may("dashboard.alerts", session):
+            return None
+        return "Alerts cannot be changed from this link: it needs an account admin."
 
     def csrf_token(self, session: Session) -> str:
         return self.signer.sign(CSRF, {"sid": session.sid})
@@ -243,6 +311,7 @@ class DashboardService:
             "discount_text": (f"save {_percent(discount)} when you turn on auto-recharge"
                               if discount > 0 else None),
             "auto_recharge_disabled_reason": policy.auto_recharge_disabled_reason,
+            "alerts_disabled_reason": self.alerts_disabled_reason(session),
             "today": today,
         }
 
@@ -270,11 +339,15 @@ class DashboardService:
             raise BuyingDisabled(reason)
         if bundle not in self.catalog.bundles:
             raise InvalidRequest("that pack is not for sale; reload the page")
-        if not BUY_KEY_RE.match(idempotency_key or ""):
+        if not BUY_KEY_RE.fullmatch(idempotency_key or ""):
             raise InvalidRequest("the form is out of date; reload the page and try again")
-        return self.ledger.top_up_bundle(wallet_id, bundle, idempotency_key=idempotency_key)
+        return sell_pack(self.ledger, self.sales, wallet_id, bundle,
+                         by_admin=is_admin(session.maker), idempotency_key=idempotency_key)
 
-    def save_alerts(self, wallet_id: str, form: Mapping[str, str]) -> Outcome:
+    def save_alerts(self, wallet_id: str, form: Mapping[str, str], session: Session) -> Outcome:
+        reason = self.alerts_disabled_reason(session)
+        if reason is not None:
+            raise BuyingDisabled(reason)
         data = {
             "thresholds_percent": rules.parse_number_list(
                 form.get("thresholds_percent", ""), "Percent thresholds"),
@@ -300,16 +373,35 @@ class DashboardService:
         return self.ledger.set_auto_recharge(wallet_id, data)
 
 
-def _actions(payload: dict[str, Any]) -> frozenset[str]:
-    """The signed actions of a link or session; anything else in that field grants nothing."""
-    granted = payload.get("a")
-    if not isinstance(granted, list):
-        return frozenset()
-    return frozenset(a for a in granted if isinstance(a, str)) & ACTIONS
+def _maker_claims(maker: Principal) -> dict[str, Any]:
+    """The maker as signed into a link: kind, subject, org and credits scopes (nothing else
+    decides a page action)."""
+    return {"k": "m" if maker.is_machine else "u", "s": maker.subject, "o": maker.org_code,
+            "sc": sorted(s for s in maker.scopes if s in SCOPE_LEVELS)}
+
+
+def _maker(claims: object) -> Principal | None:
+    """The maker a signed link or session names; None for anything malformed (grants
+    nothing). Links made before makers were signed in carry none, and open nothing."""
+    if not isinstance(claims, dict) or claims.get("k") not in ("m", "u"):
+        return None
+    subject, org, scopes = claims.get("s"), claims.get("o"), claims.get("sc")
+    if not isinstance(scopes, list) or not all(s in SCOPE_LEVELS for s in scopes):
+        return None
+    if org is not None and not is_org_code(org):
+        return None
+    machine = claims["k"] == "m"
+    if not machine and not is_user_id(subject):
+        return None
+    if subject is not None and not isinstance(subject, str):
+        return None
+    return Principal(subject=subject, org_code=org, scopes=frozenset(scopes),
+                     is_machine=machine, client_id=None)
 
 
 class BuyingDisabled(Exception):
-    """The operator does not allow this action on the page (403)."""
+    """This action is not allowed on the page: by the operator, or to the link's maker
+    (403)."""
 
 
 def _iso(moment: datetime) -> str:

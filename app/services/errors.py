@@ -44,6 +44,10 @@ _STATUS = {
     "not_found": 404,
     "idempotency_conflict": 409,
     "hold_not_open": 409,
+    # Who may spend the customer's money (app.services.payment_standing).
+    "no_billing_customer": 409,
+    "payment_overdue": 402,
+    "unavailable": 503,
 }
 
 

@@ -1,4 +1,8 @@
-"""Holds: reserve credits now, then capture the real amount or release them, once."""
+"""Holds: reserve credits now, then capture the real amount or release them, once.
+
+A hold placed with a user's token records that user (`placed_by`); a settle on behalf of a user
+(`user=`) finds only the holds that user placed, so a member of an org cannot capture or release
+another member's hold (DESIGN.md, "Who may spend the customer's money")."""
 
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ class HoldService:
         expires_in_seconds: int = DEFAULT_HOLD_SECONDS,
         idempotency_key: str | None = None,
         member: str | None = None,
+        placed_by: str | None = None,
     ) -> Outcome:
         feature = app_feature(self.writer, feature_key) if feature_key else None
         member = member_budgets.member_for(wallet_id, member)
@@ -67,6 +72,8 @@ class HoldService:
             assert written is not None
             if member is not None:  # after the save: the hold row exists
                 member_budgets.note_hold(uow, written.result.id, wallet_id, member)
+            if placed_by is not None:
+                uow.hold_placers.note(written.result.id, placed_by)
             return 201, {**views.hold_view(written.result), "balance": written.wallet.balance,
                          "available": written.wallet.available,
                          **({"member": member} if member is not None else {})}
@@ -85,10 +92,11 @@ class HoldService:
         *,
         idempotency_key: str | None = None,
         allowed_wallet: Callable[[str], bool] | None = None,
+        user: str | None = None,
     ) -> Outcome:
         if credits is not None:
             require_credits(credits)
-        return self._settle(hold_id, "capture", credits, idempotency_key, allowed_wallet)
+        return self._settle(hold_id, "capture", credits, idempotency_key, allowed_wallet, user)
 
     def release_hold(
         self,
@@ -96,8 +104,9 @@ class HoldService:
         *,
         idempotency_key: str | None = None,
         allowed_wallet: Callable[[str], bool] | None = None,
+        user: str | None = None,
     ) -> Outcome:
-        return self._settle(hold_id, "release", None, idempotency_key, allowed_wallet)
+        return self._settle(hold_id, "release", None, idempotency_key, allowed_wallet, user)
 
     def _settle(
         self,
@@ -106,10 +115,15 @@ class HoldService:
         credits: int | None,
         idempotency_key: str | None,
         allowed_wallet: Callable[[str], bool] | None,
+        user: str | None = None,
     ) -> Outcome:
         with self.writer.uow(False) as uow:
             found = uow.wallets.get_hold(hold_id)
+            placer = uow.hold_placers.placed_by(hold_id) if user is not None else None
         if found is None or (allowed_wallet is not None and not allowed_wallet(found.wallet_id)):
+            raise NotFound(f"no hold {hold_id[:64]!r}")
+        if user is not None and placer != user:
+            # Another member's (or the backend's) hold looks like no hold at all.
             raise NotFound(f"no hold {hold_id[:64]!r}")
         wallet_id = found.wallet_id
         catalog = self.writer.catalog

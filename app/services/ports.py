@@ -561,6 +561,44 @@ class DashboardRepository(Protocol):
 # -- the unit of work ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LinkSession:
+    """The one session a dashboard link opened (app.services.link_sessions)."""
+
+    link_id: str
+    wallet_id: str
+    opened_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None
+
+
+class LinkSessionRepository(Protocol):
+    def open(self, session: LinkSession) -> bool:
+        """Record the link's session; False when the link already opened one (nothing
+        written). Atomic across instances: the link id is unique."""
+
+    def get(self, link_id: str) -> LinkSession | None: ...
+
+    def end(self, link_id: str, now: datetime) -> None:
+        """Sign out: the session ends now (a session already ended keeps its end)."""
+
+
+class PaymentStandingRepository(Protocol):
+    def overdue(self, wallet_id: str) -> bool:
+        """Whether Kinde's latest payment event for the wallet's customer was a failure."""
+
+    def record(self, wallet_id: str, overdue: bool, event_at: datetime, now: datetime) -> bool:
+        """Keep the standing an event says, unless a newer event already set it; True when
+        it was kept."""
+
+
+class HoldPlacerRepository(Protocol):
+    def note(self, hold_id: str, placed_by: str) -> None: ...
+
+    def placed_by(self, hold_id: str) -> str | None:
+        """The user whose token placed the hold (None: a machine placed it)."""
+
+
 class Savepoint(Protocol):
     """A nested transaction inside a unit of work: undo what was done since, or keep it."""
 
@@ -608,6 +646,15 @@ class UnitOfWork(Protocol):
 
     @property
     def dashboard(self) -> DashboardRepository: ...
+
+    @property
+    def link_sessions(self) -> LinkSessionRepository: ...
+
+    @property
+    def payment_standing(self) -> PaymentStandingRepository: ...
+
+    @property
+    def hold_placers(self) -> HoldPlacerRepository: ...
 
     def __enter__(self) -> Self: ...
 

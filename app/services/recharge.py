@@ -37,6 +37,7 @@ from app.domain.ledger import Wallet
 from app.domain.money import discounted
 from app.domain.usage_terms import describe_credit
 from app.services.outbox_kinds import PACK_INVOICE, kind_of
+from app.services.payment_standing import auto_recharge_blocked
 from app.services.payments import Payments
 from app.services.ports import Clock, DeliveryError, OutboxMessage, UnitOfWork, UnitOfWorkFactory
 
@@ -94,6 +95,10 @@ class AutoRecharger:
         remembered, see `follow_up`), under the daily cap; then buy. True if bought."""
         settings = wallet.auto_recharge
         if settings is None or not settings.active:
+            return False
+        # Who may spend (app.services.payment_standing): not after a failed payment, and in
+        # Kinde mode not without the wallet's billing customer.
+        if auto_recharge_blocked(uow, wallet.id, self.payments.invoiced) is not None:
             return False
         bundle = self.catalog.bundles.get(settings.bundle)
         if bundle is None or self.payments.refusal(bundle) is not None:

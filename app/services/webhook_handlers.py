@@ -22,6 +22,7 @@ from app.domain.ledger import Wallet
 from app.domain.park_reasons import ParkKind, ParkReason
 from app.domain.usage_terms import describe_metered_debit, describe_signup_credit
 from app.services.idempotency import request_fingerprint
+from app.services.payment_standing import record_payment_event
 from app.services.plans import PlanService
 from app.services.ports import AgreementSource, WebhookUnitOfWork
 from app.services.wallet_settings import WalletSettingsService
@@ -270,6 +271,10 @@ class HistoryHandler(_Handler):
         ).suspend_auto_recharge_in(uow, wallet_id, "Kinde reported a failed payment", now):
             # Never keep buying on a card that fails: the owner re-enables it after fixing it.
             note = "auto-recharge suspended"
+        # Who may spend (app.services.payment_standing): sales not made by an admin wait for
+        # customer.payment_succeeded after customer.payment_failed.
+        standing = record_payment_event(uow, wallet_id, event.type, event.timestamp, now)
+        note = standing if note is None else (f"{note}; {standing}" if standing else note)
         if event.type == "customer.agreement_cancelled" and self.plans is not None:
             uow.wallets.lock_or_create(wallet_id, now)  # the wallet lock orders plan changes
             self._catch_up(uow, wallet_id, now)

@@ -140,7 +140,9 @@ def _link(server: LiveServer, token: str, wallet: str = WALLET, **body: Any) -> 
     response = requests.post(f"{server.url}/v1/wallets/{wallet}/dashboard-link",
                              json=body or None, headers=bearer(token))
     assert response.status_code == 201, response.text
-    return str(response.json()["url"])
+    url = str(response.json()["url"])
+    # DASHBOARD_BASE_URL is unset here: the link is a path on this server.
+    return url if url.startswith("http") else f"{server.url}{url}"
 
 
 def _api(server: LiveServer, token: str, path: str) -> Any:
@@ -165,7 +167,8 @@ def _run_worker(env: dict[str, str]) -> None:
 
 
 def test_dashboard_end_to_end(server: LiveServer, server_env: dict[str, str],
-                              kinde: FakeKinde, browser: Any, seeded: dict[str, str]) -> None:
+                              kinde: FakeKinde, browser: Any, seeded: dict[str, str],
+                              ktokens: Tokens) -> None:
     user = seeded["user"]
     context = browser.new_context(viewport={"width": 1200, "height": 900},
                                   accept_downloads=True)
@@ -245,12 +248,19 @@ def test_dashboard_end_to_end(server: LiveServer, server_env: dict[str, str],
     alerts = _api(server, user, f"/v1/wallets/{WALLET}")["alerts"]
     assert alerts["thresholds_percent"] == [40, 20] and alerts["thresholds_credits"] == [1000]
 
-    # -- auto-recharge, editable here (Kinde billing can charge for it) ---------------------
-    page.get_by_label("Turn on auto-recharge").check()
-    page.get_by_label("Buy when my balance falls below (credits)").fill("1,000")
-    page.get_by_label("Pack to buy").select_option("starter")
-    page.get_by_role("button", name="Save auto-recharge").click()
-    page.wait_for_url(re.compile(r"done=auto-recharge"))
+    # -- auto-recharge: not on the customer's own link (it needs credits:admin, as through
+    # the API), editable on a link made with credits:admin (Kinde billing can charge for it) --
+    assert page.locator("#recharge-disabled").count() == 1
+    assert page.get_by_label("Turn on auto-recharge").is_disabled()
+    admin_context = browser.new_context()
+    admin_page = admin_context.new_page()
+    admin_page.goto(_link(server, ktokens.m2m("credits:admin")))
+    admin_page.get_by_label("Turn on auto-recharge").check()
+    admin_page.get_by_label("Buy when my balance falls below (credits)").fill("1,000")
+    admin_page.get_by_label("Pack to buy").select_option("starter")
+    admin_page.get_by_role("button", name="Save auto-recharge").click()
+    admin_page.wait_for_url(re.compile(r"done=auto-recharge"))
+    admin_context.close()
     recharge = _api(server, user, f"/v1/wallets/{WALLET}")["auto_recharge"]
     assert recharge["enabled"] and recharge["threshold_credits"] == 1000
     assert recharge["bundle"] == "starter"

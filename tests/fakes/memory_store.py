@@ -29,10 +29,14 @@ from app.services.ports import (
     AgreementInfo,
     BillingRepository,
     DuplicateKey,
+    HoldPlacerRepository,
     InboxEvent,
     InboxStatus,
+    LinkSession,
+    LinkSessionRepository,
     MemberRecord,
     OutboxRepository,
+    PaymentStandingRepository,
     PlanRepository,
     RecordedEntry,
     RevenueRepository,
@@ -71,6 +75,10 @@ class _State:
     raised: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
     agreements: dict[str, AgreementInfo] = field(default_factory=dict)
     report_states: dict[tuple[str, str], UsageReportState] = field(default_factory=dict)
+    # Who may spend: link sessions, payment standing (overdue, event time), hold placers.
+    link_sessions: dict[str, LinkSession] = field(default_factory=dict)
+    standing: dict[str, tuple[bool, datetime]] = field(default_factory=dict)
+    hold_placers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -534,6 +542,57 @@ class MemoryDashboard:
         return [(day, feature, credits) for (day, feature), credits in totals.items()]
 
 
+class MemoryLinkSessions:
+    """Dashboard link sessions (the contract of adapters.sql.access)."""
+
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def open(self, session: LinkSession) -> bool:
+        if session.link_id in self.s.link_sessions:
+            return False
+        self.s.link_sessions[session.link_id] = session
+        return True
+
+    def get(self, link_id: str) -> LinkSession | None:
+        return self.s.link_sessions.get(link_id)
+
+    def end(self, link_id: str, now: datetime) -> None:
+        found = self.s.link_sessions.get(link_id)
+        if found is not None and found.ended_at is None:
+            self.s.link_sessions[link_id] = replace(found, ended_at=now)
+
+
+class MemoryPaymentStanding:
+    """Each wallet's payment standing (the contract of adapters.sql.access)."""
+
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def overdue(self, wallet_id: str) -> bool:
+        return self.s.standing.get(wallet_id, (False, datetime.min))[0]
+
+    def record(self, wallet_id: str, overdue: bool, event_at: datetime, now: datetime) -> bool:
+        known = self.s.standing.get(wallet_id)
+        if known is not None and known[1] > event_at:
+            return False
+        self.s.standing[wallet_id] = (overdue, event_at)
+        return True
+
+
+class MemoryHoldPlacers:
+    """Who placed each hold (the contract of adapters.sql.access)."""
+
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def note(self, hold_id: str, placed_by: str) -> None:
+        self.s.hold_placers[hold_id] = placed_by
+
+    def placed_by(self, hold_id: str) -> str | None:
+        return self.s.hold_placers.get(hold_id)
+
+
 def _sql_only(name: str) -> NotImplementedError:
     return NotImplementedError(f"uow.{name} has no in-memory fake: test it on the SQL store")
 
@@ -560,6 +619,9 @@ class MemoryUnitOfWork:
         self._meters = MemoryMeters(state)
         self._billing = MemoryBilling(state)
         self._dashboard = MemoryDashboard(state)
+        self._link_sessions = MemoryLinkSessions(state)
+        self._payment_standing = MemoryPaymentStanding(state)
+        self._hold_placers = MemoryHoldPlacers(state)
 
     @property
     def wallets(self) -> MemoryWallets:
@@ -592,6 +654,18 @@ class MemoryUnitOfWork:
     @property
     def dashboard(self) -> MemoryDashboard:
         return self._dashboard
+
+    @property
+    def link_sessions(self) -> MemoryLinkSessions:
+        return self._link_sessions
+
+    @property
+    def payment_standing(self) -> MemoryPaymentStanding:
+        return self._payment_standing
+
+    @property
+    def hold_placers(self) -> MemoryHoldPlacers:
+        return self._hold_placers
 
     @property
     def outbox(self) -> OutboxRepository:
@@ -654,3 +728,6 @@ class MemoryStore:
 _unit_of_work: type[UnitOfWork] = MemoryUnitOfWork
 _billing: type[BillingRepository] = MemoryBilling
 _factory: UnitOfWorkFactory = MemoryStore()
+_link_sessions: type[LinkSessionRepository] = MemoryLinkSessions
+_payment_standing: type[PaymentStandingRepository] = MemoryPaymentStanding
+_hold_placers: type[HoldPlacerRepository] = MemoryHoldPlacers

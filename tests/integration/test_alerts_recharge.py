@@ -260,8 +260,20 @@ def billed(db_url: str, tmp_path: Path, kinde: FakeKinde, clock: FakeClock
     )
     c.dispatcher.policy.base_delay = 1.0
     c.dispatcher.policy.max_delay = 2.0
+    # Auto-recharge buys only for a wallet that knows its Kinde billing customer (DESIGN, "Who
+    # may spend the customer's money"), as one does once a billing webhook or the worker's
+    # first report has taught it.
+    learn_customer(c, "kp_rich", "customer_r")
     yield c
     c.close()
+
+
+def learn_customer(c: Container, wallet_id: str, customer_id: str) -> None:
+    """The wallet learned its Kinde billing customer (its row is created, with no credits)."""
+    with c.store(True) as uow:
+        uow.wallets.lock_or_create(wallet_id, datetime.now(UTC))
+        uow.wallets.update_profile(wallet_id, billing_customer_id=customer_id)
+        uow.commit()
 
 
 def recharges(c: Container) -> list[tuple[str, str]]:

@@ -132,9 +132,13 @@ def test_other_users_hold_is_404_and_untouched(
     missing = client.post("/v1/holds/hold_doesnotexist/capture", headers=mallory)
     assert missing.status_code == 404
     assert table_counts(db_url) == before
-    # The owner (with write scope) still can.
+    # A user token settles only holds it placed (DESIGN, "Who may spend the customer's
+    # money"): even the wallet's owner cannot settle the backend's hold; the backend can.
     owner = bearer(tokens.user("kp_alice", scopes=("credits:write",)))
-    assert client.post(f"/v1/holds/{hold['hold_id']}/release", headers=owner).status_code == 200
+    assert client.post(f"/v1/holds/{hold['hold_id']}/release", headers=owner).status_code == 404
+    own = place(client, owner, {"credits": 10}).json
+    assert client.post(f"/v1/holds/{own['hold_id']}/release", headers=owner).status_code == 200
+    assert client.post(f"/v1/holds/{hold['hold_id']}/release", headers=admin).status_code == 200
 
 
 def test_hold_needs_write_scope(client: FlaskClient, tokens: Tokens, funded: str) -> None:

@@ -392,12 +392,19 @@ def test_sale_not_invoiced_needs_admin(
 def test_sale_invoiced_through_kinde_needs_write(
     client: FlaskClient, tokens: Tokens, writer: dict[str, str], api_app: Any, db_url: str
 ) -> None:
-    """When Kinde invoices the pack, the write scope may buy it, and so may a user with the
-    write scope for their own wallet (Kinde invoices that user's billing customer)."""
+    """When Kinde invoices the pack, the write scope may buy it, and so may the wallet's own
+    user (Kinde invoices that user's billing customer), with or without a scope: a user's own
+    wallet is theirs to buy for (DESIGN, "Who may spend the customer's money"; this used to
+    need credits:write). A member buying for an org wallet needs credits:write."""
     from app.services.payments import KindeInvoicing
 
     ledger = api_app.extensions["kinde_credits"].ledger
     ledger.payments = KindeInvoicing()
+    for wallet, customer in (("kp_alice", "customer_alice"), ("org_acme", "customer_acme")):
+        ledger.grant(wallet, 1, "creates the wallet")
+        with ledger.uow(True) as uow:
+            uow.wallets.update_profile(wallet, billing_customer_id=customer)
+            uow.commit()
     own = bearer(tokens.user("kp_alice", scopes=("credits:write",)))
     assert client.post("/v1/wallets/kp_alice/top-ups", json={"bundle": "starter"},
                        headers=own).status_code == 201
@@ -408,8 +415,11 @@ def test_sale_invoiced_through_kinde_needs_write(
                        headers=own).status_code == 404
     reader = bearer(tokens.user("kp_alice"))
     assert client.post("/v1/wallets/kp_alice/top-ups", json={"bundle": "starter"},
-                       headers=reader).status_code == 403
-    assert count_rows(db_url, "recharges") == 2  # both sales are invoiced
+                       headers=reader).status_code == 201
+    member = bearer(tokens.user("kp_alice", org="org_acme"))
+    assert client.post("/v1/wallets/org_acme/top-ups", json={"bundle": "starter"},
+                       headers=member).status_code == 403
+    assert count_rows(db_url, "recharges") == 3  # every sale is invoiced
 
 
 # -- catalog -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from tests.fakes.fake_kinde import FakeKinde
 from tests.integration.test_alerts_recharge import (  # noqa: F401 - fixtures
     billed,
     kinde,
+    learn_customer,
     local,
     make_container,
     notices,
@@ -103,6 +104,7 @@ def test_paid_elsewhere_with_kinde_sells_without_invoicing_but_recharges_through
         with container.store.engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM outbox WHERE kind IN "
                                      "('pack_invoice', 'meter_usage')")).scalar() == 0
+        learn_customer(container, "kp_rich", "customer_r")  # auto-recharge needs it
         container.ledger.set_auto_recharge(
             "kp_rich", {"enabled": True, "threshold_credits": 4990, "bundle": "starter"})
         container.ledger.record_usage("kp_rich", "api_call", 20)

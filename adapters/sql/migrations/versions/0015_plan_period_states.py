@@ -14,7 +14,7 @@ it sweeps the wallet (backfilled from the open periods).
 `blocks.expires_at` may now move (a period Kinde extended moves its allotment's expiry).
 
 Revision ID: 0015
-Revises: 0011
+Revises: 0014
 Create Date: 2026-12-08 04:00:00
 """
 
@@ -26,7 +26,7 @@ from alembic import op
 from adapters.sql.schema import UtcDateTime
 
 revision = "0015"
-down_revision = "0011"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
