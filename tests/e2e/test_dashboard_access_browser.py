@@ -112,7 +112,7 @@ def test_org_member_without_permissions_sees_no_buy_and_posts_change_nothing(
             return [
                 await post("/buy", {csrf_token: csrf, bundle: "growth", idempotency_key: key}),
                 await post("/auto-recharge", {csrf_token: csrf, enabled: "on",
-                                              threshold_credits: "1000000000",
+                                              threshold_credits: "1000",
                                               bundle: "growth"}),
             ];
         }""",

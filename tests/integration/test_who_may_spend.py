@@ -100,7 +100,7 @@ def buy(web: FlaskClient, wallet: str, csrf: str, key: str, bundle: str = "growt
 
 def turn_on_recharge(web: FlaskClient, wallet: str, csrf: str) -> Any:
     return web.post(f"/dashboard/{wallet}/auto-recharge", headers={"Origin": ORIGIN}, data={
-        "csrf_token": csrf, "enabled": "on", "threshold_credits": "1000000000",
+        "csrf_token": csrf, "enabled": "on", "threshold_credits": "1000",
         "bundle": "growth"})
 
 
