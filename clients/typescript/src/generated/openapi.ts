@@ -129,7 +129,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open */
+                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open; for a pack sale in Kinde mode, no_billing_customer */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -231,7 +231,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open */
+                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open; for a pack sale in Kinde mode, no_billing_customer */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -571,7 +571,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open */
+                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open; for a pack sale in Kinde mode, no_billing_customer */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -669,7 +669,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open */
+                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open; for a pack sale in Kinde mode, no_billing_customer */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -923,7 +923,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description insufficient_credits (error.needed, error.available) or, for a member of an org wallet, member_budget_exceeded (error.needed, error.available_to_member) */
+                /** @description insufficient_credits (error.needed, error.available) or, for a member of an org wallet, member_budget_exceeded (error.needed, error.available_to_member); for a pack sale after a failed payment, payment_overdue */
                 402: {
                     headers: {
                         [name: string]: unknown;
@@ -950,7 +950,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open */
+                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open; for a pack sale in Kinde mode, no_billing_customer */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -1213,7 +1213,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open */
+                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open; for a pack sale in Kinde mode, no_billing_customer */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -1256,10 +1256,12 @@ export interface paths {
         /**
          * Add credits: `{bundle}` sells a catalog pack; `{credits, reason}` grants credits that
          *     were not sold (credits:admin). The first top-up creates the wallet.
-         * @description A sale invoiced through Kinde needs credits:write (a user token with that scope may buy for
-         *     its own wallet: Kinde invoices that customer). A sale that is not invoiced (local mode,
-         *     `SALES_PAID_ELSEWHERE=true`) needs credits:admin, like a grant: it gives credits and books
-         *     revenue on the caller's word that the payment was taken elsewhere.
+         * @description A sale invoiced through Kinde needs credits:write, or the wallet's own user (Kinde invoices
+         *     that customer); it needs the wallet's Kinde billing customer (409 no_billing_customer) and
+         *     is refused after a failed payment (402 payment_overdue) unless an admin makes it. A sale
+         *     that is not invoiced (local mode, `SALES_PAID_ELSEWHERE=true`) needs credits:admin, like a
+         *     grant: it gives credits and books revenue on the caller's word that the payment was taken
+         *     elsewhere.
          */
         post: {
             parameters: {
@@ -1297,6 +1299,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description insufficient_credits (error.needed, error.available) or, for a member of an org wallet, member_budget_exceeded (error.needed, error.available_to_member); for a pack sale after a failed payment, payment_overdue */
+                402: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
                 /** @description forbidden: the token lacks the scope */
                 403: {
                     headers: {
@@ -1315,7 +1326,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open */
+                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open; for a pack sale in Kinde mode, no_billing_customer */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -1391,7 +1402,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description insufficient_credits (error.needed, error.available) or, for a member of an org wallet, member_budget_exceeded (error.needed, error.available_to_member) */
+                /** @description insufficient_credits (error.needed, error.available) or, for a member of an org wallet, member_budget_exceeded (error.needed, error.available_to_member); for a pack sale after a failed payment, payment_overdue */
                 402: {
                     headers: {
                         [name: string]: unknown;
@@ -1418,7 +1429,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open */
+                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open; for a pack sale in Kinde mode, no_billing_customer */
                 409: {
                     headers: {
                         [name: string]: unknown;
