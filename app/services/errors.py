@@ -35,6 +35,9 @@ _STATUS = {
     "not_found": 404,
     "idempotency_conflict": 409,
     "hold_not_open": 409,
+    "not_refundable": 409,
+    "already_refunded": 409,
+    "credits_held": 409,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from app.domain.catalog import Catalog
 from app.domain.limits import MAX_CREDITS, MAX_HOLD_SECONDS, MAX_QUANTITY
+from app.services.corrections import CorrectionService
 from app.services.credits import CreditService
 from app.services.errors import (
     IdempotencyConflict,
@@ -51,6 +52,7 @@ class LedgerService:
         self.usage = UsageService(self.writer)
         self.credits = CreditService(self.writer, payments or PaidElsewhere())
         self.holds = HoldService(self.writer)
+        self.corrections = CorrectionService(self.writer)
         self.settings = WalletSettingsService(self.writer)
         self.sweeps = SweepService(self.writer)
         self.reads = ReadService(self.writer, self.sweeps)
@@ -58,6 +60,8 @@ class LedgerService:
         self.record_usage_batch = self.usage.record_usage_batch
         self.top_up_bundle = self.credits.top_up_bundle
         self.grant = self.credits.grant
+        self.adjust = self.corrections.adjust
+        self.refund = self.corrections.refund
         self.place_hold = self.holds.place_hold
         self.capture_hold = self.holds.capture_hold
         self.release_hold = self.holds.release_hold
