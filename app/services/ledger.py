@@ -18,6 +18,7 @@ from app.services.errors import (
     UnknownFeature,
     status_for,
 )
+from app.services.forecasts import ForecastService
 from app.services.holds import HoldService
 from app.services.idempotency import Outcome, utc_now
 from app.services.payments import PaidElsewhere, Payments
@@ -56,6 +57,7 @@ class LedgerService:
         self.settings = WalletSettingsService(self.writer)
         self.sweeps = SweepService(self.writer)
         self.reads = ReadService(self.writer, self.sweeps)
+        self.forecasts = ForecastService(uow, catalog, self.reads)
         self.record_usage = self.usage.record_usage
         self.record_usage_batch = self.usage.record_usage_batch
         self.top_up_bundle = self.credits.top_up_bundle
@@ -73,6 +75,7 @@ class LedgerService:
         self.sweep_wallet = self.sweeps.sweep_wallet
         self.get_wallet = self.reads.get_wallet
         self.ledger_page = self.reads.ledger_page
+        self.forecast = self.forecasts.forecast
 
     # The writer's shared state, as the composition root and tests set it up.
 

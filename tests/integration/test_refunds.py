@@ -1,9 +1,11 @@
+# ruff: noqa: F811 - the fake Kinde fixture is imported and then requested by name
 """Refunds of sold packs, against a real (fake) Kinde over HTTP, on both databases: the unused
 credits leave as one `void` entry, a wholly unused pack of the open period is taken off
 Kinde's count (`reduced`), anything else is a credit note; a pack goes back at most once."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -167,10 +169,8 @@ def test_nothing_is_drawn_from_a_pack_after_its_refund_when_usage_races(c: Conta
     def spend() -> None:
         barrier.wait()
         for _ in range(10):
-            try:
+            with contextlib.suppress(InsufficientCredits):
                 c.ledger.record_usage("kp_alice", "report_generation", 1)
-            except InsufficientCredits:
-                pass
 
     threads = [threading.Thread(target=spend) for _ in range(4)]
     for t in threads:
