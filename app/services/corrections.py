@@ -88,7 +88,8 @@ class CorrectionService:
                 return wallet.debit(-credits, kind="adjustment", reason=text,
                                     description=description, now=now)
 
-            written = self.writer.write(uow, wallet_id, now, change,
+            # A positive adjustment creates the wallet like a grant; a negative one needs it.
+            written = self.writer.write(uow, wallet_id, now, change, create=credits > 0,
                                         missing=lambda: _missing(wallet_id))
             assert written is not None
             return 201, {
