@@ -65,25 +65,26 @@ def test_hand_computed_roll_forward(db_url: str, tmp_path: Path) -> None:
     finally:
         c.close()
     assert january["currencies"] == {
-        "EUR": {"opening_deferred": "0.00", "sales": "1.00", "refunds": "0.00", "recognised": "0.33",
-                "breakage": "0.67", "closing_deferred": "0.00",
-                "credits": {"opening": 0, "added": 3, "refunded": 0, "used": 1, "expired": 2, "closing": 0}},
-        "USD": {"opening_deferred": "0.00", "sales": "50.00", "refunds": "0.00", "recognised": "12.00",
-                "breakage": "0.00", "closing_deferred": "38.00",
-                "credits": {"opening": 0, "added": 5000, "refunded": 0, "used": 1200, "expired": 0,
-                            "closing": 3800}},
+        "EUR": {"opening_deferred": "0.00", "sales": "1.00", "refunds": "0.00",
+                "recognised": "0.33", "breakage": "0.67", "closing_deferred": "0.00",
+                "credits": {"opening": 0, "added": 3, "refunded": 0, "used": 1, "expired": 2,
+                            "closing": 0}},
+        "USD": {"opening_deferred": "0.00", "sales": "50.00", "refunds": "0.00",
+                "recognised": "12.00", "breakage": "0.00", "closing_deferred": "38.00",
+                "credits": {"opening": 0, "added": 5000, "refunded": 0, "used": 1200,
+                            "expired": 0, "closing": 3800}},
     }
-    assert january["uncosted_credits"] == {"opening": 0, "added": 500, "refunded": 0, "used": 0, "expired": 0,
-                                           "closing": 500}
+    assert january["uncosted_credits"] == {"opening": 0, "added": 500, "refunded": 0,
+                                           "used": 0, "expired": 0, "closing": 500}
     # February: the EUR block was used up before it, so only USD moves.
     assert february["currencies"] == {
-        "USD": {"opening_deferred": "38.00", "sales": "0.00", "refunds": "0.00", "recognised": "38.00",
-                "breakage": "0.00", "closing_deferred": "0.00",
-                "credits": {"opening": 3800, "added": 0, "refunded": 0, "used": 3800, "expired": 0,
-                            "closing": 0}},
+        "USD": {"opening_deferred": "38.00", "sales": "0.00", "refunds": "0.00",
+                "recognised": "38.00", "breakage": "0.00", "closing_deferred": "0.00",
+                "credits": {"opening": 3800, "added": 0, "refunded": 0, "used": 3800,
+                            "expired": 0, "closing": 0}},
     }
-    assert february["uncosted_credits"] == {"opening": 500, "added": 0, "refunded": 0, "used": 500,
-                                            "expired": 0, "closing": 0}
+    assert february["uncosted_credits"] == {"opening": 500, "added": 0, "refunded": 0,
+                                            "used": 500, "expired": 0, "closing": 0}
     # Any past period, not only "to date": the second half of January.
     assert mid["currencies"]["USD"]["opening_deferred"] == "38.00"
     assert mid["currencies"]["USD"]["recognised"] == "0.00"
@@ -170,7 +171,8 @@ def test_http_report_is_the_cli_json(client: FlaskClient, tokens: Tokens,
     body: dict[str, Any] = response.get_json()
     usd = body["currencies"]["USD"]
     assert Decimal(usd["opening_deferred"]) + Decimal(usd["sales"]) - Decimal(
-        usd["refunds"]) - Decimal(usd["recognised"]) - Decimal(usd["breakage"]) == Decimal(usd["closing_deferred"])
+        usd["refunds"]) - Decimal(usd["recognised"]) - Decimal(usd["breakage"]) == Decimal(
+        usd["closing_deferred"])
     assert (usd["sales"], usd["recognised"]) == ("49.00", "4.90")
     assert body == revenue_report(api_container.store, datetime(2020, 1, 1, tzinfo=UTC),
                                   datetime(2100, 1, 1, tzinfo=UTC))
