@@ -14,7 +14,8 @@ Rules:
   (`expiring_before_run_out`) and the run-out comes that much sooner. Credits that open holds
   reserve are not available and are left out (the latest-expiring ones, as the ledger would);
 - nothing used in the window: `credits_per_day` 0, `days_left` and `runs_out_at` None;
-- `days_left` is floored (never over-promise); 0 when nothing is available;
+- `days_left` is floored (never over-promise); 0 when nothing is available; a run-out more
+  than `HORIZON_DAYS` away is reported at that horizon;
 - suggested bundle: the smallest bundle whose credits cover 30 days at this pace, else the
   largest; None without use or bundles.
 """
@@ -30,6 +31,8 @@ SHORT_WINDOW_DAYS = 7
 LONG_WINDOW_DAYS = 30
 MIN_ACTIVE_DAYS = 3
 MONTH_DAYS = 30
+# A run-out further away than this is reported at this horizon (dates stop at year 9999).
+HORIZON_DAYS = 36_500
 
 
 @dataclass(frozen=True)
@@ -116,8 +119,11 @@ def _run_out(now: datetime, available: int, blocks: Sequence[CreditsLeft],
     if left > 0:
         spendable.append(CreditsLeft(left, None))
     at, lost = now, 0
+    horizon = now + timedelta(days=HORIZON_DAYS)
     for block in spendable:
         days = block.remaining / pace
+        if days >= (horizon - at) / timedelta(days=1):
+            return horizon, lost
         finish = at + timedelta(days=days)
         if block.expires_at is not None and finish > block.expires_at:
             usable = max((block.expires_at - at) / timedelta(days=1), 0.0) * pace

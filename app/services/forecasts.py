@@ -9,9 +9,21 @@ from typing import Any
 
 from app.domain import forecast as rules
 from app.domain.catalog import Catalog
-from app.services.ports import UnitOfWorkFactory
+from app.services.ports import UnitOfWork, UnitOfWorkFactory
 from app.services.reads import ReadService
 from app.services.views import iso
+
+
+def forecast_in(uow: UnitOfWork, catalog: Catalog, wallet_id: str, available: int,
+                blocks: list[rules.CreditsLeft], now: datetime) -> rules.Forecast:
+    """The forecast inside a caller's unit of work (alerts use it in the write that fired
+    them): the last 30 days of daily usage, the catalog's bundles, the one computation."""
+    first_day = datetime.combine(now.date() - timedelta(days=rules.LONG_WINDOW_DAYS - 1),
+                                 datetime.min.time(), UTC)
+    daily = uow.dashboard.daily_usage(wallet_id, first_day)
+    bundles = [rules.BundleOption(b.key, b.credits) for b in catalog.bundles.values()]
+    return rules.forecast(now=now, available=available, blocks=blocks, daily_usage=daily,
+                          bundles=bundles)
 
 
 class ForecastService:
@@ -23,19 +35,14 @@ class ForecastService:
     def compute(self, wallet_id: str) -> rules.Forecast:
         """The forecast of a wallet as it stands now (swept, as every read)."""
         wallet = self.reads.get_wallet(wallet_id)
-        now = self.reads.writer.clock()
-        first_day = datetime.combine(now.date() - timedelta(days=rules.LONG_WINDOW_DAYS - 1),
-                                     datetime.min.time(), UTC)
-        with self.uow(False) as uow:
-            daily = uow.dashboard.daily_usage(wallet_id, first_day)
         blocks = [
             rules.CreditsLeft(b["remaining"], datetime.fromisoformat(b["expires_at"])
                               if b["expires_at"] else None)
             for b in wallet["blocks"]
         ]
-        bundles = [rules.BundleOption(b.key, b.credits) for b in self.catalog.bundles.values()]
-        return rules.forecast(now=now, available=wallet["available"], blocks=blocks,
-                              daily_usage=daily, bundles=bundles)
+        with self.uow(False) as uow:
+            return forecast_in(uow, self.catalog, wallet_id, wallet["available"], blocks,
+                               self.reads.writer.clock())
 
     def forecast(self, wallet_id: str) -> dict[str, Any]:
         """The API's view of `compute`."""

@@ -130,3 +130,9 @@ def test_held_credits_are_not_forecast_and_empty_wallet_must_top_up() -> None:
                  daily_usage=usage(list(range(7)), 10))
     assert f.days_left == 0
     assert runway_sentence(f) == "At your pace of the last 7 days, you need to top up now."
+
+
+def test_a_run_out_beyond_a_century_is_reported_at_the_horizon() -> None:
+    f = forecast(now=NOW, available=10**12, blocks=[CreditsLeft(10**12, None)],
+                 daily_usage=usage([0, 1, 2], 1))
+    assert f.days_left == 36_500
