@@ -7,7 +7,10 @@ Both kinds are RS256 JWTs signed with the keys in the Kinde business's JWKS
   ``alg: none``, HS256-with-the-public-key and ES* tricks never reach a key.
 * The key comes only from the configured key source, looked up by the header ``kid`` (an opaque
   string; Kinde uses colon-separated hex). ``jku``, ``x5u`` and ``jwk`` headers are never read.
-* Access tokens must carry ``exp`` and ``iss`` (and ``aud`` when an audience is configured).
+* Access tokens must carry ``exp`` and ``iss`` (and ``aud`` when an audience is configured),
+  and may be valid for at most ``max_lifetime`` seconds (``TOKEN_MAX_LIFETIME_SECONDS``,
+  default a day, Kinde's default): from ``iat`` to ``exp``, or from now without ``iat``.
+  ``exp``/``iat``/``nbf`` must be JSON integers (no bools, fractions or ``1e300``).
   Webhooks carry none of ``iss``/``aud``/``exp``/``iat``, so they are not required there, but are
   honoured when present.
 * The two kinds never stand in for each other: Kinde signs both with the same key, so an access
@@ -274,6 +277,10 @@ ACCESS_TOKEN_CLAIMS: tuple[str, ...] = ("aud", "azp", "gty", "scp", "scope", "su
 # any of them is refused, so a webhook body can never be presented as a bearer token.
 WEBHOOK_CLAIMS: tuple[str, ...] = ("type", "event_id", "data")
 
+# Kinde's default access token lifetime is a day (86400 s; set per application in Kinde).
+# A token valid for longer is refused: a leaked one would otherwise work for ever.
+DEFAULT_MAX_LIFETIME = 86400
+
 # RFC 7519 NumericDate claims; they must be JSON numbers. PyJWT would `int()` a string, so a
 # string `exp` used to pass its check and then crash our cache arithmetic.
 _NUMERIC_DATE_CLAIMS: tuple[str, ...] = ("exp", "nbf", "iat")
@@ -319,9 +326,10 @@ def _checked_header(token: str) -> dict[str, Any]:
     return header
 
 
-def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
-    """The NumericDate claim ``name``, None when absent; anything but a finite JSON number
-    (a string, a bool, null, NaN, Infinity) is refused."""
+def _numeric_date(claims: Mapping[str, Any], name: str) -> int | None:
+    """The NumericDate claim ``name``, None when absent. Anything but a JSON integer (a
+    string, a bool, null, a fraction, ``1e300``, NaN, Infinity) is refused: Kinde writes whole
+    seconds, and an integer compares exactly with any other number, however large."""
     if name not in claims:
         return None
     value = claims[name]
@@ -329,6 +337,8 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
         raise ClaimsInvalid(f"claim {name!r} must be a number (seconds since the epoch)")
     if isinstance(value, float) and not math.isfinite(value):
         raise ClaimsInvalid(f"claim {name!r} must be a finite number")
+    if isinstance(value, float):
+        raise ClaimsInvalid(f"claim {name!r} must be a whole number of seconds")
     return value
 
 
@@ -490,9 +500,13 @@ class AccessTokenVerifier:
         audience: str | None,
         leeway: float = 30,
         clock: Callable[[], float] = time.time,
+        max_lifetime: int = DEFAULT_MAX_LIFETIME,
     ) -> None:
         if not issuer:
             raise ValueError("issuer is required for access tokens")
+        if max_lifetime < 1:
+            raise ValueError("max_lifetime must be at least one second")
+        self.max_lifetime = max_lifetime
         # Kinde's iss has no trailing slash; tolerate one in configuration.
         self.issuer = issuer.rstrip("/")
         self.audience = audience or None
@@ -526,6 +540,7 @@ class AccessTokenVerifier:
             raise ClaimsInvalid("token issuer does not match")
         if self.audience is not None and self.audience not in _audiences(claims["aud"]):
             raise ClaimsInvalid("token audience does not match")
+        self._check_lifetime(claims, now)
         principal = principal_from_claims(claims)
         if len(self._cache) >= self.CACHE_SIZE:
             self._cache.clear()  # simple bound; a refill costs one signature check each
@@ -533,6 +548,19 @@ class AccessTokenVerifier:
         exp = float(min(claims["exp"], 1e15))
         self._cache[token] = (principal, exp, now + self.CACHE_SECONDS)
         return principal
+
+
+    def _check_lifetime(self, claims: Mapping[str, Any], now: float) -> None:
+        """Refuse a token valid for longer than `max_lifetime`: from `iat` to `exp`, or from
+        now when there is no `iat`. `_decode` checked both are integers; comparing (never
+        subtracting) keeps 10**40 exact, with no float overflow."""
+        exp = claims["exp"]
+        start = claims.get("iat", now)
+        if exp > start + self.max_lifetime + self.leeway:
+            raise ClaimsInvalid(
+                f"token lifetime is longer than the {self.max_lifetime} seconds allowed "
+                "(TOKEN_MAX_LIFETIME_SECONDS)"
+            )
 
 
 class WebhookVerifier:

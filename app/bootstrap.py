@@ -21,6 +21,7 @@ from adapters.tokens import AccessTokenVerifier, JwksKeySource, KeySource, Webho
 from app.domain.catalog import Catalog, load_catalog
 from app.services.agreements import EventPeriods, KindePeriods, LocalCalendar, PeriodSource
 from app.services.dashboard import DashboardService, policy_for
+from app.services.deferred_recharges import DeferredRechargeService
 from app.services.group_commit import GroupCommitRunner
 from app.services.ledger import LedgerService, utc_now
 from app.services.metrics import MetricsService
@@ -55,6 +56,7 @@ class Container:
     plans: PlanService
     webhooks: WebhookService
     dashboard: DashboardService
+    deferred_recharges: DeferredRechargeService
     keyring: LocalKeyring | None = None
     kinde: KindeManagementClient | None = None
 
@@ -149,7 +151,10 @@ def build_container(
         ledger=ledger,
         clock=clock,
         key_source=key_source,
-        access_verifier=AccessTokenVerifier(key_source, settings.issuer, audience),
+        access_verifier=AccessTokenVerifier(
+            key_source, settings.issuer, audience,
+            max_lifetime=settings.token_max_lifetime_seconds,
+        ),
         webhook_verifier=WebhookVerifier(key_source, settings.kinde_domain),
         dispatcher=dispatcher,
         metrics=MetricsService(operations),
@@ -159,6 +164,7 @@ def build_container(
         # periods for absolute meter values that state none.
         webhooks=WebhookService(ledger.writer, kinde=kinde, plans=plans),
         dashboard=build_dashboard(settings, ledger, clock),
+        deferred_recharges=DeferredRechargeService(ledger.writer),
         keyring=keyring,
         kinde=kinde,
     )

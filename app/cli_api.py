@@ -50,6 +50,11 @@ def token(sub: str | None, org_code: str | None, scopes: tuple[str, ...], m2m: b
             "client-credentials grant); `token` signs only with the local-mode key. Unset "
             "KINDE_DOMAIN to try the API locally."
         )
+    if ttl > settings.token_max_lifetime_seconds:
+        raise click.UsageError(
+            f"--ttl may be at most {settings.token_max_lifetime_seconds} seconds "
+            "(TOKEN_MAX_LIFETIME_SECONDS): the service refuses tokens that live longer"
+        )
     if not m2m and not sub:
         raise click.UsageError("a user token needs --sub kp_... (or pass --m2m)")
     if sub is not None and not m2m and not sub.startswith("kp_"):

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from app.domain.text import escaped
+
 if TYPE_CHECKING:
     from app.bootstrap import Container
 
@@ -267,12 +269,14 @@ def events(
         click.echo(json.dumps({"events": [_event_json(e) for e in rows]}, indent=2))
         return
     for e in rows:
+        # Rows stored before ids were checked may hold control or bidi characters, which a
+        # terminal would act on: every stored text is shown escaped.
         line = (
-            f"{e.received_at:%Y-%m-%d %H:%M:%S} {e.event_id} {e.type:<30} {e.status:<9} "
-            f"{e.wallet_id or '-'}"
+            f"{e.received_at:%Y-%m-%d %H:%M:%S} {escaped(e.event_id)} {escaped(e.type):<30} "
+            f"{escaped(e.status):<9} {escaped(e.wallet_id or '-')}"
         )
         if e.park_reason:
-            line += f"  ({e.park_reason})"
+            line += f"  ({escaped(e.park_reason)})"
         click.echo(line)
     click.echo(f"{len(rows)} event(s)", err=True)
 

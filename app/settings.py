@@ -16,6 +16,7 @@ from app.domain.hosts import is_loopback
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOG = PROJECT_ROOT / "config" / "credits.toml"
+MAX_TOKEN_LIFETIME = 366 * 86400
 
 
 class SettingsError(ValueError):
@@ -73,6 +74,12 @@ class Settings:
     dashboard_base_url: str | None = None
     dashboard_unbilled_purchases: bool = False
     dashboard_auto_recharge: bool = True
+    # Access tokens valid for longer than this (exp - iat, or exp - now) are refused. Kinde
+    # issues tokens for a day unless the application's token settings say otherwise.
+    token_max_lifetime_seconds: int = 86400
+    # `GET /metrics` answers only `Authorization: Bearer <metrics_token>` when set, and only
+    # loopback clients when not.
+    metrics_token: str | None = None
 
     @property
     def local_mode(self) -> bool:
@@ -177,6 +184,20 @@ class Settings:
         if dashboard_base_url:
             dashboard_base_url = _check_url("DASHBOARD_BASE_URL", dashboard_base_url)
 
+        token_max_lifetime = integer("TOKEN_MAX_LIFETIME_SECONDS", 86400, minimum=60)
+        if token_max_lifetime > MAX_TOKEN_LIFETIME:
+            raise SettingsError(
+                f"TOKEN_MAX_LIFETIME_SECONDS must be at most {MAX_TOKEN_LIFETIME} (a year)"
+            )
+        metrics_token = env.get("METRICS_TOKEN")
+        if metrics_token is not None and (
+            len(metrics_token) < 16 or not metrics_token.isascii()
+            or not metrics_token.isprintable() or " " in metrics_token
+        ):
+            raise SettingsError(
+                "METRICS_TOKEN must be at least 16 printable ASCII characters without spaces"
+            )
+
         public_url = _check_url(
             "PUBLIC_URL", env.get("PUBLIC_URL", "http://127.0.0.1:8000")
         )
@@ -208,4 +229,6 @@ class Settings:
             dashboard_base_url=dashboard_base_url,
             dashboard_unbilled_purchases=_flag(env.get("DASHBOARD_UNBILLED_PURCHASES"), False),
             dashboard_auto_recharge=_flag(env.get("DASHBOARD_AUTO_RECHARGE"), True),
+            token_max_lifetime_seconds=token_max_lifetime,
+            metrics_token=metrics_token,
         )

@@ -23,6 +23,8 @@ Step = Callable[["Container"], int]
 def default_steps() -> list[tuple[str, Step]]:
     return [
         ("outbox", lambda c: c.dispatcher.run_once()),
+        # Right after the outbox: a purchase it just settled lets the one that waited go.
+        ("auto_recharge", lambda c: c.deferred_recharges.run_due()),
         # Period ends before generic sweeps, so caps apply at each end in order.
         ("plan_periods", lambda c: c.plans.run_due()),
         ("sweep", lambda c: c.ledger.sweep_due()),

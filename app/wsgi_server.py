@@ -80,5 +80,9 @@ def run_gunicorn(
         "accesslog": "-" if access_log else None,
         "errorlog": "-",
         "loglevel": "info",
+        # gunicorn (>= 25.1) opens a control socket for `gunicornc` at one fixed path per user
+        # ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl): every instance on a host
+        # would bind, and on exit delete, the same one. Nothing here uses it: none at all.
+        "control_socket_disable": True,
     }
     _Gunicorn(options, app_factory).run()

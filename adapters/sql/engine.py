@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
 # Execution option that makes the SQLite `begin` listener emit BEGIN IMMEDIATE.
@@ -243,3 +243,27 @@ def is_transient_error(exc: BaseException) -> bool:
     """True for a database error that running the same work again may not repeat."""
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
     return getattr(cause, "sqlstate", None) in _TRANSIENT_SQLSTATES
+
+
+# SQLite result codes that say "the COMMIT did not happen" (busy, locked): a definite answer.
+_SQLITE_NOT_COMMITTED = frozenset({5, 6})
+
+
+def is_lost_commit(exc: BaseException) -> bool:
+    """True for an error raised by COMMIT itself whose outcome is unknown: the connection was
+    lost (or the driver failed) after COMMIT may have reached the server.
+
+    An error the server answered with (a SQLSTATE outside class 08, connection exception: a
+    serialization failure, a deferred constraint) is a definite "rolled back", as is SQLite's
+    busy or locked; anything else from COMMIT (closed connection, I/O error) may have landed.
+    """
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    cause = exc.orig
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate is not None:
+        return str(sqlstate).startswith("08")
+    code = getattr(cause, "sqlite_errorcode", None)
+    return code is None or (code & 0xFF) not in _SQLITE_NOT_COMMITTED

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, exists, func, insert, select, update
 
 from adapters.sql import schema as t
 
 _r = t.recharges.c
+_w = t.wallets.c
 # Built once (building a statement costs more than executing it): these run in debits and reads.
 _IN_FLIGHT = select(_r.id).where(_r.wallet_id == bindparam("wallet_id"), _r.status == "pending",
                                  _r.auto.is_(True), _r.refunded_at.is_(None)).limit(1)
@@ -23,9 +24,38 @@ _LATEST_AUTO = (
 )
 
 
+_DEFER = (
+    update(t.wallets)
+    .where(_w.id == bindparam("wallet_id"), _w.auto_recharge_deferred_at.is_(None))
+    .values(auto_recharge_deferred_at=bindparam("now"))
+)
+_CLEAR_DEFERRED = (
+    update(t.wallets)
+    .where(_w.id == bindparam("wallet_id"), _w.auto_recharge_deferred_at.is_not(None))
+    .values(auto_recharge_deferred_at=None)
+)
+
+
 class SqlRechargeRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+
+    def defer(self, wallet_id: str, now: datetime) -> None:
+        """A purchase was due but waited for the one in flight (the first wait is kept)."""
+        self.conn.execute(_DEFER, {"wallet_id": wallet_id, "now": now})
+
+    def clear_deferred(self, wallet_id: str) -> None:
+        self.conn.execute(_CLEAR_DEFERRED, {"wallet_id": wallet_id})
+
+    def deferred_ready(self, limit: int) -> list[str]:
+        """Wallets whose purchase waited and that have none in flight now, longest wait
+        first."""
+        pending = exists().where(_r.wallet_id == _w.id, _r.status == "pending",
+                                 _r.auto.is_(True))
+        return list(self.conn.execute(
+            select(_w.id).where(_w.auto_recharge_deferred_at.is_not(None), ~pending)
+            .order_by(_w.auto_recharge_deferred_at, _w.id).limit(limit)
+        ).scalars())
 
     def add(self, recharge_id: str, wallet_id: str, bundle: str, credits: int, price: str,
             currency: str, day: str, now: datetime, *, auto: bool = True,

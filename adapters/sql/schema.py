@@ -88,6 +88,7 @@ class WalletRow(Base):
         CheckConstraint("held >= 0", name="held_not_negative"),
         CheckConstraint("arrears >= 0", name="arrears_not_negative"),
         CheckConstraint("overdraft_limit >= 0", name="overdraft_not_negative"),
+        Index("ix_wallets_auto_recharge_deferred", "auto_recharge_deferred_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -113,6 +114,9 @@ class WalletRow(Base):
     auto_recharge_threshold: Mapped[int | None] = mapped_column(BigInteger)
     auto_recharge_bundle: Mapped[str | None] = mapped_column(String(64))
     auto_recharge_suspended: Mapped[str | None] = mapped_column(Text)
+    # When a purchase first waited for the one in flight (None: nothing waits); see
+    # app.services.recharge.
+    auto_recharge_deferred_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -162,7 +166,7 @@ class EntryRow(Base):
     hold_id: Mapped[str | None] = mapped_column(String(40))
     occurred_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    # The block a credit entry created (migration 0016), so a refund finds a purchase's pack.
+    # The block a credit entry created (migration 0017), so a refund finds a purchase's pack.
     block_id: Mapped[str | None] = mapped_column(String(40))
 
 
@@ -345,7 +349,7 @@ class RechargeRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # The block of credits it sold, and when it was refunded before Kinde invoiced it (then it
-    # is no longer counted on its meter: Kinde invoices one pack fewer). Migration 0016.
+    # is no longer counted on its meter: Kinde invoices one pack fewer). Migration 0017.
     block_id: Mapped[str | None] = mapped_column(String(40))
     refunded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 

@@ -11,16 +11,24 @@ Repositories are made on first use, so a unit of work costs only what it touches
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from types import TracebackType
 from typing import Self
 
 from sqlalchemy import Connection, Engine, NestedTransaction
+from sqlalchemy.exc import DBAPIError
 
 from adapters.sql.billing import SqlBillingRepository
 from adapters.sql.budgets import SqlBudgetRepository
 from adapters.sql.dashboard import SqlDashboardRepository
-from adapters.sql.engine import IMMEDIATE, READ_ISOLATION, SqliteWriterGate, sqlite_writer_gate
+from adapters.sql.engine import (
+    IMMEDIATE,
+    READ_ISOLATION,
+    SqliteWriterGate,
+    is_lost_commit,
+    sqlite_writer_gate,
+)
 from adapters.sql.idempotency import SqlIdempotencyRepository
 from adapters.sql.inbox import SqlInboxRepository
 from adapters.sql.meters import SqlMeterReadingRepository
@@ -30,6 +38,9 @@ from adapters.sql.recharges import SqlRechargeRepository
 from adapters.sql.refunds import SqlRefundRepository
 from adapters.sql.revenue import SqlRevenueRepository
 from adapters.sql.wallets import SqlWalletRepository
+from app.services.ports import CommitOutcomeUnknown
+
+log = logging.getLogger("kinde_credits.sql")
 
 
 class SqlUnitOfWork:
@@ -134,7 +145,16 @@ class SqlUnitOfWork:
         return _Savepoint(self.connection.begin_nested())
 
     def commit(self) -> None:
-        self.connection.commit()
+        """COMMIT; an error from COMMIT itself whose outcome is unknown (the connection was
+        lost: it may have been applied) is `CommitOutcomeUnknown`, never "not applied"."""
+        try:
+            self.connection.commit()
+        except DBAPIError as exc:
+            if is_lost_commit(exc):
+                raise CommitOutcomeUnknown(
+                    f"the database connection failed during COMMIT: {type(exc.orig).__name__}"
+                ) from exc
+            raise
 
     def rollback(self) -> None:
         if self.conn is not None:
@@ -150,6 +170,12 @@ class SqlUnitOfWork:
         try:
             # Anything not committed explicitly is rolled back: a unit of work is all or nothing.
             conn.rollback()
+        except DBAPIError:
+            if exc is None:
+                raise
+            # The connection is gone (e.g. it dropped during COMMIT): the error the caller
+            # must see is the one already on its way, not this rollback's.
+            log.warning("rollback after a failed unit of work failed too", exc_info=True)
         finally:
             try:
                 conn.close()

@@ -16,6 +16,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
+from app.domain.money import fits_currency, minor_unit, round_money
+
 Source = Literal["app", "kinde"]
 Rollover = Literal["expire", "rollover", "full"]
 
@@ -195,6 +197,18 @@ class _Reader:
             raise self.fail(name, f"must be a non-negative amount, got {value!r}")
         return amount
 
+    def price(self, name: str, currency: str, default: Any = ...) -> Any:
+        """A `decimal` that is a whole number of the currency's minor units (DESIGN "Money")."""
+        amount = self.decimal(name, default)
+        if amount is default and default is not ...:
+            return amount
+        if not fits_currency(amount, currency):
+            places = minor_unit(currency)
+            raise self.fail(name, f"{amount} has more decimals than {currency} has ({places}); "
+                            f"give a whole number of {currency}'s minor unit, such as "
+                            f"{round_money(amount, currency)}")
+        return amount
+
     def choice(self, name: str, options: tuple[str, ...], default: Any = ...) -> Any:
         value = self.get(name, default)
         if value not in options:
@@ -258,7 +272,7 @@ def parse_catalog(data: Mapping[str, Any], path: str = "<memory>") -> Catalog:
         bundle = Bundle(
             key=key,
             credits=r.integer("credits", minimum=1),
-            price=r.decimal("price"),
+            price=r.price("price", currency),
             currency=currency,
             description=r.text("description", f"{key} credit pack"),
             expires_after_days=r.integer("expires_after_days", None, minimum=1),
@@ -305,6 +319,8 @@ def parse_catalog(data: Mapping[str, Any], path: str = "<memory>") -> Catalog:
         if plan_currency is not None and not _CURRENCY_RE.match(plan_currency):
             raise r.fail("currency", f"must be a 3-letter ISO code such as USD, got "
                          f"{plan_currency!r}")
+        if plan_price is not None and plan_currency is not None:
+            plan_price = r.price("price", plan_currency)
         plans[code] = Plan(
             code=code,
             credits_per_period=r.integer("credits_per_period", minimum=0),

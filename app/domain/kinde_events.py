@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from app.domain.agreements import same_period
 from app.domain.ledger import LedgerError, owner_type_of
+from app.domain.text import text_problem, unsafe_char  # the one character rule (re-exported)
 
 # Largest meter value we accept (units). Kinde-reported usage is never refused, so an absurd
 # value would put a wallet into absurd arrears and could overflow BIGINT credits: park instead.
@@ -105,16 +106,6 @@ class KindeEvent:
         return classify(self.type)
 
 
-def text_problem(value: str) -> str | None:
-    """Why a text cannot be stored as it is (PostgreSQL refuses NUL in text; other control
-    characters have no place in an id, code or address either), or None."""
-    if "\x00" in value:
-        return "contains a NUL character"
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        return "contains a control character"
-    return None
-
-
 def show(value: Any, limit: int = 40) -> str:
     """A value for a park reason: escaped (never a raw NUL or control character), shortened."""
     if isinstance(value, str):
@@ -129,7 +120,7 @@ def show(value: Any, limit: int = 40) -> str:
 
 
 def _sanitized(value: str, limit: int) -> str:
-    return "".join("?" if ord(ch) < 32 or ord(ch) == 127 else ch for ch in value)[:limit]
+    return "".join("?" if unsafe_char(ch) else ch for ch in value)[:limit]
 
 
 def _depth_over(value: Any, limit: int) -> bool:

@@ -195,6 +195,10 @@ class Wallet:
     touched_blocks: dict[str, Block] = field(default_factory=dict)
     new_holds: list[Hold] = field(default_factory=list)
     touched_holds: dict[str, Hold] = field(default_factory=dict)
+    # The open holds' (placed at, amount) by id, when known (the writer loads them for a
+    # wallet with holds open; a wallet that never had one knows them all): expiry keeps back
+    # only what holds placed before a block expired reserve. None: not loaded.
+    open_holds: dict[str, tuple[datetime, int]] | None = None
     new_alerts: list[Any] = field(default_factory=list)
     reference_at_load: int = field(default=0, init=False)
 
@@ -219,7 +223,9 @@ class Wallet:
 
         Credits under an open hold do not expire while the hold is open. A hold reserves the
         credits a capture would draw, the soonest-expiring ones: so of the blocks past their
-        expiry, up to `held` credits (in consumption order) are kept back. A capture draws them
+        expiry, up to what the holds placed before each one expired reserve (`open_holds`;
+        all of `held` when they are not loaded) is kept back, in consumption order. A capture
+        draws them
         first, and whatever is left of them expires as soon as the holds are captured,
         released or expire (both call this again, `at_settlement`).
 
@@ -234,10 +240,17 @@ class Wallet:
         )
         out: list[NewEntry] = []
         keep = max(self.held, 0)
+        kept_so_far = 0
         for block in due:
             assert block.expires_at is not None
+            if self.open_holds is not None:
+                # Only holds placed before the block expired could reserve its credits.
+                reservable = sum(amount for placed, amount in self.open_holds.values()
+                                 if placed < block.expires_at)
+                keep = max(min(reservable, self.held) - kept_so_far, 0)
             kept = min(block.remaining, keep)
             keep -= kept
+            kept_so_far += kept
             amount = block.remaining - kept
             if amount == 0:
                 continue
@@ -441,7 +454,11 @@ class Wallet:
             description=description,
             feature=feature,
         )
+        if self.open_holds is None and self.held == 0:
+            self.open_holds = {}
         self.held += amount
+        if self.open_holds is not None:
+            self.open_holds[hold.id] = (now, amount)
         self.new_holds.append(hold)
         self._note_hold_expiry(expires_at)
         self._append("hold", 0, reason=hold.id, description=description, now=now, hold_id=hold.id)
@@ -477,6 +494,7 @@ class Wallet:
             refusable=False,
         )
         self.held -= hold.amount
+        self._forget_hold(hold)
         hold.status = "captured"
         hold.captured_amount = amount
         hold.settled_at = now
@@ -493,6 +511,7 @@ class Wallet:
         elif hold.status != "open":
             raise HoldNotOpen(f"hold {hold.id} is already {hold.status}")
         self.held -= hold.amount
+        self._forget_hold(hold)
         hold.status = "expired" if expired else "released"
         hold.settled_at = now
         self.touched_holds[hold.id] = hold
@@ -502,6 +521,15 @@ class Wallet:
         # Credits kept past their expiry for this hold expire now that it no longer needs them.
         self.expire_blocks(now, at_settlement=True)
         return entry
+
+    def know_open_holds(self, open_holds: list[Hold]) -> None:
+        """The wallet's open holds as stored (the writer loads them when some are open)."""
+        self.open_holds = {h.id: (h.created_at, h.amount) for h in open_holds
+                           if h.status == "open"}
+
+    def _forget_hold(self, hold: Hold) -> None:
+        if self.open_holds is not None:
+            self.open_holds.pop(hold.id, None)
 
     def set_hold_expiry(self, open_holds: list[Hold]) -> None:
         dates = [h.expires_at for h in open_holds if h.status == "open"]

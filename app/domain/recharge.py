@@ -6,11 +6,16 @@ on failure); this module only says what the owner asked for and whether it is tr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from app.domain.ledger import InvalidRequest
 from app.domain.limits import is_whole_credits
+
+# A threshold must stay below this many packs of its bundle (DESIGN): a larger one would make
+# every debit buy, up to the daily cap, every day.
+MAX_THRESHOLD_PACKS = 10
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,9 @@ class AutoRecharge:
         return self.active and balance < self.threshold_credits
 
     @classmethod
-    def parse(cls, data: dict[str, Any], bundles: set[str]) -> AutoRecharge:
+    def parse(cls, data: dict[str, Any], bundles: Mapping[str, int]) -> AutoRecharge:
+        """The owner's settings from a request; `bundles` maps each catalog bundle to its
+        credits. Raises `InvalidRequest` naming what is wrong."""
         unknown = set(data) - {"enabled", "threshold_credits", "bundle"}
         if unknown:
             raise InvalidRequest(f"unknown auto-recharge setting(s): {', '.join(sorted(unknown))}")
@@ -45,6 +52,12 @@ class AutoRecharge:
         if not isinstance(bundle, str) or bundle not in bundles:
             known = ", ".join(sorted(bundles)) or "none configured"
             raise InvalidRequest(f"bundle must be one of the catalog's bundles: {known}")
+        limit = MAX_THRESHOLD_PACKS * bundles[bundle]
+        if threshold >= limit:
+            raise InvalidRequest(
+                f"threshold_credits must be below {limit:,} ({MAX_THRESHOLD_PACKS} times the "
+                f"{bundles[bundle]:,} credits of bundle {bundle!r}), or every debit would buy"
+            )
         return cls(enabled, threshold, bundle)
 
     def as_dict(self) -> dict[str, Any]:

@@ -10,9 +10,9 @@ wallet as one `void` entry. The rules:
   the operator captures or releases the holds first. A refund is all of a pack's unused credits
   or nothing, so "at most once" never strands credits that a later refund could not return;
 - a pack with nothing left (used, expired, or spent on arrears) has nothing to refund;
-- the amount is the pack's price less the money its used credits consumed, that money being
-  round(price x used / credits) in the currency's minor unit: the same allocation the revenue
-  roll-forward makes, so the refund it reports equals this amount;
+- the amount is the pack's price less the money its used credits consumed (app.domain.money
+  `share_of`, in the currency's minor unit): the same allocation the revenue roll-forward
+  makes, so the refund it reports equals this amount;
 - the invoice: a wholly unused pack invoiced through Kinde and sold in the Kinde period that is
   still open is taken off that period's pack count (`reduced`: Kinde never invoices it); any
   other refund is a credit note the operator issues in Kinde (`credit_note_due`).
@@ -22,29 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from enum import StrEnum
 
 from app.domain.ledger import Block, LedgerError, Wallet
-
-# ISO 4217 currencies whose minor unit is not the cent.
-_NO_MINOR_UNIT = frozenset({"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG",
-                            "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"})
-_THOUSANDTHS = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
-
-
-def minor_unit(currency: str) -> Decimal:
-    """The smallest amount of `currency`: Decimal("1") for JPY, "0.01" for USD, "0.001" KWD."""
-    code = currency.upper()
-    if code in _NO_MINOR_UNIT:
-        return Decimal("1")
-    if code in _THOUSANDTHS:
-        return Decimal("0.001")
-    return Decimal("0.01")
-
-
-def round_money(amount: Decimal, currency: str) -> Decimal:
-    return amount.quantize(minor_unit(currency), rounding=ROUND_HALF_UP)
+from app.domain.money import round_money, share_of
 
 
 class RefundInvoice(StrEnum):
@@ -122,8 +104,8 @@ def refund_terms(
 ) -> RefundTerms:
     """The amount of `unused` credits of a pack of `original` sold for `price`, and the
     invoice it goes back on."""
-    used_money = round_money(price * (original - unused) / original, currency)
-    amount = round_money(price - used_money, currency)
+    cost = round_money(price, currency)
+    amount = cost - share_of(cost, original, original - unused, currency)
     reduced = (
         unused == original
         and invoiced_through_kinde

@@ -16,13 +16,16 @@ from typing import Any, Literal, NoReturn, TypeVar
 import marshmallow as ma
 from flask import current_app, request
 from flask_smorest import Api, Blueprint
+from webargs.core import is_json, missing
 from webargs.flaskparser import FlaskParser, abort
 from werkzeug.routing import BaseConverter
 
 from app.bootstrap import Container
+from app.domain.text import text_problem
 from app.http.auth import Requirement, authenticate_and_authorize, requires
 from app.http.errors import ApiError
 from app.http.schemas import HOLD_ID_PATTERN, WALLET_ID_PATTERN, ErrorSchema
+from app.http.strict_json import DuplicateKey
 from app.services.ledger import Outcome
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -114,8 +117,14 @@ class JsonErrorParser(FlaskParser):
         abort(422, exc=error, messages={"json": ["request body is not valid JSON"]})
 
     def _raw_load_json(self, req: Any) -> Any:
+        # Read through the app's JSON provider (app.http.strict_json), not webargs' own
+        # json.loads, so a duplicate key is refused here for every route.
+        if not is_json(req.mimetype):
+            return missing
         try:
-            data = super()._raw_load_json(req)
+            data = _read_json(req.get_data(cache=True))
+        except DuplicateKey as exc:
+            raise ApiError(400, "invalid_request", str(exc)) from None
         except RecursionError:
             abort(422, messages={"json": ["request body is nested too deeply"]})
         except ValueError as exc:
@@ -132,6 +141,16 @@ class JsonErrorParser(FlaskParser):
         if not all(_is_storable_text(v) for v in req.args.values()):
             abort(422, messages={"query": [UNSTORABLE_TEXT]})
         return super().load_querystring(req, schema)
+
+
+def _read_json(body: bytes) -> Any:
+    """A request body as JSON through the app's provider (`StrictJSONProvider`)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # As webargs does: an undecodable body is invalid JSON (answered by the parser).
+        raise json.JSONDecodeError(f"not UTF-8: {exc.reason}", doc="", pos=exc.start) from exc
+    return current_app.json.loads(text)
 
 
 UNSTORABLE_TEXT = ("request holds text that cannot be stored: a NUL character (\\u0000) or "
@@ -231,18 +250,30 @@ def idempotency_key() -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return None
+    if (why := _header_text_problem(key)) is not None:
+        raise ApiError(
+            422, "invalid_request",
+            f"{IDEMPOTENCY_HEADER} {why}: keys may not hold control or bidi characters",
+        )
     key = key.strip()
     if not key or len(key) > MAX_IDEMPOTENCY_KEY:
         raise ApiError(
             422, "invalid_request",
             f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
         )
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key) or not is_storable(key):
-        raise ApiError(
-            422, "invalid_request",
-            f"{IDEMPOTENCY_HEADER} must not hold control characters (such as NUL)",
-        )
     return key
+
+
+def _header_text_problem(value: str) -> str | None:
+    """`text_problem` for a header value. WSGI hands headers over as Latin-1, so a client's
+    UTF-8 arrives as Latin-1 characters (U+202E as `â\x80®`, U+FEFF as a printable `ï»¿`,
+    and harmless Cyrillic with C1 bytes in it): a value that is UTF-8 is judged as the text
+    it encodes, any other value as its Latin-1 reading."""
+    try:
+        text = value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        text = value
+    return text_problem(text)
 
 
 def batch_record_key(header_key: str, index: int) -> str:

@@ -2,21 +2,28 @@
 
 `init_api(app)` sets up flask-smorest, whose document is generated from the marshmallow schemas
 in `app.http.schemas` and is the truth about the API. The docs page is rendered on the server
-from that same document, with no JavaScript or CDN, so it works offline and behind strict
-firewalls; Swagger UI (loaded from a CDN) is at `/docs/swagger` for trying calls in a browser.
+from that same document, with no script at all and nothing from a CDN: it shares its origin
+with the customer dashboard, so a third-party script there could read dashboard sessions.
+`/docs/swagger` (once Swagger UI from a CDN) redirects to it; load `/openapi.json` into any
+OpenAPI tool to try calls. Both send a CSP that allows only the page's own inline style, and
+forbid framing.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, redirect, url_for
 from flask_smorest import Api
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from app.http import errors
 from app.http.api import register_converters
 from app.http.schemas import ErrorSchema
+from app.http.strict_json import StrictJSONProvider
 
 OPENAPI_INFO_DESCRIPTION = (
     "Prepaid credits for SaaS products that bill with Kinde. Send "
@@ -35,14 +42,14 @@ class CreditsApi(Api):
 
 def init_api(app: Flask) -> Api:
     """Configure flask-smorest and the JSON error handlers; returns the Api to register with."""
+    # Request bodies are read through this provider: it refuses duplicate keys.
+    app.json = StrictJSONProvider(app)
     app.config.update(
         API_TITLE="kinde-credits",
         API_VERSION="1",
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="docs/swagger",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
     )
     # Bodies are small JSON; refuse anything huge before reading it (413, as JSON).
     # (Flask's default config holds the key with None, so setdefault would not do.)
@@ -65,6 +72,27 @@ def init_api(app: Flask) -> Api:
 
 bp = Blueprint("docs", __name__)
 
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;"
+          "padding:0 1rem}section{border-top:1px solid #ddd;padding:.5rem 0}"
+          "code{background:#f4f4f4;padding:.1rem .3rem}")
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+DOCS_HEADERS: dict[str, str] = {
+    # Nothing but the page's own inline style (by its hash): no script, image, font or frame.
+    "Content-Security-Policy": (
+        f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@bp.after_request
+def _docs_headers(response: Response) -> Response:
+    response.headers.update(DOCS_HEADERS)
+    return response
+
 
 def _render(spec: dict[str, Any]) -> str:
     esc = html.escape
@@ -85,13 +113,11 @@ def _render(spec: dict[str, Any]) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{esc(info.get('title', 'API'))} API</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;"
-        "padding:0 1rem}section{border-top:1px solid #ddd;padding:.5rem 0}"
-        "code{background:#f4f4f4;padding:.1rem .3rem}</style></head><body>"
+        f"<style>{_STYLE}</style></head><body>"
         f"<h1>{esc(info.get('title', 'API'))} v{esc(str(info.get('version', '')))}</h1>"
         f"<p>{esc(info.get('description', ''))}</p>"
-        "<p><a href='/openapi.json'>OpenAPI document</a> · "
-        "<a href='/docs/swagger'>Swagger UI</a></p>"
+        "<p><a href='/openapi.json'>OpenAPI document</a> (load it into any OpenAPI tool "
+        "to try calls)</p>"
         + "".join(rows)
         + "</body></html>"
     )
@@ -101,3 +127,9 @@ def _render(spec: dict[str, Any]) -> str:
 def docs_page() -> Response:
     api: Api = current_app.extensions["flask-smorest"]["apis"][""]["ext_obj"]
     return Response(_render(api.spec.to_dict()), mimetype="text/html")
+
+
+@bp.get("/docs/swagger")
+def swagger_moved() -> WerkzeugResponse:
+    """Swagger UI loaded its script from a CDN; the same origin serves the dashboard."""
+    return redirect(url_for("docs.docs_page"), code=301)

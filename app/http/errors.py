@@ -18,8 +18,9 @@ from werkzeug.exceptions import HTTPException
 
 from app.domain.budgets import MemberBudgetExceeded
 from app.domain.ledger import InsufficientCredits, LedgerError
+from app.services.errors import OUTCOME_UNKNOWN, OUTCOME_UNKNOWN_MESSAGE
 from app.services.ledger import status_for
-from app.services.ports import KeySourceUnavailable, TokenError
+from app.services.ports import CommitOutcomeUnknown, KeySourceUnavailable, TokenError
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,13 @@ def register(app: Flask) -> None:
             "cannot verify access tokens right now (signing keys unavailable); retry shortly",
             headers={"Retry-After": "5"},
         ).response()
+
+    @app.errorhandler(CommitOutcomeUnknown)
+    def _outcome_unknown(exc: CommitOutcomeUnknown) -> Response:
+        # Never "not applied": the balance may have moved. The same key makes a retry safe.
+        log.error("commit outcome unknown: %s", exc)
+        return ApiError(503, OUTCOME_UNKNOWN, OUTCOME_UNKNOWN_MESSAGE,
+                        headers={"Retry-After": "1"}).response()
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

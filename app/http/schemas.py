@@ -18,6 +18,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from app.domain.text import text_problem
 from app.services.ledger import MAX_CREDITS, MAX_HOLD_SECONDS, MAX_QUANTITY
 
 # Wallet ids are Kinde owner ids (app.domain.ledger.owner_type_of): kp_... or org_..., at most 64
@@ -28,6 +29,12 @@ HOLD_ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 MAX_BATCH = 1000
 MAX_LEDGER_PAGE = 200
 KEY_LENGTH = validate.Length(min=1, max=64)
+
+
+def safe_text(value: str) -> None:
+    """Field validator: ids and keys hold no control or bidi characters (app.domain.text)."""
+    if (why := text_problem(value)) is not None:
+        raise ma.ValidationError(f"{why}; ids and keys may not hold control or bidi characters")
 
 
 def _timestamp(description: str, **kwargs: Any) -> fields.String:
@@ -311,7 +318,7 @@ class BatchRecordSchema(UsageRequestSchema):
         validate=validate.Regexp(f"^{WALLET_ID_PATTERN}$", error="not a Kinde user or org id"),
         metadata={"description": "kp_... (user) or org_... (organization)"},
     )
-    idempotency_key = fields.String(validate=validate.Length(min=1, max=255))
+    idempotency_key = fields.String(validate=[validate.Length(min=1, max=255), safe_text])
 
 
 class BatchRequestSchema(ma.Schema):

@@ -19,7 +19,6 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +26,7 @@ from app.domain import dashboard as rules
 from app.domain.dashboard import AccessRefused
 from app.domain.forecast import runway_sentence
 from app.domain.ledger import InvalidRequest
+from app.domain.money import discounted
 from app.domain.usage_terms import fmt
 from app.services.ledger import LedgerService, Outcome
 from app.services.ports import Signer
@@ -212,7 +212,7 @@ class DashboardService:
                 "value": rules.value_texts(b.credits,
                                            [(f.unit, f.credits_per_unit) for f in features]),
                 "idempotency_key": f"dashboard:{secrets.token_hex(16)}",
-                "auto_price": str(discounted_price(b.price, discount)),
+                "auto_price": str(discounted(b.price, discount, b.currency)),
             })
         expiries = [
             {"credits": block["remaining"],
@@ -310,12 +310,6 @@ def _actions(payload: dict[str, Any]) -> frozenset[str]:
 
 class BuyingDisabled(Exception):
     """The operator does not allow this action on the page (403)."""
-
-
-def discounted_price(price: Decimal, discount_percent: Decimal) -> Decimal:
-    """The auto-recharge price, rounded like `AutoRecharger` charges it."""
-    return (price * (Decimal(100) - discount_percent) / Decimal(100)).quantize(
-        Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 def _iso(moment: datetime) -> str:

@@ -29,6 +29,15 @@ class IdempotencyConflict(LedgerError):
     code = "idempotency_conflict"
 
 
+# A write whose COMMIT answer was lost (ports.CommitOutcomeUnknown): 503, and what to do.
+OUTCOME_UNKNOWN = "outcome_unknown"
+OUTCOME_UNKNOWN_MESSAGE = (
+    "the database connection was lost while this write was being committed, so it may or may "
+    "not have been applied; retry with the same Idempotency-Key: if it was applied you get "
+    "its first result, otherwise it is applied once (without a key, read the wallet's ledger "
+    "before retrying)"
+)
+
 _STATUS = {
     "insufficient_credits": 402,
     "member_budget_exceeded": 402,

@@ -17,7 +17,8 @@ Guarantees (pinned by tests on SQLite and PostgreSQL):
 - A caller gets its result only after the commit that made its work durable succeeded. If the
   batch fails before its commit is sent, nothing of it was written, so each piece is run again
   in its own transaction. If the commit itself fails, its outcome is unknown, so nothing is run
-  again: every caller gets the error, exactly as the caller of a lone transaction would.
+  again: every caller gets the error, exactly as the caller of a lone transaction would (a lost
+  connection during COMMIT is `CommitOutcomeUnknown`: the HTTP answer is 503 `outcome_unknown`).
 - No background thread: the first caller to find no batch running leads one batch (its own
   piece is in it), then hands the lead to the next waiting caller. A caller waits for the
   batch in flight and the pieces queued ahead of it; a large submission (`run_many`) queues
@@ -237,6 +238,7 @@ class GroupCommitRunner:
     def _together(self, ordered: list[_Pending[Any]]) -> None:
         """Apply the pieces in one transaction; publish their outcomes only once committed."""
         outcomes: list[tuple[_Pending[Any], tuple[Any] | None, Exception | None]] = []
+        commit_error: Exception | None = None
         committed = False
         try:
             with self.factory(True) as uow:
@@ -253,11 +255,14 @@ class GroupCommitRunner:
                 try:
                     uow.commit()
                 except Exception as exc:
-                    raise _CommitFailed(exc) from exc
+                    commit_error = exc
+                    raise
                 committed = True
-        except _CommitFailed:
-            raise
-        except Exception:
+        except Exception as exc:
+            if commit_error is not None:
+                # COMMIT was sent: whatever closing the unit of work raised after it, the
+                # commit's own error is the answer and nothing may run again.
+                raise _CommitFailed(commit_error) from exc
             if not committed:
                 raise
             # Closing the connection failed after the commit: the work is durable and the

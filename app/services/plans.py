@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.domain import agreements as periods
@@ -73,7 +73,8 @@ class _Rows:
 
 
 def _granted_order(row: AllotmentRecord) -> tuple[datetime, datetime]:
-    """Rows in the order they were granted (a plan change grants a row for the same start)."""
+    """Rows in the order they were granted (a plan change grants a row for the same start;
+    `created_at` is strictly increasing per wallet)."""
     return row.period_start, row.created_at or row.period_start
 
 
@@ -131,12 +132,19 @@ class PlanService:
             return
         self.writer.release_expired_holds(uow, wallet, end)
         wallet.expire_blocks(end)
-        self._apply_cap(rows, wallet, ending, end)
+        # The plan in force at the end: the wallet's (every plan event applies the ends that
+        # passed before it changes the plan), or, for an agreement it left, the last granted.
+        profile = uow.wallets.profile(wallet.id)
+        in_force = self.plan(
+            profile.plan_code if profile is not None and profile.agreement_id == agreement_id
+            and self.plan(profile.plan_code) is not None
+            else max(ending, key=_granted_order).plan_code)
+        self._apply_cap(rows, wallet, ending, end, in_force)
         for row in ending:
             if uow.write:
                 rows.repo.mark_ended(row, now)
             rows.replace(row, replace(row, ended_at=now))
-        upcoming = self._next_periods(rows, wallet, agreement_id, last, known, now)
+        upcoming = self._next_periods(rows, wallet, agreement_id, last, known, in_force)
         if upcoming is None:
             return  # waits, ended (the next period comes from the source)
         plan, status, following = upcoming
@@ -154,14 +162,16 @@ class PlanService:
 
     def _next_periods(
         self, rows: _Rows, wallet: Wallet, agreement_id: str, last: AllotmentRecord,
-        known: Any, now: datetime,
+        known: Any, in_force: Plan | None,
     ) -> tuple[Plan | None, str, list[Period]] | None:
         """What follows `last`: (plan, status, periods); ([] when nothing follows), or None
-        when the next period must wait for the source."""
+        when the next period must wait for the source. The next period renews the plan in
+        force at the end; a plan change processed later grants its own allotment."""
         profile = rows.uow.wallets.profile(wallet.id)
-        plan = self.plan(profile.plan_code if profile else None)
+        plan = in_force
         continuing = (
             profile is not None and profile.agreement_id == agreement_id and plan is not None
+            and self.plan(profile.plan_code) is not None
             and not last.final and last.status != PeriodStatus.WITHDRAWN
         )
         if not continuing or any(r.period_end > last.period_end
@@ -188,15 +198,14 @@ class PlanService:
         return Calendar.of(first.period)
 
     def _apply_cap(self, rows: _Rows, wallet: Wallet, ending: list[AllotmentRecord],
-                   end: datetime) -> None:
-        """The cap of the plan of the periods ending at `end`, as of `end`, on the allotments
-        their agreement carries into the next period: those of its periods that ended by
+                   end: datetime, plan: Plan | None) -> None:
+        """The cap of the plan in force at `end` (the last one granted for the ending period),
+        as of `end`, on the allotments their agreement carries into the next period: those of
+        its periods that ended by
         `end`. A period of a newer plan that runs past `end` keeps its own allotment whole."""
-        latest = max(ending, key=_granted_order)
-        plan = self.plan(latest.plan_code)
         if plan is None:
             return
-        blocks = {r.block_id for r in rows.of(latest.agreement_id)
+        blocks = {r.block_id for r in rows.of(ending[0].agreement_id)
                   if r.block_id and r.period_end <= end}
         own = [b for b in wallet.blocks if b.id in blocks]
         for block, credits in rules.cap_expiries(plan, own, end, wallet.available):
@@ -226,12 +235,19 @@ class PlanService:
         if any(r.agreement_id == agreement_id and r.plan_code == plan.code
                and periods.same_period(r.period_start, period.start) for r in rows.all):
             return False
+        # Grants of one wallet are strictly ordered (plan events at the same instant too): the
+        # last one granted for a period is the plan in force at its end.
+        granted_at = self.clock()
+        latest = max((r.created_at for r in rows.all if r.created_at), default=None)
+        if latest is not None and granted_at <= latest:
+            granted_at = latest + timedelta(microseconds=1)
         record = AllotmentRecord(
             wallet.id, agreement_id, period.start, plan.code, period.end,
             plan.credits_per_period, status=status,
             check_at=at if status == PeriodStatus.PROVISIONAL else None,
+            created_at=granted_at,
         )
-        if rows.uow.write and not rows.repo.claim(record, self.clock()):
+        if rows.uow.write and not rows.repo.claim(record, granted_at):
             return False
         expires = rules.allotment_expiry(plan, period)
         if plan.credits_per_period > 0 and (expires is None or expires > at):

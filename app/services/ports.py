@@ -40,6 +40,16 @@ class DuplicateKey(Exception):
     """A unique key was taken by a concurrent transaction (raised by stores, not services)."""
 
 
+class CommitOutcomeUnknown(Exception):
+    """COMMIT was sent but its answer was lost (the connection dropped): the transaction may
+    have been applied or not. Raised by a unit of work's `commit` (stores, not services).
+
+    Nothing may run the work again on its own (it may be applied already); the caller is told
+    so, and retries with the same idempotency key, which returns the first result if the
+    commit did land and applies the write once if it did not.
+    """
+
+
 # -- wallets and idempotency --------------------------------------------------------------------
 
 
@@ -288,6 +298,16 @@ class RechargeRepository(Protocol):
 
     def latest_auto(self, wallet_id: str) -> dict[str, object] | None:
         """The wallet's most recent auto-recharge purchase, for the wallet view."""
+
+    def defer(self, wallet_id: str, now: datetime) -> None:
+        """A purchase was due but waited for the one in flight: remember it (the first wait's
+        time is kept) until `clear_deferred`."""
+
+    def clear_deferred(self, wallet_id: str) -> None:
+        """Nothing waits any more (bought, or no longer due)."""
+
+    def deferred_ready(self, limit: int) -> list[str]:
+        """Wallets with a purchase that waited and none in flight now, longest wait first."""
 
 
 # -- webhook inbox and meter readings -----------------------------------------------------------

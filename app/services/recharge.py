@@ -3,7 +3,14 @@
 Runs inside the debit's own transaction, under the wallet's lock, so that:
 - credits are granted once and only once per purchase (same commit as the purchase row);
 - at most one recharge is in flight per wallet (a purchase whose invoice is not yet confirmed
-  blocks the next one);
+  blocks the next one). A purchase that waits for the one in flight is remembered
+  (`recharges.defer`) and made once nothing is in flight: by the worker right after the
+  outbox settles the pending one (app.services.deferred_recharges), or by the next attempt to
+  spend, whichever comes first;
+- a usage debit refused for credits on a wallet below its threshold buys (`rescue`) and is
+  then tried again in the same transaction: it succeeds if the pack covers it; if not, the
+  refusal rolls the purchase back too (a 402 never leaves a charge behind). So a wallet that
+  ran dry while a purchase was in flight never stalls;
 - the catalog's `max_per_day` caps purchases per wallet and UTC day;
 - a failed charge (invoice dead-lettered, or Kinde's `customer.payment_failed`) suspends
   auto-recharge with a visible reason and a notification; nothing retries a failing card: the
@@ -23,11 +30,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from app.domain.catalog import Catalog
 from app.domain.ledger import Wallet
+from app.domain.money import discounted
 from app.domain.usage_terms import describe_credit
 from app.services.outbox_kinds import PACK_INVOICE, kind_of
 from app.services.payments import Payments
@@ -59,11 +66,43 @@ class AutoRecharger:
             # Only spending triggers a purchase: never expiry (which a read may apply), a
             # hold, or a credit.
             return False
+        return self.buy(uow, wallet, now)
+
+    def rescue(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> bool:
+        """A usage debit was just refused for credits: buy now if the wallet is below its
+        threshold (the same rules as `apply`); True if bought, and the caller tries the debit
+        again. If the pack does not cover it, the refusal rolls the purchase back with it."""
+        settings = wallet.auto_recharge
+        if settings is None or not settings.triggered_by(wallet.balance):
+            return False
+        return self.buy(uow, wallet, now)
+
+    def follow_up(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> bool:
+        """The purchase that waited for one in flight, once nothing is (the worker's step).
+
+        Bought if the wallet is still below its threshold with auto-recharge active; otherwise
+        the wait is forgotten (the next debit below the threshold decides again).
+        """
+        uow.recharges.clear_deferred(wallet.id)
+        settings = wallet.auto_recharge
+        if settings is None or not settings.triggered_by(wallet.balance):
+            return False
+        return self.buy(uow, wallet, now)
+
+    def buy(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> bool:
+        """The purchase decision once triggered: the bundle can be sold, none in flight (else
+        remembered, see `follow_up`), under the daily cap; then buy. True if bought."""
+        settings = wallet.auto_recharge
+        if settings is None or not settings.active:
+            return False
         bundle = self.catalog.bundles.get(settings.bundle)
         if bundle is None or self.payments.refusal(bundle) is not None:
             self.suspend(uow, wallet, f"bundle {settings.bundle!r} can no longer be bought", now)
             return False
         if uow.recharges.in_flight(wallet.id):
+            # Remembered: bought once the one in flight settles (worker) or on the next
+            # attempt to spend, instead of never if this was the wallet's last debit.
+            uow.recharges.defer(wallet.id, now)
             return False
         day = now.date().isoformat()
         cap = self.catalog.auto_recharge.max_per_day
@@ -78,9 +117,7 @@ class AutoRecharger:
                 }))
             return False
         discount = self.catalog.auto_recharge.discount_percent
-        price = (bundle.price * (Decimal(100) - discount) / Decimal(100)).quantize(
-            Decimal("0.01"), rounding=ROUND_HALF_UP
-        )
+        price = discounted(bundle.price, discount, bundle.currency)
         expires = now + timedelta(days=bundle.expires_after_days) if bundle.expires_after_days \
             else None
         entry = wallet.credit(
@@ -95,6 +132,7 @@ class AutoRecharger:
         )
         recharge_id = self.payments.charge(uow, wallet.id, bundle, price, now, auto=True,
                                            block_id=entry.block_id)
+        uow.recharges.clear_deferred(wallet.id)
         wallet.new_alerts.append(Notice("credits.auto_recharged", {
             "wallet_id": wallet.id, "balance": wallet.balance, "bundle": bundle.key,
             "credits": bundle.credits, "price": str(price), "currency": bundle.currency,

@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from app.domain.refunds import round_money
+from app.domain.money import format_money
 from app.services.ports import UnitOfWorkFactory
 from app.services.views import iso
 
@@ -40,7 +40,7 @@ def refunds_report(uow_factory: UnitOfWorkFactory, since: datetime,
         })
     return {
         "since": since.isoformat(), "until": until.isoformat(), "refunds": rows,
-        "totals": {cur: {k: str(round_money(v, cur)) for k, v in t.items()}
+        "totals": {cur: {k: format_money(v, cur) for k, v in t.items()}
                    for cur, t in sorted(totals.items())},
     }
 

@@ -1,7 +1,7 @@
 """Revenue roll-forward for any past period: `report revenue` and `GET /v1/reports/revenue`.
 
 Per currency, for [since, until):
-    opening_deferred + sales - refunds - recognised - breakage = closing_deferred  (to the cent)
+    opening_deferred + sales - refunds - recognised - breakage = closing_deferred  (exactly)
 - sales: the cost basis of credit blocks created in the period (purchases, and plan allotments
   when the catalog gives the plan a price);
 - recognised: credits used in the period (usage, captured holds, credits that paid arrears)
@@ -16,10 +16,12 @@ Exact for any period, not only "to date": every debit and expiry records which b
 from and when (`block_draws`, written in the entry's own transaction; migration 0013 backfilled
 older ledgers by replaying them). Money is allocated per block in draw order (time, then entry
 id): after a block's first n credits are consumed, round(cost x n / original) of its money is
-consumed, to the cent. Each draw gets the difference, so every figure is a sum of whole cents,
-none is ever negative, a fully used block consumes exactly its cost, and the identity above
-holds exactly in every period. Credits with no cost basis (sign-up, grants, plans without a
-price) are reported as credit counts only, with the same roll-forward in credits.
+consumed, rounded to the currency's minor unit (app.domain.money: JPY 0, USD 2, KWD 3
+decimals). Each draw gets the difference, so every figure is a sum of whole minor units, none
+is ever negative (nor printed "-0.00"), a fully used block consumes exactly its cost, and the
+identity above holds exactly in every period. Credits with no cost basis (sign-up, grants,
+plans without a price) are reported as credit counts only, with the same roll-forward in
+credits.
 """
 
 from __future__ import annotations
@@ -28,39 +30,38 @@ import csv
 import io
 from collections import defaultdict
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
+from app.domain.money import format_money, round_money, share_of
 from app.services.ports import RevenueInputs, RevenueRepository, UnitOfWorkFactory
 
-CENT = Decimal("0.01")
 MONEY_FIELDS = ("opening_deferred", "sales", "refunds", "recognised", "breakage",
                 "closing_deferred")
 CREDIT_FIELDS = ("opening", "added", "refunded", "used", "expired", "closing")
 
 
-def _money(cost: Decimal, original: int, credits: int) -> Decimal:
-    return (cost * credits / original).quantize(CENT, rounding=ROUND_HALF_UP)
-
-
 def roll_forward(inputs: RevenueInputs, since: datetime, until: datetime) -> dict[str, Any]:
     """The report from its inputs (pure, so property tests can drive it directly)."""
     money: dict[str, dict[str, Decimal]] = defaultdict(
-        lambda: {k: Decimal("0.00") for k in MONEY_FIELDS})
+        lambda: {k: Decimal(0) for k in MONEY_FIELDS})
     credits: dict[str, dict[str, int]] = defaultdict(lambda: {k: 0 for k in CREDIT_FIELDS})
     for b in inputs.blocks:
-        row, count = money[b.currency], credits[b.currency]
+        row, count, cur = money[b.currency], credits[b.currency], b.currency
+        # Stored costs are whole minor units (the catalog refuses finer prices); rounding here
+        # too keeps the identity exact for rows written before that rule.
+        cost = round_money(b.cost, cur)
         consumed = b.consumed_before
-        taken = _money(b.cost, b.original, consumed)
+        taken = share_of(cost, b.original, consumed, cur)
         if b.created_at < since:
-            row["opening_deferred"] += b.cost - taken
+            row["opening_deferred"] += cost - taken
             count["opening"] += b.original - consumed
         else:
-            row["sales"] += b.cost
+            row["sales"] += cost
             count["added"] += b.original
         for amount, kind in b.draws:
             consumed += amount
-            now_taken = _money(b.cost, b.original, consumed)
+            now_taken = share_of(cost, b.original, consumed, cur)
             share = now_taken - taken
             taken = now_taken
             if kind == "expiry":
@@ -72,7 +73,7 @@ def roll_forward(inputs: RevenueInputs, since: datetime, until: datetime) -> dic
             else:
                 row["recognised"] += share
                 count["used"] += amount
-        row["closing_deferred"] += b.cost - taken
+        row["closing_deferred"] += cost - taken
         count["closing"] += b.original - consumed
     u = inputs.uncosted
     return {
@@ -80,7 +81,7 @@ def roll_forward(inputs: RevenueInputs, since: datetime, until: datetime) -> dic
         "until": until.isoformat(),
         "currencies": {
             cur: {
-                **{k: str(money[cur][k].quantize(CENT)) for k in MONEY_FIELDS},
+                **{k: format_money(money[cur][k], cur) for k in MONEY_FIELDS},
                 "credits": dict(credits[cur]),
             }
             for cur in sorted(money)

@@ -13,10 +13,10 @@ from app.domain.limits import usage_credits
 from app.domain.usage_terms import describe_debit, describe_units_left
 from app.services import budgets as member_budgets
 from app.services import views
-from app.services.errors import status_for
+from app.services.errors import OUTCOME_UNKNOWN, OUTCOME_UNKNOWN_MESSAGE, status_for
 from app.services.features import app_feature
 from app.services.idempotency import Outcome, keyed_work, run_keyed
-from app.services.ports import DuplicateKey, UnitOfWork
+from app.services.ports import CommitOutcomeUnknown, DuplicateKey, UnitOfWork
 from app.services.wallet_writer import WalletWriter
 
 log = logging.getLogger("kinde_credits.ledger")
@@ -79,7 +79,9 @@ class UsageService:
                 return entry
 
             # A wallet that never received credits has none: the same answer as empty.
-            written = self.writer.write(
+            # Refused for credits below the auto-recharge threshold: auto-recharge may buy
+            # and the debit is tried again (WalletWriter.spend).
+            written = self.writer.spend(
                 uow, wallet_id, now, debit, missing=lambda: InsufficientCredits(credits, 0))
             assert written is not None
             wallet = written.wallet
@@ -148,6 +150,11 @@ def _record_result(index: int, outcome: Outcome | Exception) -> dict[str, Any]:
             error.update(needed=outcome.needed,
                          available_to_member=outcome.available_to_member)
         return {"index": index, "status": status_for(outcome), "error": error}
+    if isinstance(outcome, CommitOutcomeUnknown):
+        # This record may be applied: never say it was not. Its key makes the retry safe.
+        log.error("usage batch record %d: commit outcome unknown", index, exc_info=outcome)
+        return {"index": index, "status": 503, "error": {
+            "code": OUTCOME_UNKNOWN, "message": OUTCOME_UNKNOWN_MESSAGE}}
     # Records before this one may be committed: a 500 for the whole batch would say "not
     # applied" about them. This record's work was rolled back, so the per-record answer is the
     # truth; a retry with the same keys replays the rest.

@@ -61,7 +61,8 @@ class WalletSettingsService:
         self, wallet_id: str, data: dict[str, Any], *, idempotency_key: str | None = None
     ) -> Outcome:
         catalog = self.writer.catalog
-        settings = AutoRecharge.parse(data, set(catalog.bundles))
+        settings = AutoRecharge.parse(
+            data, {key: bundle.credits for key, bundle in catalog.bundles.items()})
         if settings.enabled and self.writer.recharger is None:
             raise InvalidRequest(
                 "auto-recharge needs a way to charge: connect Kinde billing (KINDE_DOMAIN, "

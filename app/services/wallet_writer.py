@@ -9,6 +9,8 @@ callable. The writer does, in this order and nowhere else:
    before-sweep hooks (plan period ends and renewals, the holds that expired before each end
    released first), then the remaining due holds and blocks;
 3. the change the use case asked for (it may raise: the unit of work then rolls back whole);
+   usage written with `spend` that is refused for credits below the auto-recharge threshold
+   first lets auto-recharge buy, then is tried once more (app.services.recharge);
 4. auto-recharge, when this write's spending triggered it;
 5. alerts: the thresholds this write's entries crossed or re-armed;
 6. save: the wallet's new entries, blocks, holds and row (nothing when nothing changed);
@@ -29,7 +31,7 @@ from typing import Generic, TypeVar
 from app.domain import alerts as alert_rules
 from app.domain.alerts import Alert, AlertSettings
 from app.domain.catalog import Catalog
-from app.domain.ledger import CREDIT_KINDS, NewEntry, Wallet
+from app.domain.ledger import CREDIT_KINDS, InsufficientCredits, NewEntry, Wallet
 from app.domain.usage_terms import describe_hold_expired
 from app.services.group_commit import OwnTransactionRunner
 from app.services.ports import Clock, TransactionRunner, UnitOfWork, UnitOfWorkFactory
@@ -97,6 +99,37 @@ class WalletWriter:
         plan worker only: it applies period ends one at a time, dated when they happened, and
         a sweep to `now` would jump over them.
         """
+        return self._write(uow, wallet_id, now, change, create=create, missing=missing,
+                           sweep=sweep, rescue=False)
+
+    def spend(
+        self,
+        uow: UnitOfWork,
+        wallet_id: str,
+        now: datetime,
+        change: Change[T],
+        *,
+        missing: Callable[[], Exception] | None = None,
+    ) -> Written[T] | None:
+        """`write` for refusable usage: when `change` is refused for credits on a wallet below
+        its auto-recharge threshold, auto-recharge buys (if it may: active, none in flight,
+        under the daily cap) and `change` is tried once more in the same transaction. If the
+        pack does not cover it, the refusal stands and rolls the purchase back with it."""
+        return self._write(uow, wallet_id, now, change, create=False, missing=missing,
+                           sweep=True, rescue=True)
+
+    def _write(
+        self,
+        uow: UnitOfWork,
+        wallet_id: str,
+        now: datetime,
+        change: Change[T],
+        *,
+        create: bool,
+        missing: Callable[[], Exception] | None,
+        sweep: bool,
+        rescue: bool,
+    ) -> Written[T] | None:
         wallet = uow.wallets.lock_or_create(wallet_id, now) if create else uow.wallets.lock(
             wallet_id)
         if wallet is None:
@@ -106,8 +139,17 @@ class WalletWriter:
         loaded = _Snapshot.of(wallet)
         if sweep:
             self.sweep(uow, wallet, now)
-        result = change(wallet)
-        recharged = self.recharger is not None and self.recharger.apply(uow, wallet, now)
+        try:
+            result = change(wallet)
+            rescued = False
+        except InsufficientCredits:
+            if not (rescue and self.recharger is not None
+                    and self.recharger.rescue(uow, wallet, now)):
+                raise
+            result = change(wallet)  # with the pack's credits; may still refuse
+            rescued = True
+        recharged = rescued or (
+            self.recharger is not None and self.recharger.apply(uow, wallet, now))
         self._evaluate_alerts(wallet, recharged)
         saved: Saved = []
         if loaded.changed(wallet):
@@ -126,6 +168,9 @@ class WalletWriter:
         Part of every write; a read calls it on an unlocked wallet to see the same state in
         memory (the hooks write nothing in a read transaction, and a read never saves).
         """
+        if wallet.held > 0 and wallet.open_holds is None:
+            # Which holds were placed when decides which expired credits they keep back.
+            wallet.know_open_holds(uow.wallets.open_holds(wallet.id))
         for hook in self.before_sweep:
             hook(uow, wallet, now)
         self.release_expired_holds(uow, wallet, now)

@@ -52,6 +52,12 @@ class _Handler:
     def catalog(self) -> Catalog:
         return self.writer.catalog
 
+    def _catch_up(self, uow: WebhookUnitOfWork, wallet_id: str, now: datetime) -> None:
+        """Apply the period ends that passed before this event changes the wallet's plan or
+        agreement: each end renews the plan that was in force at it, not the event's."""
+        if self.plans is not None:
+            self.writer.write(uow, wallet_id, now, lambda _wallet: None)
+
     def _write(
         self, uow: WebhookUnitOfWork, wallet_id: str, now: datetime,
         apply: Callable[[Wallet], Applied],
@@ -224,6 +230,7 @@ class AgreementHandler(_Handler):
             # Granting on it could mean an allotment every few seconds, or never ending.
             return parked(ParkReason(ParkKind.MALFORMED, implausible), fields, wallet_id)
         wallet = uow.wallets.lock_or_create(wallet_id, now)  # the lock orders profile updates
+        self._catch_up(uow, wallet_id, now)
         # Only plan periods tell which agreement came first (none without plan credits).
         stale = replaced_agreement(uow, wallet.id, fields) if self.plans is not None else None
         if stale is not None:
@@ -237,7 +244,7 @@ class AgreementHandler(_Handler):
         plans = self.plans
         if plans is not None:
             # Plan credits for the agreement's current period, once (app.services.plans),
-            # after the profile learned the event's plan (its period ends apply that plan).
+            # after the profile learned the event's plan.
             written = self.writer.write(
                 uow, wallet_id, now,
                 lambda w: plans.on_agreement_event(uow, w, fields, event.timestamp, now),
@@ -265,6 +272,7 @@ class HistoryHandler(_Handler):
             note = "auto-recharge suspended"
         if event.type == "customer.agreement_cancelled" and self.plans is not None:
             uow.wallets.lock_or_create(wallet_id, now)  # the wallet lock orders plan changes
+            self._catch_up(uow, wallet_id, now)
             note = self.plans.on_agreement_cancelled(uow, wallet_id, fields.agreement_id)
         return Applied("processed", note, wallet_id=wallet_id, customer_id=fields.customer_id)
 

@@ -46,6 +46,7 @@ from app.domain.kinde_events import (
     text_problem,
 )
 from app.domain.park_reasons import ParkKind, ParkReason
+from app.domain.text import unsafe_char
 from app.services.agreements import AgreementCache
 from app.services.plans import PlanService
 from app.services.ports import (
@@ -399,7 +400,7 @@ def _failure_reason(exc: BaseException | None) -> str:
     if exc is None:
         return ParkReason(ParkKind.FAILED, "unknown error").text
     detail = str(exc).split("\n", 1)[0].split("[SQL", 1)[0].strip()
-    detail = "".join("?" if ord(ch) < 32 or ord(ch) == 127 else ch for ch in detail)[:200]
+    detail = "".join("?" if unsafe_char(ch) else ch for ch in detail)[:200]
     return ParkReason(ParkKind.FAILED, f"{type(exc).__name__}: {detail}").text
 
 

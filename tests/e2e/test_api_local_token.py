@@ -75,3 +75,13 @@ def test_cli_token_refuses_in_kinde_mode(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "KINDE_DOMAIN" in result.stderr and "Kinde" in result.stderr
     assert result.stdout == ""
+
+
+def test_cli_token_refuses_a_ttl_beyond_the_lifetime_maximum(tmp_path: Path) -> None:
+    """The service refuses tokens living longer than TOKEN_MAX_LIFETIME_SECONDS (a day by
+    default), so `token` does not mint one."""
+    long = cli(_env(tmp_path), "token", "--sub", "kp_a", "--ttl", "90000")
+    assert long.returncode == 2 and "TOKEN_MAX_LIFETIME_SECONDS" in long.stderr
+    allowed = cli(_env(tmp_path, TOKEN_MAX_LIFETIME_SECONDS="100000"),
+                  "token", "--sub", "kp_a", "--ttl", "90000")
+    assert allowed.returncode == 0, allowed.stderr

@@ -63,6 +63,8 @@ class _State:
     spend: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
     member_holds: dict[str, tuple[str, str]] = field(default_factory=dict)
     purchases: dict[str, _Purchase] = field(default_factory=dict)
+    # wallet id -> when a purchase first waited for the one in flight (recharges.defer).
+    deferred_recharges: dict[str, datetime] = field(default_factory=dict)
     # The webhook inbox (with each event's raw body), meter readings and when each was last
     # raised, and the billing state (agreement cache, usage report state).
     events: dict[str, InboxEvent] = field(default_factory=dict)
@@ -369,6 +371,16 @@ class MemoryRecharges:
     def in_flight(self, wallet_id: str) -> bool:
         return any(p.wallet_id == wallet_id and p.status == "pending" and p.auto
                    and p.refunded_at is None for p in self.s.purchases.values())
+
+    def defer(self, wallet_id: str, now: datetime) -> None:
+        self.s.deferred_recharges.setdefault(wallet_id, now)
+
+    def clear_deferred(self, wallet_id: str) -> None:
+        self.s.deferred_recharges.pop(wallet_id, None)
+
+    def deferred_ready(self, limit: int) -> list[str]:
+        waiting = sorted(self.s.deferred_recharges.items(), key=lambda item: (item[1], item[0]))
+        return [w for w, _ in waiting if not self.in_flight(w)][:limit]
 
     def count_on_day(self, wallet_id: str, day: str) -> int:
         return sum(p.wallet_id == wallet_id and p.day == day and p.auto

@@ -304,7 +304,7 @@ def test_daily_cap_and_one_in_flight(billed: Container, kinde: FakeKinde,
                                      clock: FakeClock) -> None:
     billed.ledger.grant("kp_rich", 100, "welcome")
     billed.ledger.set_auto_recharge(
-        "kp_rich", {"enabled": True, "threshold_credits": 100_000, "bundle": "starter"})
+        "kp_rich", {"enabled": True, "threshold_credits": 49_999, "bundle": "starter"})
     billed.ledger.record_usage("kp_rich", "api_call", 1)   # buys one (in flight)
     billed.ledger.record_usage("kp_rich", "api_call", 1)   # still below: not again yet
     assert len(recharges(billed)) == 1

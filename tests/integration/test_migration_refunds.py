@@ -1,4 +1,4 @@
-"""Migration 0016: purchases made before it can be refunded: their entries and Kinde purchase
+"""Migration 0017: purchases made before it can be refunded: their entries and Kinde purchase
 rows are linked to the block each sold."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def test_existing_purchases_are_linked_to_their_blocks(db_url: str) -> None:
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     rendered = url.render_as_string(hide_password=False)
-    command.downgrade(alembic_config(rendered), "0015")
+    command.downgrade(alembic_config(rendered), "0016")
     engine = create_engine(url)
     t = datetime(2026, 11, 24, tzinfo=UTC).replace(tzinfo=None)
     try:

@@ -12,8 +12,8 @@ periods" and "Ledger rules" alone:
 - blocks are drawn soonest-expiring first; usage is refused beyond available (balance - held);
 - at a period end, in time order: holds that expired before it are released, blocks due by it
   expire (credits of due blocks up to what open holds reserve are kept until the holds
-  settle), then the plan's cap takes the excess of the agreement's carried allotments (bounded
-  by available), then the next period's allotment is granted;
+  settle), then the cap of the plan in force at the end takes the excess of the agreement's
+  carried allotments (bounded by available), then that plan's next allotment is granted;
 - expiry of a block kept for a hold happens when the hold settles.
 The revenue roll-forward identity is checked per currency at the end, with a 0-decimal (JPY)
 and a 3-decimal (KWD) plan price among the plans.
@@ -95,8 +95,7 @@ class Model:
     now: datetime
     blocks: list[MBlock] = field(default_factory=list)
     holds: list[MHold] = field(default_factory=list)
-    # (period start, plan) -> the order it was granted in
-    granted: dict[tuple[datetime, str], int] = field(default_factory=dict)
+    granted: set[tuple[datetime, str]] = field(default_factory=set)
     period_start: datetime = T0
     seq: int = 0
 
@@ -115,7 +114,7 @@ class Model:
     def grant(self, plan: str, start: datetime, at: datetime) -> None:
         if (start, plan) in self.granted:
             return
-        self.granted[(start, plan)] = len(self.granted)
+        self.granted.add((start, plan))
         p = POLICY[plan]
         end = start + PERIOD
         expires = {"expire": end, "full": None}.get(
@@ -141,11 +140,11 @@ class Model:
     def end_period(self, end: datetime) -> None:
         self.release_expired(end)
         self.expire_due(end)
-        ending = [key for key in self.granted if key[0] + PERIOD == end]
-        if ending:
-            latest = max(ending, key=lambda key: self.granted[key])[1]
-            cap = POLICY[latest].get("rollover_max_credits")
-            if cap is not None and POLICY[latest]["rollover"] != "expire":
+        if any(start + PERIOD == end for start, _ in self.granted):
+            # The plan in force at the end: the wallet's plan then (the model applies every
+            # end before it takes a plan change).
+            cap = POLICY[self.plan].get("rollover_max_credits")
+            if cap is not None and POLICY[self.plan]["rollover"] != "expire":
                 carried = [b for b in self.blocks if b.period_end <= end
                            and (b.expires_at is None or b.expires_at > end)]
                 excess = min(sum(b.remaining for b in carried) - cap, max(self.available, 0))

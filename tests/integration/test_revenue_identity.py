@@ -1,6 +1,8 @@
-"""The revenue roll-forward holds to the cent on randomised histories (hypothesis), on both
-databases: opening + sales - refunds - recognised - breakage = closing in every period, each period
-opens where the one before closed, and splitting a range into periods changes no total."""
+"""The revenue roll-forward holds exactly on randomised histories (hypothesis), on both
+databases: opening + sales - refunds - recognised - breakage = closing in every period, each
+period opens where the one before closed, and splitting a range into periods changes no total.
+Packs are sold in USD, EUR, JPY (no minor unit) and KWD (three decimals), refunded and adjusted:
+every figure is a whole number of its currency's minor unit and never a negative zero."""
 
 from __future__ import annotations
 
@@ -16,17 +18,19 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from app.bootstrap import build_container
+from app.domain.catalog import Catalog, parse_catalog
 from app.domain.ledger import InsufficientCredits, LedgerError
+from app.domain.money import quantum
 from app.services.errors import NotFound
 from app.services.ledger import verify_ledger
 from app.services.revenue import revenue_report
 from app.settings import Settings
 from tests.conftest import FakeClock
-from tests.integration.plan_fixtures import T0, plan_catalog
+from tests.integration.plan_fixtures import PLAN_CATALOG, T0
 
 OPS = st.lists(
     st.one_of(
-        st.tuples(st.just("buy"), st.sampled_from(["pack", "odd"])),
+        st.tuples(st.just("buy"), st.sampled_from(["pack", "odd", "yen", "dinar"])),
         st.tuples(st.just("use"), st.integers(1, 3000)),
         st.tuples(st.just("kinde_use"), st.integers(1, 700)),
         st.tuples(st.just("grant"), st.integers(1, 500)),
@@ -41,6 +45,18 @@ MONEY = ("opening_deferred", "sales", "refunds", "recognised", "breakage",
          "closing_deferred")
 
 
+def money_catalog() -> Catalog:
+    """The plan fixtures' catalog plus a 0-decimal (JPY) and a 3-decimal (KWD) pack."""
+    bundles = {
+        **PLAN_CATALOG["bundles"],
+        "yen": {"credits": 7, "price": "1000", "currency": "JPY", "description": "Yen pack",
+                "expires_after_days": 3},
+        "dinar": {"credits": 10, "price": "2.345", "currency": "KWD",
+                  "description": "Dinar pack", "expires_after_days": 4},
+    }
+    return parse_catalog({**PLAN_CATALOG, "bundles": bundles})
+
+
 @pytest.fixture
 def env(db_url: str, tmp_path: Path) -> dict[str, str]:
     return {"DATABASE_URL": db_url, "KINDE_CREDITS_VAR_DIR": str(tmp_path)}
@@ -52,7 +68,7 @@ def env(db_url: str, tmp_path: Path) -> dict[str, str]:
 def test_roll_forward_identity(env: dict[str, str], ops: list[tuple[str, Any]],
                                cuts: list[int]) -> None:
     clock = FakeClock(T0)
-    c = build_container(Settings.from_env(env), catalog=plan_catalog(), clock=clock)
+    c = build_container(Settings.from_env(env), catalog=money_catalog(), clock=clock)
     try:
         start = clock()
         wallet = f"org_h{abs(hash((tuple(ops), tuple(cuts)))) % 10**12}"
@@ -90,11 +106,13 @@ def test_roll_forward_identity(env: dict[str, str], ops: list[tuple[str, Any]],
     for report in reports:
         for cur, row in report["currencies"].items():
             m = {k: Decimal(row[k]) for k in MONEY}
-            assert all(v == v.quantize(Decimal("0.01")) for v in m.values()), row
+            assert all(v == v.quantize(quantum(cur)) and v.as_tuple().exponent == (
+                quantum(cur).as_tuple().exponent) for v in m.values()), row
+            assert not any(row[k].startswith("-") for k in MONEY), row
             assert all(m[k] >= 0 for k in MONEY), row
             assert m["opening_deferred"] + m["sales"] - m["refunds"] - m["recognised"] - (
                 m["breakage"]) == m["closing_deferred"], row
-            assert m["opening_deferred"] == previous_closing.get(cur, Decimal("0.00")), cur
+            assert m["opening_deferred"] == previous_closing.get(cur, Decimal(0)), cur
             credits = row["credits"]
             assert credits["opening"] + credits["added"] - credits["refunded"] - (
                 credits["used"]) - credits["expired"] == credits["closing"]

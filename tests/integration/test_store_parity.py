@@ -155,6 +155,30 @@ def test_profiles_update_alike(store: UnitOfWorkFactory) -> None:
         assert uow.wallets.find_by_customer("cus_2") is None
 
 
+def test_deferred_auto_recharges_alike(store: UnitOfWorkFactory) -> None:
+    """A purchase that waited is listed once nothing is in flight, longest wait first; the
+    first wait's time is kept; clearing forgets it."""
+    for wallet in ("kp_a", "kp_b", "kp_c"):
+        _credited(store, wallet, 1)
+    with store(True) as uow:
+        uow.recharges.add("r_b", "kp_b", "starter", 10, "1.00", "USD", "2026-11-24", NOW)
+        uow.recharges.defer("kp_c", NOW + timedelta(minutes=1))
+        uow.recharges.defer("kp_b", NOW)
+        uow.recharges.defer("kp_a", NOW + timedelta(minutes=2))
+        uow.recharges.defer("kp_c", NOW + timedelta(minutes=9))  # the first wait is kept
+        uow.commit()
+    with store(False) as uow:
+        assert uow.recharges.deferred_ready(10) == ["kp_c", "kp_a"]  # kp_b: one in flight
+        assert uow.recharges.deferred_ready(1) == ["kp_c"]
+    with store(True) as uow:
+        uow.recharges.mark_invoiced(["r_b"], NOW)
+        uow.recharges.clear_deferred("kp_c")
+        uow.recharges.clear_deferred("kp_missing")
+        uow.commit()
+    with store(False) as uow:
+        assert uow.recharges.deferred_ready(10) == ["kp_b", "kp_a"]
+
+
 def test_idempotency_keys_claim_and_store_alike(store: UnitOfWorkFactory) -> None:
     with store(True) as uow:
         assert uow.idempotency.claim("s", "k", "h1", NOW) is None

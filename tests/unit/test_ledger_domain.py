@@ -238,11 +238,6 @@ def test_a_hold_placed_after_credits_expired_does_not_capture_them() -> None:
     invariant(w)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "expire_blocks keeps back as many expired credits as are held in total, including holds "
-    "placed after those credits expired: with a second hold open, releasing the first keeps "
-    "the expired credits, and usage then spends the credits the second hold was funded by. "
-    "Needs the open holds' placing times in the aggregate (not a small change)"))
 def test_rolling_holds_do_not_keep_expired_credits_alive() -> None:
     w = wallet_with((100, 1), (100, None))
     first = w.place_hold(100, expires_at=NOW + timedelta(days=3), description="h", now=NOW)

@@ -18,7 +18,6 @@ from app.domain.refunds import (
     RefundInvoice,
     refund_terms,
     refundable_credits,
-    round_money,
 )
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
@@ -55,7 +54,7 @@ def test_amount_is_price_less_the_money_used_in_the_minor_unit() -> None:
     assert terms(unused=3500)[0] == "34.30"
     assert terms(unused=3333, price=Decimal("10.00"))[0] == "6.67"   # 10.00 - round(3.334)
     assert terms(unused=1, original=3, price=Decimal("1000"), currency="JPY")[0] == "333"
-    assert round_money(Decimal("1.23456"), "KWD") == Decimal("1.235")
+    assert terms(unused=1, original=3, price=Decimal("1.000"), currency="KWD")[0] == "0.333"
 
 
 def _wallet_with_pack(held: int = 0) -> tuple[Wallet, str]:

@@ -959,3 +959,76 @@ def test_token_error_messages_are_always_header_safe() -> None:
     error = ClaimsInvalid("bad \u2603 value\r\nSet-Cookie: x=1")
     assert error.message == "bad ? value??Set-Cookie: x=1"
     assert error.message.isascii() and error.message.isprintable()
+
+
+# --------------------------------------------------------------------------------------------
+# lifetime: a token valid for longer than TOKEN_MAX_LIFETIME_SECONDS is refused (issue 18)
+# --------------------------------------------------------------------------------------------
+
+
+def _raw_times(**literals: str) -> bytes:
+    """User claims with the time claims written as raw JSON literals (10**40, 1e300, ...)."""
+    claims = user_claims()
+    for name in ("exp", "iat", "nbf"):
+        claims.pop(name, None)
+    body = json.dumps(claims)[:-1]
+    return (body + "".join(f', "{k}": {v}' for k, v in literals.items()) + "}").encode()
+
+
+# Times as offsets from now ("+3600") or raw JSON literals; ids are fixed, because
+# pytest-xdist workers must collect identical test ids.
+_LONG_LIVED: list[tuple[str, dict[str, str]]] = [
+    ("exp 10**40", {"exp": str(10**40)}),
+    ("exp 10**40 with iat", {"exp": str(10**40), "iat": "+0"}),
+    ("exp 1e300 float", {"exp": "1e300"}),
+    ("exp and iat 1e300", {"exp": "1e300", "iat": "1e300"}),
+    ("exp of 4000 digits", {"exp": str(10**4000)}),
+    ("a day and an hour", {"exp": "+90000", "iat": "+0"}),
+    ("issued two days ago", {"exp": "+3600", "iat": "-172800"}),
+    ("no iat, two days left", {"exp": "+172800"}),
+    ("iat -10**40", {"exp": "+600", "iat": str(-(10**40))}),
+]
+
+
+def _literal(value: str, now: int) -> str:
+    return str(now + int(value)) if value[:1] in "+-" and value[1:].isdigit() and \
+        len(value) < 12 else value
+
+
+@pytest.mark.parametrize("literals", [pytest.param(lit, id=name) for name, lit in _LONG_LIVED])
+def test_token_living_longer_than_the_maximum_is_refused(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey, literals: dict[str, str]
+) -> None:
+    now = int(time.time())
+    payload = _raw_times(**{k: _literal(v, now) for k, v in literals.items()})
+    with pytest.raises(ClaimsInvalid) as info:
+        verifier.verify(sign_raw(key_a, payload))
+    assert info.value.message.isascii()
+
+
+@pytest.mark.parametrize(("claim", "literal"), [
+    ("exp", "4102444800.5"), ("exp", "4102444800.0"), ("iat", "1700000000.25"),
+    ("nbf", "1.0"), ("exp", "true"), ("iat", "false"), ("nbf", "true"),
+])
+def test_non_integer_time_claims_are_refused(
+    verifier: AccessTokenVerifier, key_a: rsa.RSAPrivateKey, claim: str, literal: str
+) -> None:
+    now = int(time.time())
+    literals = {"exp": str(now + 600), "iat": str(now), claim: literal}
+    with pytest.raises(ClaimsInvalid) as info:
+        verifier.verify(sign_raw(key_a, _raw_times(**literals)))
+    assert f"'{claim}'" in info.value.message
+
+
+def test_lifetime_maximum_is_configurable(source: JwksKeySource,
+                                          key_a: rsa.RSAPrivateKey) -> None:
+    now = int(time.time())
+    week = sign(key_a, user_claims(iat=now, exp=now + 7 * 86400))
+    with pytest.raises(ClaimsInvalid):
+        AccessTokenVerifier(source, issuer=ISSUER, audience=AUDIENCE).verify(week)
+    roomy = AccessTokenVerifier(source, issuer=ISSUER, audience=AUDIENCE,
+                                max_lifetime=8 * 86400)
+    assert roomy.verify(week).subject == "kp_65b2aa"
+    # Kinde's default (a day) passes the default maximum.
+    day = sign(key_a, user_claims(iat=now, exp=now + 86400))
+    assert AccessTokenVerifier(source, issuer=ISSUER, audience=AUDIENCE).verify(day).is_user

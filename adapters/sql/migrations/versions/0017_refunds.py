@@ -10,8 +10,8 @@
 Existing rows are backfilled by matching each credit entry and purchase to the block written
 in the same transaction (same wallet, kind, time and reason).
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-08 04:30:00
 """
 
@@ -22,19 +22,36 @@ from alembic import op
 
 from adapters.sql.schema import UtcDateTime
 
-revision = "0016"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
 
+def _columns(table: str) -> set[str]:
+    return {c["name"] for c in sa.inspect(op.get_bind()).get_columns(table)}
+
+
 def upgrade() -> None:
+    # Tolerant of what already exists (a database stamped back to an older revision and
+    # upgraded again, as the migration tests do): add only what is missing.
+    if "block_id" not in _columns("entries"):
+        with op.batch_alter_table("entries") as batch:
+            batch.add_column(sa.Column("block_id", sa.String(40), nullable=True))
+    missing = {"block_id", "refunded_at"} - _columns("recharges")
+    if missing:
+        with op.batch_alter_table("recharges") as batch:
+            if "block_id" in missing:
+                batch.add_column(sa.Column("block_id", sa.String(40), nullable=True))
+            if "refunded_at" in missing:
+                batch.add_column(sa.Column("refunded_at", UtcDateTime(), nullable=True))
+    if "refunds" not in set(sa.inspect(op.get_bind()).get_table_names()):
+        _create_refunds()
+    _backfill()
+
+
+def _create_refunds() -> None:
     big_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-    with op.batch_alter_table("entries") as batch:
-        batch.add_column(sa.Column("block_id", sa.String(40), nullable=True))
-    with op.batch_alter_table("recharges") as batch:
-        batch.add_column(sa.Column("block_id", sa.String(40), nullable=True))
-        batch.add_column(sa.Column("refunded_at", UtcDateTime(), nullable=True))
     op.create_table(
         "refunds",
         sa.Column("block_id", sa.String(length=40), nullable=False),
@@ -62,18 +79,22 @@ def upgrade() -> None:
         sa.UniqueConstraint("void_entry_id", name=op.f("uq_refunds_void_entry_id")),
     )
     op.create_index("ix_refunds_created_at", "refunds", ["created_at"])
+
+
+def _backfill() -> None:
     op.execute(
         "UPDATE entries SET block_id = (SELECT MIN(b.id) FROM blocks b WHERE "
         "b.wallet_id = entries.wallet_id AND b.kind = entries.kind AND "
         "b.created_at = entries.created_at AND b.reason = entries.reason AND "
         "b.original = entries.amount) "
-        "WHERE kind IN ('grant', 'purchase', 'allotment', 'adjustment')"
+        "WHERE block_id IS NULL AND kind IN ('grant', 'purchase', 'allotment', 'adjustment')"
     )
     op.execute(
         "UPDATE recharges SET block_id = (SELECT MIN(b.id) FROM blocks b WHERE "
         "b.wallet_id = recharges.wallet_id AND b.kind = 'purchase' AND "
         "b.created_at = recharges.created_at AND b.original = recharges.credits AND "
-        "b.reason IN ('bundle:' || recharges.bundle, 'auto-recharge:' || recharges.bundle))"
+        "b.reason IN ('bundle:' || recharges.bundle, 'auto-recharge:' || recharges.bundle)) "
+        "WHERE block_id IS NULL"
     )
 
 
