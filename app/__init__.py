@@ -24,6 +24,7 @@ BLUEPRINT_MODULES = [
     "app.http.holds",
     "app.http.catalog",
     "app.http.wallet_settings",
+    "app.http.corrections",
     "app.http.reports",
     "app.http.budgets",
     "app.http.docs",

@@ -224,8 +224,8 @@ def report() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
 def report_revenue(since: str | None, until: str | None, as_json: bool, as_csv: bool) -> None:
-    """Revenue roll-forward per currency: opening deferred + sales - recognised - breakage =
-    closing deferred, to the cent, for [since, until)."""
+    """Revenue roll-forward per currency: opening deferred + sales - refunds - recognised -
+    breakage = closing deferred, to the cent, for [since, until)."""
     from app.domain.ledger import LedgerError
     from app.services import revenue
 
@@ -242,6 +242,34 @@ def report_revenue(since: str | None, until: str | None, as_json: bool, as_csv: 
         click.echo(revenue.as_csv(data), nl=False)
     else:
         click.echo(revenue.as_text(data))
+
+
+@report.command("refunds")
+@click.option("--since", default=None,
+              help="start, inclusive: 2026-11-01 or an ISO date-time (default: first of "
+                   "this month, UTC)")
+@click.option("--until", default=None, help="end, exclusive (default: now)")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True)
+def report_refunds(since: str | None, until: str | None, as_json: bool, as_csv: bool) -> None:
+    """Refunds made in [since, until): the credit notes to issue in Kinde
+    (`credit_note_due`), and the packs taken off Kinde's count before it invoiced them."""
+    from app.domain.ledger import LedgerError
+    from app.services import refund_report
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    container = _container()
+    try:
+        data = container.operations.refunds_report(since, until)
+    except LedgerError as exc:
+        raise click.BadParameter(exc.message) from None
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    elif as_csv:
+        click.echo(refund_report.as_csv(data), nl=False)
+    else:
+        click.echo(refund_report.as_text(data))
 
 
 @main.command()

@@ -22,7 +22,9 @@ from kinde_credits_client.client import (
     Wallet,
 )
 from kinde_credits_client.errors import (
+    AlreadyRefunded,
     CreditsError,
+    CreditsHeld,
     Forbidden,
     HoldNotOpen,
     IdempotencyConflict,
@@ -31,6 +33,7 @@ from kinde_credits_client.errors import (
     MemberBudgetExceeded,
     NoBillingCustomer,
     NotFound,
+    NotRefundable,
     PaymentOverdue,
     ServiceUnavailable,
     TransportError,
@@ -41,6 +44,7 @@ from kinde_credits_client.errors import (
 from kinde_credits_client.flask_ext import current_hold, init_app, requires_credits
 
 __all__ = [
+    "AlreadyRefunded", "CreditsHeld", "NotRefundable",
     "CheckResult", "CreditsClient", "CreditsError", "Forbidden", "Hold", "HoldNotOpen",
     "IdempotencyConflict", "InsufficientCredits", "InvalidRequest", "LedgerEntry",
     "LedgerPage", "MemberBudgetExceeded", "NoBillingCustomer", "NotFound", "PaymentOverdue",

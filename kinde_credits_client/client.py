@@ -278,6 +278,34 @@ class CreditsClient:
                                idempotency_key=idempotency_key)
         return data
 
+    def adjust(self, wallet_id: str, credits: int, reason: str, *,
+               expires_at: str | None = None,
+               idempotency_key: str | None = None) -> dict[str, Any]:
+        """Correct a balance (credits:admin): positive adds credits (expiring at `expires_at`,
+        RFC 3339, if given), negative takes them away like usage (InsufficientCredits rather
+        than below zero). `reason` (1-500 characters) is shown in the wallet's history."""
+        body: dict[str, Any] = {"credits": credits, "reason": reason}
+        if expires_at is not None:
+            body["expires_at"] = expires_at
+        data, _ = self.request("POST", f"/v1/wallets/{wallet_id}/adjustments", json=body,
+                               idempotency_key=idempotency_key)
+        return data
+
+    def refund(self, wallet_id: str, entry_id: int, reason: str, *,
+               idempotency_key: str | None = None) -> dict[str, Any]:
+        """Refund the pack a purchase entry sold (credits:admin): its unused credits leave the
+        wallet. The answer's `invoice` is "reduced" (Kinde invoices one pack fewer) or
+        "credit_note_due" (issue a credit note for `refunded_amount` in Kinde)."""
+        data, _ = self.request("POST", f"/v1/wallets/{wallet_id}/purchases/{entry_id}/refund",
+                               json={"reason": reason}, idempotency_key=idempotency_key)
+        return data
+
+    def forecast(self, wallet_id: str) -> dict[str, Any]:
+        """The runway: `credits_per_day`, `days_left`, `runs_out_at` (null when nothing is
+        used), `by_feature`, `expiring_before_run_out` and `suggested_bundle`."""
+        data, _ = self.request("GET", f"/v1/wallets/{wallet_id}/forecast")
+        return data
+
     def wallet(self, wallet_id: str) -> Wallet:
         data, _ = self.request("GET", f"/v1/wallets/{wallet_id}")
         return Wallet(data["wallet_id"], data["owner_type"], data["balance"],

@@ -85,6 +85,18 @@ class NoBillingCustomer(CreditsError):
     """409: a pack sale needs the wallet's Kinde billing customer, and it has none yet."""
 
 
+class NotRefundable(CreditsError):
+    """409: only purchases with unused credits are refunded (not grants or allotments)."""
+
+
+class AlreadyRefunded(CreditsError):
+    """409: the pack was refunded before; a pack goes back at most once."""
+
+
+class CreditsHeld(CreditsError):
+    """409: open holds need the pack's credits; capture or release them, then refund."""
+
+
 class ServiceUnavailable(CreditsError):
     """5xx or 429 after every retry: the service is unwell; nothing was charged twice."""
 
@@ -110,6 +122,9 @@ _BY_CODE: dict[str, type[CreditsError]] = {
     "hold_not_open": HoldNotOpen,
     "payment_overdue": PaymentOverdue,
     "no_billing_customer": NoBillingCustomer,
+    "not_refundable": NotRefundable,
+    "already_refunded": AlreadyRefunded,
+    "credits_held": CreditsHeld,
 }
 _BY_STATUS: dict[int, type[CreditsError]] = {
     400: InvalidRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 422: InvalidRequest,

@@ -72,7 +72,7 @@ def memory_ledger(memory_store: MemoryStore, catalog: Catalog, clock: FakeClock)
 _TABLES = (
     "entries", "blocks", "holds", "idempotency_keys", "webhook_events", "meter_readings",
     "outbox", "usage_reports", "billing_agreements", "recharges", "block_draws",
-    "plan_allotments", "member_budgets", "member_spend", "member_holds",
+    "plan_allotments", "member_budgets", "member_spend", "member_holds", "refunds",
     "dashboard_link_sessions", "payment_standing", "hold_placers",
 )
 

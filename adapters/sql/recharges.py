@@ -13,7 +13,7 @@ _r = t.recharges.c
 _w = t.wallets.c
 # Built once (building a statement costs more than executing it): these run in debits and reads.
 _IN_FLIGHT = select(_r.id).where(_r.wallet_id == bindparam("wallet_id"), _r.status == "pending",
-                                 _r.auto.is_(True)).limit(1)
+                                 _r.auto.is_(True), _r.refunded_at.is_(None)).limit(1)
 _COUNT_ON_DAY = select(func.count()).where(_r.wallet_id == bindparam("wallet_id"),
                                            _r.day == bindparam("day"), _r.auto.is_(True))
 _LATEST_AUTO = (
@@ -59,14 +59,19 @@ class SqlRechargeRepository:
 
     def add(self, recharge_id: str, wallet_id: str, bundle: str, credits: int, price: str,
             currency: str, day: str, now: datetime, *, auto: bool = True,
-            meter: str | None = None) -> None:
+            meter: str | None = None, block_id: str | None = None) -> None:
         """Record a purchase; `meter` is the usage-report key that invoices it (default: the
-        pack's sale code, "bundle:<key>")."""
+        pack's sale code, "bundle:<key>"); `block_id` the block of credits it sold."""
         self.conn.execute(insert(t.recharges).values(
             id=recharge_id, wallet_id=wallet_id, bundle=bundle, auto=auto, credits=credits,
             price=price, currency=currency, status="pending", day=day, created_at=now,
-            meter=meter or f"bundle:{bundle}",
+            meter=meter or f"bundle:{bundle}", block_id=block_id,
         ))
+
+    def mark_refunded(self, recharge_id: str, now: datetime) -> None:
+        """Refunded before Kinde invoiced it: no longer counted, pending or in flight."""
+        self.conn.execute(update(t.recharges).where(_r.id == recharge_id)
+                          .values(refunded_at=now))
 
     def in_flight(self, wallet_id: str) -> bool:
         """An auto-recharge whose invoice Kinde has not confirmed yet (nor given up on)."""
@@ -79,10 +84,12 @@ class SqlRechargeRepository:
 
     def billable(self, wallet_id: str, meter: str) -> tuple[int, list[str]]:
         """Purchases invoiced on one meter: how many there are (every one, since its credits
-        were granted, failed invoices included) and the ids not yet invoiced. One statement,
-        so the ids are exactly those behind the count."""
+        were granted, failed invoices included, except those refunded before Kinde invoiced
+        them) and the ids not yet invoiced. One statement, so the ids are exactly those behind
+        the count."""
         rows = self.conn.execute(
-            select(_r.id, _r.status).where(_r.wallet_id == wallet_id, _r.meter == meter)
+            select(_r.id, _r.status).where(_r.wallet_id == wallet_id, _r.meter == meter,
+                                           _r.refunded_at.is_(None))
         ).all()
         return len(rows), [r.id for r in rows if r.status != "invoiced"]
 
@@ -102,7 +109,7 @@ class SqlRechargeRepository:
         the ids marked, so the caller knows whether an auto-recharge was among them."""
         ids = [r.id for r in self.conn.execute(
             select(_r.id).where(_r.wallet_id == wallet_id, _r.meter == meter,
-                                _r.status == "pending")
+                                _r.status == "pending", _r.refunded_at.is_(None))
         )]
         if ids:
             self.conn.execute(

@@ -10,12 +10,15 @@ from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, case, func, select
 
 from adapters.sql import schema as t
 from app.services.ports import CostedBlock, CreditFlows, RevenueInputs
 
-_b, _d = t.blocks.c, t.block_draws.c
+_b, _d, _f = t.blocks.c, t.block_draws.c, t.refunds.c
+# A void draw is a refund when a `refunds` row names its entry; other voids (a withdrawn
+# provisional plan allotment) keep their own kind.
+_DRAW_KIND = case((_f.void_entry_id.is_not(None), "refund"), else_=_d.kind)
 
 
 class SqlRevenueRepository:
@@ -35,8 +38,9 @@ class SqlRevenueRepository:
         )
         during: dict[str, list[tuple[int, str]]] = defaultdict(list)
         for r in conn.execute(
-            select(_d.block_id, _d.credits, _d.kind)
+            select(_d.block_id, _d.credits, _DRAW_KIND.label("kind"))
             .join(t.blocks, _b.id == _d.block_id)
+            .outerjoin(t.refunds, _f.void_entry_id == _d.entry_id)
             .where(costed, _d.created_at >= since, _d.created_at < until)
             .order_by(_d.block_id, _d.created_at, _d.entry_id)
         ):

@@ -166,6 +166,8 @@ class EntryRow(Base):
     hold_id: Mapped[str | None] = mapped_column(String(40))
     occurred_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The block a credit entry created (migration 0017), so a refund finds a purchase's pack.
+    block_id: Mapped[str | None] = mapped_column(String(40))
 
 
 class HoldRow(Base):
@@ -346,6 +348,34 @@ class RechargeRow(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The block of credits it sold, and when it was refunded before Kinde invoiced it (then it
+    # is no longer counted on its meter: Kinde invoices one pack fewer). Migration 0017.
+    block_id: Mapped[str | None] = mapped_column(String(40))
+    refunded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class RefundRow(Base):
+    """One refunded pack: the block's primary key makes a second refund of it impossible,
+    whatever the race. `void_entry_id` is the `void` entry that took the unused credits out;
+    the revenue roll-forward counts its draw as a refund (other voids are not refunds)."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        CheckConstraint("invoice IN ('reduced','credit_note_due')", name="invoice"),
+        Index("ix_refunds_created_at", "created_at"),
+    )
+
+    block_id: Mapped[str] = mapped_column(ForeignKey("blocks.id"), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))
+    purchase_entry_id: Mapped[int] = mapped_column(BigId, ForeignKey("entries.id"))
+    void_entry_id: Mapped[int] = mapped_column(BigId, ForeignKey("entries.id"), unique=True)
+    recharge_id: Mapped[str | None] = mapped_column(String(40))
+    credits: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    invoice: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class BlockDrawRow(Base):
@@ -411,3 +441,4 @@ billing_agreements = cast(Table, BillingAgreementRow.__table__)
 recharges = cast(Table, RechargeRow.__table__)
 block_draws = cast(Table, BlockDrawRow.__table__)
 plan_allotments = cast(Table, PlanAllotmentRow.__table__)
+refunds = cast(Table, RefundRow.__table__)

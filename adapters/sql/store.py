@@ -40,6 +40,7 @@ from adapters.sql.meters import SqlMeterReadingRepository
 from adapters.sql.outbox import SqlOutboxRepository
 from adapters.sql.plans import SqlPlanRepository
 from adapters.sql.recharges import SqlRechargeRepository
+from adapters.sql.refunds import SqlRefundRepository
 from adapters.sql.revenue import SqlRevenueRepository
 from adapters.sql.wallets import SqlWalletRepository
 from app.services.ports import CommitOutcomeUnknown
@@ -131,6 +132,10 @@ class SqlUnitOfWork:
     @cached_property
     def revenue(self) -> SqlRevenueRepository:
         return SqlRevenueRepository(self.connection)
+
+    @cached_property
+    def refunds(self) -> SqlRefundRepository:
+        return SqlRefundRepository(self.connection)
 
     @cached_property
     def dashboard(self) -> SqlDashboardRepository:

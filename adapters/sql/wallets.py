@@ -303,6 +303,7 @@ class SqlWalletRepository:
                             "hold_id": e.hold_id,
                             "occurred_at": e.occurred_at,
                             "created_at": e.created_at,
+                            "block_id": e.block_id,
                         }
                         for e in wallet.new_entries
                     ],

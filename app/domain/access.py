@@ -141,6 +141,10 @@ RULES: dict[str, Rule] = {
     "budgets.check": READ_WALLET,
     "catalog.get_catalog": _same(Need.NONE, wallet=False),
     "dashboard_link.create_dashboard_link": READ_WALLET,
+    # Corrections (issue 19): an operator's tools; the runway is a read.
+    "corrections.post_adjustment": GRANT,
+    "corrections.post_refund": _same(Need.ADMIN),
+    "corrections.get_forecast": READ_WALLET,
     # Business-wide figures: only the unconfined backend's admin.
     "reports.get_revenue": Rule(Need.NEVER, Need.NEVER, Need.ADMIN, Need.NEVER, wallet=False),
     # -- dashboard page actions, for the principal who made the link --

@@ -7,7 +7,6 @@ payload still grants access, so the rule is testable without keys, Flask or a cl
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -20,7 +19,6 @@ MAX_LINK_TTL = 3600
 # How long the page keeps working after the link was opened (the cookie session).
 SESSION_SECONDS = 3600
 CHART_DAYS = 30
-RUNWAY_WINDOW_DAYS = 7
 HISTORY_PAGE_SIZE = 20
 
 # Colour-blind-safe colours, each at least 3:1 against white (WCAG non-text contrast).
@@ -69,20 +67,6 @@ def short_date(moment: datetime, today: date) -> str:
 
 def long_date(moment: datetime) -> str:
     return f"{moment:%b} {moment.day}, {moment.year}"
-
-
-def runway_text(available: int, used_last_7_days: int) -> str:
-    """"At your pace of the last 7 days, about 12 days left." (floored: never over-promise)."""
-    pace = f"At your pace of the last {RUNWAY_WINDOW_DAYS} days"
-    if used_last_7_days <= 0:
-        return f"No credits used in the last {RUNWAY_WINDOW_DAYS} days."
-    if available <= 0:
-        return f"{pace}, you need to top up now."
-    days = available * RUNWAY_WINDOW_DAYS / used_last_7_days
-    if days < 1:
-        return f"{pace}, less than a day left."
-    whole = math.floor(days)
-    return f"{pace}, about {fmt(whole)} {'day' if whole == 1 else 'days'} left."
 
 
 def value_texts(credits: int, features: Iterable[tuple[str, int]]) -> list[str]:

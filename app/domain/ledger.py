@@ -137,6 +137,9 @@ class EntryFields:
     quantity: int | None = None
     hold_id: str | None = None
     occurred_at: datetime | None = None
+    # The block a credit entry created (grants, purchases, allotments, adjustments): a refund
+    # names the purchase by its entry and takes back that block's unused credits.
+    block_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -352,7 +355,7 @@ class Wallet:
         self._recompute_next_expiry(now)
         # Paying arrears uses the new block's credits at once: a draw like usage.
         return self._append(kind, amount, reason=reason, description=description, now=now,
-                            draws=((block.id, paid),) if paid else ())
+                            draws=((block.id, paid),) if paid else (), block_id=block.id)
 
     # -- debits ---------------------------------------------------------------------------
 
@@ -558,6 +561,7 @@ class Wallet:
         hold_id: str | None = None,
         occurred_at: datetime | None = None,
         draws: tuple[tuple[str, int], ...] = (),
+        block_id: str | None = None,
     ) -> NewEntry:
         entry = NewEntry(
             kind=kind,
@@ -571,6 +575,7 @@ class Wallet:
             hold_id=hold_id,
             occurred_at=occurred_at,
             draws=draws,
+            block_id=block_id,
         )
         self.new_entries.append(entry)
         return entry

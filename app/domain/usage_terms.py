@@ -9,12 +9,11 @@ Amounts are passed as positive magnitudes; the sign in the text comes from the f
 
 from __future__ import annotations
 
-import math
+from app.domain.forecast import Forecast
 
 # Units of measure are symbols, not nouns: "2 GB", never "2 GBs".
 _INVARIANT = frozenset({"B", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB"})
 _VOWELS = frozenset("aeiou")
-_RUNWAY_WINDOW_DAYS = 7
 
 
 def fmt(n: int) -> str:
@@ -121,24 +120,16 @@ def describe_units_left(balance: int, credits_per_unit: int, unit: str) -> str:
     return f"about {fmt(n)} {plural(unit, n)} left"
 
 
-def days_of_runway(balance: int, used_last_7_days: int) -> float | None:
-    """How many days the balance lasts at the last week's pace; None without usage."""
-    if used_last_7_days <= 0:
+def runway_clause(runway: Forecast | None) -> str | None:
+    """The alert's runway sentence from the forecast (app.domain.forecast), or None when
+    nothing was used: "At your pace of the last 7 days they last about 3 days." (floored)."""
+    if runway is None or runway.days_left is None:
         return None
-    if balance <= 0:
-        return 0.0
-    # Multiply first: balance / (used / 7) can land a hair under a whole number of days.
-    return balance * _RUNWAY_WINDOW_DAYS / used_last_7_days
-
-
-def _runway_sentence(days: float) -> str:
-    if days < 1:
+    if runway.days_left < 1:
         span = "less than a day"
     else:
-        # Floor, not round: "about 3 days" when it is 3.9 errs on the side of topping up early.
-        whole = math.floor(days)
-        span = f"about {fmt(whole)} {'day' if whole == 1 else 'days'}"
-    return f"At your pace of the last {_RUNWAY_WINDOW_DAYS} days they last {span}."
+        span = f"about {fmt(runway.days_left)} {'day' if runway.days_left == 1 else 'days'}"
+    return f"At your pace of the last {runway.window_days} days they last {span}."
 
 
 def join_words(items: list[str]) -> str:
@@ -151,7 +142,7 @@ def join_words(items: list[str]) -> str:
 def low_balance_message(
     balance: int,
     unit_hint: tuple[str, int] | None,
-    used_last_7_days: int,
+    runway: Forecast | None,
     top_up_url: str | None,
     paused: list[str] | None = None,
 ) -> str:
@@ -184,9 +175,9 @@ def low_balance_message(
             elif credits_per_unit > 0:
                 head += f", not enough for one {unit}"
         parts.append(head + ".")
-        runway = days_of_runway(balance, used_last_7_days)
-        if runway is not None:
-            parts.append(_runway_sentence(runway))
+        clause = runway_clause(runway)
+        if clause is not None:
+            parts.append(clause)
     if top_up_url:
         parts.append(f"Top up: {top_up_url}")
     return " ".join(parts)

@@ -30,6 +30,8 @@ class RevenueQuerySchema(ma.Schema):
 class CreditCountsSchema(ma.Schema):
     opening = fields.Integer(required=True)
     added = fields.Integer(required=True)
+    refunded = fields.Integer(metadata={"description": "credits of refunded packs (costed "
+                                                    "credits only)"})
     used = fields.Integer(required=True)
     expired = fields.Integer(required=True)
     closing = fields.Integer(required=True)
@@ -38,6 +40,7 @@ class CreditCountsSchema(ma.Schema):
 class CurrencyRevenueSchema(ma.Schema):
     opening_deferred = fields.String(required=True, metadata=_MONEY)
     sales = fields.String(required=True, metadata=_MONEY)
+    refunds = fields.String(required=True, metadata=_MONEY)
     recognised = fields.String(required=True, metadata=_MONEY)
     breakage = fields.String(required=True, metadata=_MONEY)
     closing_deferred = fields.String(required=True, metadata=_MONEY)
@@ -56,6 +59,6 @@ class RevenueReportSchema(ma.Schema):
            query=RevenueQuerySchema, response=(200, RevenueReportSchema),
            errors=(401, 403, 422, 503))
 def get_revenue(since: str | None = None, until: str | None = None) -> dict[str, Any]:
-    """Per currency: opening deferred + sales - recognised - breakage = closing deferred, to
-    the cent, for [since, until); credits without a cost basis as counts."""
+    """Per currency: opening deferred + sales - refunds - recognised - breakage = closing
+    deferred, to the cent, for [since, until); credits without a cost basis as counts."""
     return container().operations.revenue_report(since, until)

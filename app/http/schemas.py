@@ -463,3 +463,96 @@ class CatalogBundleSchema(ma.Schema):
 class CatalogSchema(ma.Schema):
     features = fields.List(fields.Nested(CatalogFeatureSchema), required=True)
     bundles = fields.List(fields.Nested(CatalogBundleSchema), required=True)
+
+
+# -- corrections, refunds and forecasts ------------------------------------------------------
+
+
+class FutureUtcDateTime(fields.AwareDateTime):
+    """An RFC 3339 timestamp (naive ones read as UTC), normalised to UTC; any real moment (the
+    service refuses one that is not in the future where it must be)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(default_timezone=UTC, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            moment = parsed.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ma.ValidationError("not a representable moment") from None
+        if moment < UtcDateTime.EARLIEST or moment.year > 9000:
+            raise ma.ValidationError("must be a real moment")
+        return moment
+
+
+class AdjustmentRequestSchema(ma.Schema):
+    """`{credits, reason, expires_at?}`: positive adds a block, negative draws like usage."""
+
+    credits = fields.Integer(
+        strict=True, required=True,
+        validate=[validate.Range(min=-MAX_CREDITS, max=MAX_CREDITS),
+                  validate.NoneOf([0], error="credits must not be 0")],
+        metadata={"description": "non-zero: positive adds credits, negative takes them away"},
+    )
+    reason = fields.String(
+        required=True, validate=validate.Length(min=1, max=500),
+        metadata={"description": "why (1-500 characters), shown in the wallet's history"},
+    )
+    expires_at = FutureUtcDateTime(
+        metadata={"description": "positive adjustments only: when the credits expire"})
+
+
+class RefundRequestSchema(ma.Schema):
+    reason = fields.String(
+        required=True, validate=validate.Length(min=1, max=500),
+        metadata={"description": "why (1-500 characters), kept with the refund"},
+    )
+
+
+class RefundResultSchema(ma.Schema):
+    refunded_credits = fields.Integer(required=True)
+    refunded_amount = fields.String(
+        required=True, metadata={"description": "decimal string in the currency's minor unit",
+                                 "example": "49.00"})
+    currency = fields.String(required=True)
+    invoice = fields.String(
+        required=True, validate=validate.OneOf(["reduced", "credit_note_due"]),
+        metadata={"description": "reduced: Kinde invoices one pack fewer this period; "
+                                 "credit_note_due: issue a credit note in Kinde "
+                                 "(`kinde-credits report refunds`)"})
+    purchase_entry_id = fields.Integer(required=True)
+    entry = fields.Nested(EntrySchema, required=True)
+    balance = fields.Integer(required=True)
+    available = fields.Integer(required=True)
+
+
+class FeaturePaceSchema(ma.Schema):
+    feature = fields.String(required=True)
+    credits_per_day = fields.Float(required=True)
+
+
+class SuggestedBundleSchema(ma.Schema):
+    bundle = fields.String(required=True)
+    label = fields.String(required=True)
+    credits = fields.Integer(required=True)
+    price = fields.String(required=True)
+    currency = fields.String(required=True)
+
+
+class ForecastSchema(ma.Schema):
+    wallet_id = fields.String(required=True)
+    available = fields.Integer(required=True)
+    window_days = fields.Integer(
+        required=True, metadata={"description": "7, or 30 when the last 7 days hold too little"})
+    credits_per_day = fields.Float(required=True)
+    days_left = fields.Integer(required=True, allow_none=True,
+                               metadata={"description": "floored; null when nothing is used"})
+    runs_out_at = fields.String(required=True, allow_none=True,
+                                metadata={"format": "date-time"})
+    by_feature = fields.List(fields.Nested(FeaturePaceSchema), required=True)
+    expiring_before_run_out = fields.Integer(
+        required=True, metadata={"description": "credits that expire unused before run-out"})
+    suggested_bundle = fields.Nested(SuggestedBundleSchema, required=True, allow_none=True,
+                                     metadata={"description": "lasts about a month at this pace"})
+    runway = fields.String(required=True, metadata={"description": "the runway in words"})

@@ -56,7 +56,8 @@ class CreditService:
                     cost_amount=bundle.price,
                     currency=bundle.currency,
                 )
-                payments.charge(uow, wallet_id, bundle, bundle.price, now)
+                payments.charge(uow, wallet_id, bundle, bundle.price, now,
+                                block_id=entry.block_id)
                 return entry
 
             return 201, _credit_body(self.writer.write(uow, wallet_id, now, sell, create=True))

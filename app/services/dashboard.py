@@ -30,6 +30,7 @@ from urllib.parse import quote
 from app.domain import dashboard as rules
 from app.domain.access import RULES, allowed, is_admin
 from app.domain.dashboard import AccessRefused
+from app.domain.forecast import runway_sentence
 from app.domain.ledger import InvalidRequest
 from app.domain.money import discounted
 from app.domain.principal import SCOPE_LEVELS, Principal, is_org_code, is_user_id
@@ -258,9 +259,8 @@ class DashboardService:
         wallet = self.ledger.get_wallet(wallet_id)
         first_day = datetime.combine(today - timedelta(days=rules.CHART_DAYS - 1),
                                      datetime.min.time(), UTC)
+        runway = self.ledger.forecasts.compute(wallet_id)
         with self.ledger.uow(False) as uow:
-            used_7d = uow.wallets.usage_since(
-                wallet_id, now - timedelta(days=rules.RUNWAY_WINDOW_DAYS))
             daily = uow.dashboard.daily_usage(wallet_id, first_day)
         history = self.ledger.ledger_page(wallet_id, limit=rules.HISTORY_PAGE_SIZE,
                                           cursor=before)
@@ -299,8 +299,8 @@ class DashboardService:
             "wallet": wallet,
             "fmt": fmt,
             "value": wallet["value"],
-            "runway": rules.runway_text(wallet["available"], used_7d),
-            "used_7d": used_7d,
+            # The API's forecast, in words: the one runway computation (app.domain.forecast).
+            "runway": runway_sentence(runway),
             "chart": chart,
             "history": {"entries": entries, "next_cursor": history["next_cursor"],
                         "first_page": before is None},

@@ -48,6 +48,9 @@ _STATUS = {
     "no_billing_customer": 409,
     "payment_overdue": 402,
     "unavailable": 503,
+    "not_refundable": 409,
+    "already_refunded": 409,
+    "credits_held": 409,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from app.domain.catalog import Catalog
 from app.domain.limits import MAX_CREDITS, MAX_HOLD_SECONDS, MAX_QUANTITY
+from app.services.corrections import CorrectionService
 from app.services.credits import CreditService
 from app.services.errors import (
     IdempotencyConflict,
@@ -17,6 +18,7 @@ from app.services.errors import (
     UnknownFeature,
     status_for,
 )
+from app.services.forecasts import ForecastService
 from app.services.holds import HoldService
 from app.services.idempotency import Outcome, utc_now
 from app.services.payments import PaidElsewhere, Payments
@@ -51,13 +53,17 @@ class LedgerService:
         self.usage = UsageService(self.writer)
         self.credits = CreditService(self.writer, payments or PaidElsewhere())
         self.holds = HoldService(self.writer)
+        self.corrections = CorrectionService(self.writer)
         self.settings = WalletSettingsService(self.writer)
         self.sweeps = SweepService(self.writer)
         self.reads = ReadService(self.writer, self.sweeps)
+        self.forecasts = ForecastService(uow, catalog, self.reads)
         self.record_usage = self.usage.record_usage
         self.record_usage_batch = self.usage.record_usage_batch
         self.top_up_bundle = self.credits.top_up_bundle
         self.grant = self.credits.grant
+        self.adjust = self.corrections.adjust
+        self.refund = self.corrections.refund
         self.place_hold = self.holds.place_hold
         self.capture_hold = self.holds.capture_hold
         self.release_hold = self.holds.release_hold
@@ -69,6 +75,7 @@ class LedgerService:
         self.sweep_wallet = self.sweeps.sweep_wallet
         self.get_wallet = self.reads.get_wallet
         self.ledger_page = self.reads.ledger_page
+        self.forecast = self.forecasts.forecast
 
     # The writer's shared state, as the composition root and tests set it up.
 

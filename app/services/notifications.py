@@ -8,13 +8,15 @@ recognisable as the same message by the receiver.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from app.domain.alerts import Alert
 from app.domain.catalog import Catalog
+from app.domain.forecast import CreditsLeft, Forecast
 from app.domain.ledger import Wallet, new_id
 from app.domain.usage_terms import low_balance_message, plural
+from app.services.forecasts import forecast_in
 from app.services.outbox_kinds import NOTIFY_PREFIX
 from app.services.ports import (
     DeliveryError,
@@ -40,14 +42,14 @@ def paused_features(catalog: Catalog, feature_key: str | None) -> list[str]:
 
 
 def alert_notice(
-    alert: Alert, wallet_id: str, unit_hint: tuple[str, int] | None, used_7d: int,
-    top_up_url: str | None, paused: list[str] | None = None,
+    alert: Alert, wallet_id: str, unit_hint: tuple[str, int] | None,
+    runway: Forecast | None, top_up_url: str | None, paused: list[str] | None = None,
 ) -> Notice:
     data: dict[str, Any] = {
         "wallet_id": wallet_id,
         "balance": alert.balance,
         "reference_balance": alert.reference_balance,
-        "message": low_balance_message(alert.balance, unit_hint, used_7d, top_up_url,
+        "message": low_balance_message(alert.balance, unit_hint, runway, top_up_url,
                                        paused=paused),
     }
     if alert.threshold.percent is not None:
@@ -114,9 +116,10 @@ class Notifier:
         feature = self.catalog.features.get(features[-1]) if features else next(
             iter(self.catalog.features.values()), None)
         hint = (feature.unit, feature.credits_per_unit) if feature else None
-        used = uow.wallets.usage_since(wallet.id, now - timedelta(days=7))
+        runway = forecast_in(uow, self.catalog, wallet.id, wallet.available,
+                             [CreditsLeft(b.remaining, b.expires_at) for b in wallet.blocks], now)
         paused = paused_features(self.catalog, features[-1] if features else None)
-        return alert_notice(alert, wallet.id, hint, used, self.top_up_url, paused=paused)
+        return alert_notice(alert, wallet.id, hint, runway, self.top_up_url, paused=paused)
 
 
 class ChannelHandler:

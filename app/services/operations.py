@@ -16,6 +16,7 @@ from app.services.ports import (
     StoreTotals,
     UnitOfWorkFactory,
 )
+from app.services.refund_report import refunds_report
 from app.services.revenue import report_bounds, revenue_report
 
 
@@ -38,6 +39,11 @@ class OperationsService:
         `report_bounds`); `InvalidRequest` for bounds that make no period."""
         start, end = report_bounds(since, until, self._clock())
         return revenue_report(self._units, start, end)
+
+    def refunds_report(self, since: str | None, until: str | None) -> dict[str, Any]:
+        """The refunds made in [since, until) (same bounds as the revenue report)."""
+        start, end = report_bounds(since, until, self._clock())
+        return refunds_report(self._units, start, end)
 
     def outbox_status(self) -> dict[str, Any]:
         """`{"counts": {status: rows}, "oldest_pending_seconds": age}`."""

@@ -33,9 +33,10 @@ class Payments(Protocol):
 
     def charge(
         self, uow: UnitOfWork, wallet_id: str, bundle: Bundle, price: Decimal, now: datetime,
-        *, auto: bool = False,
+        *, auto: bool = False, block_id: str | None = None,
     ) -> str | None:
-        """Arrange payment inside the purchase's transaction; the purchase id, if recorded."""
+        """Arrange payment inside the purchase's transaction (`block_id`: the credits sold);
+        the purchase id, if recorded."""
 
 
 class KindeInvoicing:
@@ -52,13 +53,13 @@ class KindeInvoicing:
 
     def charge(
         self, uow: UnitOfWork, wallet_id: str, bundle: Bundle, price: Decimal, now: datetime,
-        *, auto: bool = False,
+        *, auto: bool = False, block_id: str | None = None,
     ) -> str | None:
         purchase_id = new_id("rch")
         meter = bundle.invoice_meter(auto)
         uow.recharges.add(
             purchase_id, wallet_id, bundle.key, bundle.credits, str(price), bundle.currency,
-            now.date().isoformat(), now, auto=auto, meter=meter,
+            now.date().isoformat(), now, auto=auto, meter=meter, block_id=block_id,
         )
         uow.outbox.enqueue(
             PACK_INVOICE,
@@ -80,7 +81,7 @@ class PaidElsewhere:
 
     def charge(
         self, uow: UnitOfWork, wallet_id: str, bundle: Bundle, price: Decimal, now: datetime,
-        *, auto: bool = False,
+        *, auto: bool = False, block_id: str | None = None,
     ) -> str | None:
         return None
 
@@ -99,7 +100,7 @@ class NoWayToCharge:
 
     def charge(
         self, uow: UnitOfWork, wallet_id: str, bundle: Bundle, price: Decimal, now: datetime,
-        *, auto: bool = False,
+        *, auto: bool = False, block_id: str | None = None,
     ) -> str | None:
         raise AssertionError("a refused sale is never charged")
 

@@ -272,9 +272,12 @@ class RechargeRepository(Protocol):
 
     def add(self, recharge_id: str, wallet_id: str, bundle: str, credits: int, price: str,
             currency: str, day: str, now: datetime, *, auto: bool = True,
-            meter: str | None = None) -> None:
+            meter: str | None = None, block_id: str | None = None) -> None:
         """Record a purchase; `meter` is the usage-report key that invoices it (default: the
-        pack's sale code, "bundle:<key>")."""
+        pack's sale code, "bundle:<key>"); `block_id` the block of credits it sold."""
+
+    def mark_refunded(self, recharge_id: str, now: datetime) -> None:
+        """Refunded before Kinde invoiced it: no longer counted, pending or in flight."""
 
     def in_flight(self, wallet_id: str) -> bool:
         """An auto-recharge whose invoice Kinde has not confirmed yet (nor given up on)."""
@@ -283,7 +286,8 @@ class RechargeRepository(Protocol):
         """Auto-recharges on one UTC day (sales through the API do not count)."""
 
     def billable(self, wallet_id: str, meter: str) -> tuple[int, list[str]]:
-        """How many purchases one meter invoices, and the ids not yet invoiced."""
+        """How many purchases one meter invoices (refunded ones taken off the count are not
+        counted), and the ids not yet invoiced."""
 
     def mark_invoiced(self, ids: Iterable[str], now: datetime) -> int: ...
 
@@ -511,6 +515,54 @@ class BudgetRepository(Protocol):
         """Every member with caps, spend this month, or an open hold; ordered by member."""
 
 
+# -- refunds ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PurchaseRecord:
+    """A credit entry a refund names, with the Kinde purchase that invoices it (if any)."""
+
+    entry_id: int
+    wallet_id: str
+    kind: str
+    block_id: str | None
+    created_at: datetime
+    recharge_id: str | None = None
+    bundle: str | None = None
+    meter: str | None = None
+    auto: bool = False
+
+
+@dataclass(frozen=True)
+class RefundRecord:
+    """One refunded pack (at most one per block): what went back and on which invoice."""
+
+    block_id: str
+    wallet_id: str
+    purchase_entry_id: int
+    void_entry_id: int
+    recharge_id: str | None
+    credits: int
+    amount: Decimal
+    currency: str
+    invoice: str
+    reason: str
+    created_at: datetime
+
+
+class RefundRepository(Protocol):
+    def purchase(self, wallet_id: str, entry_id: int) -> PurchaseRecord | None:
+        """The credit entry `entry_id` of the wallet; None when there is none."""
+
+    def refunded(self, block_id: str) -> bool: ...
+
+    def add(self, record: RefundRecord) -> None:
+        """Record a refund; DuplicateKey when the pack was refunded already."""
+
+    def between(self, since: datetime, until: datetime) -> list[RefundRecord]:
+        """Refunds made in [since, until), oldest first."""
+
+
 # -- reports ------------------------------------------------------------------------------------
 
 
@@ -643,6 +695,9 @@ class UnitOfWork(Protocol):
 
     @property
     def revenue(self) -> RevenueRepository: ...
+
+    @property
+    def refunds(self) -> RefundRepository: ...
 
     @property
     def dashboard(self) -> DashboardRepository: ...

@@ -125,7 +125,7 @@ class AutoRecharger:
         price = discounted(bundle.price, discount, bundle.currency)
         expires = now + timedelta(days=bundle.expires_after_days) if bundle.expires_after_days \
             else None
-        wallet.credit(
+        entry = wallet.credit(
             bundle.credits,
             kind="purchase",
             reason=f"{RECHARGE_REASON}{bundle.key}",
@@ -135,7 +135,8 @@ class AutoRecharger:
             cost_amount=price,
             currency=bundle.currency,
         )
-        recharge_id = self.payments.charge(uow, wallet.id, bundle, price, now, auto=True)
+        recharge_id = self.payments.charge(uow, wallet.id, bundle, price, now, auto=True,
+                                           block_id=entry.block_id)
         uow.recharges.clear_deferred(wallet.id)
         wallet.new_alerts.append(Notice("credits.auto_recharged", {
             "wallet_id": wallet.id, "balance": wallet.balance, "bundle": bundle.key,

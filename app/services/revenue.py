@@ -1,11 +1,14 @@
 """Revenue roll-forward for any past period: `report revenue` and `GET /v1/reports/revenue`.
 
 Per currency, for [since, until):
-    opening_deferred + sales - recognised - breakage = closing_deferred      (exactly)
+    opening_deferred + sales - refunds - recognised - breakage = closing_deferred  (exactly)
 - sales: the cost basis of credit blocks created in the period (purchases, and plan allotments
   when the catalog gives the plan a price);
 - recognised: credits used in the period (usage, captured holds, credits that paid arrears)
   times their block's cost basis;
+- refunds: the money of a refunded pack's unused credits (the `void` entry a `refunds` row
+  names; a void that is not a refund, such as a withdrawn provisional plan allotment, stays
+  with what it was before refunds existed: recognised);
 - breakage: credits expired unused in the period times their block's cost basis;
 - deferred (opening / closing): the cost basis of credits still unused at that instant.
 
@@ -33,8 +36,9 @@ from typing import Any
 from app.domain.money import format_money, round_money, share_of
 from app.services.ports import RevenueInputs, RevenueRepository, UnitOfWorkFactory
 
-MONEY_FIELDS = ("opening_deferred", "sales", "recognised", "breakage", "closing_deferred")
-CREDIT_FIELDS = ("opening", "added", "used", "expired", "closing")
+MONEY_FIELDS = ("opening_deferred", "sales", "refunds", "recognised", "breakage",
+                "closing_deferred")
+CREDIT_FIELDS = ("opening", "added", "refunded", "used", "expired", "closing")
 
 
 def roll_forward(inputs: RevenueInputs, since: datetime, until: datetime) -> dict[str, Any]:
@@ -63,6 +67,9 @@ def roll_forward(inputs: RevenueInputs, since: datetime, until: datetime) -> dic
             if kind == "expiry":
                 row["breakage"] += share
                 count["expired"] += amount
+            elif kind == "refund":
+                row["refunds"] += share
+                count["refunded"] += amount
             else:
                 row["recognised"] += share
                 count["used"] += amount
@@ -80,7 +87,9 @@ def roll_forward(inputs: RevenueInputs, since: datetime, until: datetime) -> dic
             for cur in sorted(money)
         },
         # Credits with no cost basis (sign-up, grants, plans without a price): counts only.
-        "uncosted_credits": {"opening": u.opening, "added": u.added, "used": u.used,
+        # Only purchases are refunded, and every purchase has a cost basis: refunded is 0.
+        "uncosted_credits": {"opening": u.opening, "added": u.added, "refunded": 0,
+                             "used": u.used,
                              "expired": u.expired, "closing": u.closing},
     }
 
@@ -115,12 +124,12 @@ def as_text(report: dict[str, Any]) -> str:
         c = row["credits"]
         lines.append(
             f"  {cur}: opening deferred {row['opening_deferred']} + sales {row['sales']} "
-            f"- recognised {row['recognised']} - breakage {row['breakage']} "
-            f"= closing deferred {row['closing_deferred']}"
+            f"- refunds {row['refunds']} - recognised {row['recognised']} "
+            f"- breakage {row['breakage']} = closing deferred {row['closing_deferred']}"
         )
         lines.append(
-            f"       credits: {c['opening']:,} + {c['added']:,} sold - {c['used']:,} used "
-            f"- {c['expired']:,} expired = {c['closing']:,}"
+            f"       credits: {c['opening']:,} + {c['added']:,} sold - {c['refunded']:,} "
+            f"refunded - {c['used']:,} used - {c['expired']:,} expired = {c['closing']:,}"
         )
     u = report["uncosted_credits"]
     lines.append(

@@ -202,7 +202,8 @@ class WalletWriter:
         reference, fired = wallet.reference_at_load, wallet.alerts_fired
         alerts: list[Alert] = []
         for entry in wallet.new_entries:
-            if entry.kind in CREDIT_KINDS:
+            if entry.kind in CREDIT_KINDS and entry.amount > 0:
+                # (A negative adjustment is a debit: it may cross thresholds like usage.)
                 reference = entry.balance_after
                 fired = alert_rules.on_credit(settings, reference, entry.balance_after, fired)
             elif entry.amount < 0:

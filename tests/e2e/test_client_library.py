@@ -14,6 +14,7 @@ import pytest
 from flask import Flask, g, jsonify
 
 from kinde_credits_client import (
+    AlreadyRefunded,
     CreditsClient,
     Forbidden,
     HoldNotOpen,
@@ -22,6 +23,7 @@ from kinde_credits_client import (
     InvalidRequest,
     MemberBudgetExceeded,
     NotFound,
+    NotRefundable,
     ServiceUnavailable,
     TransportError,
     UnknownFeature,
@@ -102,6 +104,25 @@ def test_every_call_and_typed_errors(admin: CreditsClient, org: str, tokens: Tok
     assert [e.amount for e in entries] == [-4, -3, -2, -1, -100, 1000]
     pages = list(admin.ledger_pages(org, page_size=2))
     assert [len(p.entries) for p in pages] == [2, 2, 2] and pages[-1].next_cursor is None
+
+
+def test_adjust_refund_and_forecast(admin: CreditsClient, org: str) -> None:
+    added = admin.adjust(org, 250, "outage credit", expires_at="2099-01-01T00:00:00Z")
+    assert added["balance"] == 1250 and added["entry"]["reason"] == "outage credit"
+    with pytest.raises(InsufficientCredits):
+        admin.adjust(org, -5000, "too much")
+    with pytest.raises(NotRefundable):
+        admin.refund(org, added["entry"]["id"], "not a purchase")
+    sale = admin.top_up(org, bundle="starter")["entry"]["id"]
+    refund = admin.refund(org, sale, "bought by mistake")
+    assert (refund["refunded_credits"], refund["refunded_amount"], refund["currency"]) == (
+        5000, "49.00", "USD")
+    with pytest.raises(AlreadyRefunded):
+        admin.refund(org, sale, "again")
+    admin.record_usage(org, "report_generation", 2)
+    forecast = admin.forecast(org)
+    assert forecast["available"] == 1150 and forecast["credits_per_day"] > 0
+    assert forecast["days_left"] is not None and forecast["suggested_bundle"] is not None
 
 
 def test_hold_context_manager_captures_on_success_and_releases_on_error(

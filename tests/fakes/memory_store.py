@@ -38,7 +38,9 @@ from app.services.ports import (
     OutboxRepository,
     PaymentStandingRepository,
     PlanRepository,
+    PurchaseRecord,
     RecordedEntry,
+    RefundRecord,
     RevenueRepository,
     SpendLine,
     StoredResponse,
@@ -79,6 +81,8 @@ class _State:
     link_sessions: dict[str, LinkSession] = field(default_factory=dict)
     standing: dict[str, tuple[bool, datetime]] = field(default_factory=dict)
     hold_placers: dict[str, str] = field(default_factory=dict)
+    # Refunded packs by block id (the `refunds` table's primary key).
+    refunds: dict[str, RefundRecord] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,6 +102,8 @@ class _Purchase:
     status: str = "pending"
     failure_reason: str | None = None
     settled_at: datetime | None = None
+    block_id: str | None = None
+    refunded_at: datetime | None = None
 
 
 def _stored_row(wallet: Wallet, stored: Wallet | None) -> Wallet:
@@ -163,7 +169,7 @@ class MemoryWallets:
                     id=entry_id, wallet_id=wallet.id, kind=e.kind, amount=e.amount,
                     balance_after=e.balance_after, reason=e.reason, description=e.description,
                     created_at=e.created_at, feature=e.feature, quantity=e.quantity,
-                    hold_id=e.hold_id, occurred_at=e.occurred_at,
+                    hold_id=e.hold_id, occurred_at=e.occurred_at, block_id=e.block_id,
                 )
             )
             ids.append(entry_id)
@@ -360,16 +366,19 @@ class MemoryRecharges:
 
     def add(self, recharge_id: str, wallet_id: str, bundle: str, credits: int, price: str,
             currency: str, day: str, now: datetime, *, auto: bool = True,
-            meter: str | None = None) -> None:
+            meter: str | None = None, block_id: str | None = None) -> None:
         if recharge_id in self.s.purchases:
             raise DuplicateKey(recharge_id)
         self.s.purchases[recharge_id] = _Purchase(
             recharge_id, wallet_id, bundle, auto, credits, price, currency, day,
-            meter or f"bundle:{bundle}", now)
+            meter or f"bundle:{bundle}", now, block_id=block_id)
+
+    def mark_refunded(self, recharge_id: str, now: datetime) -> None:
+        self.s.purchases[recharge_id].refunded_at = now
 
     def in_flight(self, wallet_id: str) -> bool:
         return any(p.wallet_id == wallet_id and p.status == "pending" and p.auto
-                   for p in self.s.purchases.values())
+                   and p.refunded_at is None for p in self.s.purchases.values())
 
     def defer(self, wallet_id: str, now: datetime) -> None:
         self.s.deferred_recharges.setdefault(wallet_id, now)
@@ -387,7 +396,7 @@ class MemoryRecharges:
 
     def billable(self, wallet_id: str, meter: str) -> tuple[int, list[str]]:
         rows = [p for p in self.s.purchases.values()
-                if p.wallet_id == wallet_id and p.meter == meter]
+                if p.wallet_id == wallet_id and p.meter == meter and p.refunded_at is None]
         return len(rows), [p.id for p in rows if p.status != "invoiced"]
 
     def mark_invoiced(self, ids: Iterable[str], now: datetime) -> int:
@@ -402,7 +411,8 @@ class MemoryRecharges:
     def mark_failed(self, wallet_id: str, meter: str, reason: str, now: datetime) -> list[str]:
         failed = []
         for p in self.s.purchases.values():
-            if p.wallet_id == wallet_id and p.meter == meter and p.status == "pending":
+            if (p.wallet_id == wallet_id and p.meter == meter and p.status == "pending"
+                    and p.refunded_at is None):
                 p.status, p.failure_reason, p.settled_at = "failed", reason[:2000], now
                 failed.append(p.id)
         return failed
@@ -420,6 +430,38 @@ class MemoryRecharges:
             "currency": p.currency, "status": p.status, "failure_reason": p.failure_reason,
             "created_at": p.created_at, "settled_at": p.settled_at,
         }
+
+
+class MemoryRefunds:
+    """Refunded packs (the same contract as adapters.sql.refunds)."""
+
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def purchase(self, wallet_id: str, entry_id: int) -> PurchaseRecord | None:
+        entry = next((e for e in self.s.entries
+                      if e.id == entry_id and e.wallet_id == wallet_id), None)
+        if entry is None:
+            return None
+        sale = next((p for p in self.s.purchases.values()
+                     if entry.block_id is not None and p.block_id == entry.block_id), None)
+        return PurchaseRecord(
+            entry_id=entry.id, wallet_id=wallet_id, kind=entry.kind, block_id=entry.block_id,
+            created_at=entry.created_at, recharge_id=sale.id if sale else None,
+            bundle=sale.bundle if sale else None, meter=sale.meter if sale else None,
+            auto=sale.auto if sale else False)
+
+    def refunded(self, block_id: str) -> bool:
+        return block_id in self.s.refunds
+
+    def add(self, record: RefundRecord) -> None:
+        if record.block_id in self.s.refunds:
+            raise DuplicateKey(f"refund of block {record.block_id}")
+        self.s.refunds[record.block_id] = record
+
+    def between(self, since: datetime, until: datetime) -> list[RefundRecord]:
+        return sorted((r for r in self.s.refunds.values() if since <= r.created_at < until),
+                      key=lambda r: (r.created_at, r.void_entry_id))
 
 
 class MemoryInbox:
@@ -615,6 +657,7 @@ class MemoryUnitOfWork:
         self._idempotency = MemoryIdempotency(state)
         self._budgets = MemoryBudgets(state)
         self._recharges = MemoryRecharges(state)
+        self._refunds = MemoryRefunds(state)
         self._inbox = MemoryInbox(state)
         self._meters = MemoryMeters(state)
         self._billing = MemoryBilling(state)
@@ -638,6 +681,10 @@ class MemoryUnitOfWork:
     @property
     def recharges(self) -> MemoryRecharges:
         return self._recharges
+
+    @property
+    def refunds(self) -> MemoryRefunds:
+        return self._refunds
 
     @property
     def inbox(self) -> MemoryInbox:

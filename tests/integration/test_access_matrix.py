@@ -120,6 +120,12 @@ API_CALLS: tuple[Call, ...] = (
     Call("catalog.get_catalog", "GET", "/v1/catalog"),
     Call("dashboard_link.create_dashboard_link", "POST", "/v1/wallets/{wallet}/dashboard-link"),
     Call("reports.get_revenue", "GET", "/v1/reports/revenue"),
+    Call("corrections.post_adjustment", "POST", "/v1/wallets/{wallet}/adjustments",
+         {"credits": 5, "reason": "matrix"}),
+    # An allowed caller gets past the table to the body check (422): no pack is needed.
+    Call("corrections.post_refund", "POST", "/v1/wallets/{wallet}/purchases/1/refund",
+         {"reason": ""}),
+    Call("corrections.get_forecast", "GET", "/v1/wallets/{wallet}/forecast"),
 )
 # A route whose view does more than one operation: its own row and the rows its body picks.
 ROUTE_OPERATIONS = {"wallets.top_up": ("top_up.sale", "top_up.unbilled_sale", "top_up.grant"),

@@ -362,3 +362,15 @@ class TestUnbilledPurchasesAllowed:
                                 data={"csrf_token": field(html, "csrf_token"), "enabled": "on",
                                       "threshold_credits": "100", "bundle": "starter"})
             assert recharge.status_code == 403
+
+
+def test_adjustment_reasons_show_in_the_history_and_its_csv(
+        web: FlaskClient, tokens: Tokens, dash: Container) -> None:
+    dash.ledger.grant("kp_alice", 1000, "welcome")
+    dash.ledger.adjust("kp_alice", -40, "double-counted import, ticket 9")
+    html = open_page(web, tokens)
+    assert "-40 credits: adjustment (double-counted import, ticket 9)" in html
+    rows = list(csv.DictReader(io.StringIO(
+        web.get("/dashboard/kp_alice/history.csv").get_data(as_text=True))))
+    assert rows[0]["kind"] == "adjustment"
+    assert rows[0]["description"] == "'-40 credits: adjustment (double-counted import, ticket 9)"

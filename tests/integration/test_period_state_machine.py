@@ -14,7 +14,8 @@ periods" and "Ledger rules" alone:
   expire (credits of due blocks up to what open holds reserve are kept until the holds
   settle), then the cap of the plan in force at the end takes the excess of the agreement's
   carried allotments (bounded by available), then that plan's next allotment is granted;
-- expiry of a block kept for a hold happens when the hold settles.
+- expiry of a block kept for a hold happens when the hold settles; only holds placed before a
+  block expired keep its credits.
 The revenue roll-forward identity is checked per currency at the end, with a 0-decimal (JPY)
 and a 3-decimal (KWD) plan price among the plans.
 """
@@ -123,11 +124,15 @@ class Model:
         self.blocks.append(MBlock(plan, end, p["credits_per_period"], expires, at, self.seq))
 
     def expire_due(self, at: datetime) -> None:
-        keep = self.held
+        # Credits past their expiry stay only as far as holds placed before it reserve them.
+        kept_so_far = 0
         for b in sorted(self.blocks, key=MBlock.order):
             if b.expires_at is not None and b.expires_at <= at and b.remaining > 0:
-                kept = min(b.remaining, keep)
-                keep -= kept
+                expiry = b.expires_at
+                reservable = sum(h.amount for h in self.holds
+                                 if h.open and h.placed_at < expiry)
+                kept = min(b.remaining, max(min(reservable, self.held) - kept_so_far, 0))
+                kept_so_far += kept
                 b.remaining = kept
         self.blocks = [b for b in self.blocks if b.remaining > 0]
 

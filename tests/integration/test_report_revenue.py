@@ -65,25 +65,26 @@ def test_hand_computed_roll_forward(db_url: str, tmp_path: Path) -> None:
     finally:
         c.close()
     assert january["currencies"] == {
-        "EUR": {"opening_deferred": "0.00", "sales": "1.00", "recognised": "0.33",
-                "breakage": "0.67", "closing_deferred": "0.00",
-                "credits": {"opening": 0, "added": 3, "used": 1, "expired": 2, "closing": 0}},
-        "USD": {"opening_deferred": "0.00", "sales": "50.00", "recognised": "12.00",
-                "breakage": "0.00", "closing_deferred": "38.00",
-                "credits": {"opening": 0, "added": 5000, "used": 1200, "expired": 0,
-                            "closing": 3800}},
+        "EUR": {"opening_deferred": "0.00", "sales": "1.00", "refunds": "0.00",
+                "recognised": "0.33", "breakage": "0.67", "closing_deferred": "0.00",
+                "credits": {"opening": 0, "added": 3, "refunded": 0, "used": 1, "expired": 2,
+                            "closing": 0}},
+        "USD": {"opening_deferred": "0.00", "sales": "50.00", "refunds": "0.00",
+                "recognised": "12.00", "breakage": "0.00", "closing_deferred": "38.00",
+                "credits": {"opening": 0, "added": 5000, "refunded": 0, "used": 1200,
+                            "expired": 0, "closing": 3800}},
     }
-    assert january["uncosted_credits"] == {"opening": 0, "added": 500, "used": 0, "expired": 0,
-                                           "closing": 500}
+    assert january["uncosted_credits"] == {"opening": 0, "added": 500, "refunded": 0,
+                                           "used": 0, "expired": 0, "closing": 500}
     # February: the EUR block was used up before it, so only USD moves.
     assert february["currencies"] == {
-        "USD": {"opening_deferred": "38.00", "sales": "0.00", "recognised": "38.00",
-                "breakage": "0.00", "closing_deferred": "0.00",
-                "credits": {"opening": 3800, "added": 0, "used": 3800, "expired": 0,
-                            "closing": 0}},
+        "USD": {"opening_deferred": "38.00", "sales": "0.00", "refunds": "0.00",
+                "recognised": "38.00", "breakage": "0.00", "closing_deferred": "0.00",
+                "credits": {"opening": 3800, "added": 0, "refunded": 0, "used": 3800,
+                            "expired": 0, "closing": 0}},
     }
-    assert february["uncosted_credits"] == {"opening": 500, "added": 0, "used": 500,
-                                            "expired": 0, "closing": 0}
+    assert february["uncosted_credits"] == {"opening": 500, "added": 0, "refunded": 0,
+                                            "used": 500, "expired": 0, "closing": 0}
     # Any past period, not only "to date": the second half of January.
     assert mid["currencies"]["USD"]["opening_deferred"] == "38.00"
     assert mid["currencies"]["USD"]["recognised"] == "0.00"
@@ -119,6 +120,46 @@ def test_cli_json_csv_and_text(db_url: str, tmp_path: Path) -> None:
     assert backwards.exit_code != 0 and "until must be after since" in backwards.output
 
 
+def test_refunds_in_the_roll_forward_and_in_report_refunds(db_url: str,
+                                                           tmp_path: Path) -> None:
+    clock = FakeClock()
+    env = {"DATABASE_URL": db_url, "KINDE_CREDITS_VAR_DIR": str(tmp_path)}
+    c = build_container(Settings.from_env(env), clock=clock)
+    try:
+        clock.now = at(3, 1)
+        entry = c.ledger.top_up_bundle("kp_a", "starter").body["entry"]["id"]  # 49.00 USD
+        c.ledger.record_usage("kp_a", "report_generation", 30)  # 1,500 credits: 14.70
+        clock.now = at(3, 2)
+        c.ledger.refund("kp_a", entry, "customer asked, ticket 7")  # 3,500 back: 34.30
+    finally:
+        c.close()
+    args = ["report", "revenue", "--since", "2026-03-01", "--until", "2026-04-01"]
+    usd = json.loads(CliRunner().invoke(main, [*args, "--json"], env=env).output)[
+        "currencies"]["USD"]
+    assert (usd["sales"], usd["refunds"], usd["recognised"], usd["closing_deferred"]) == (
+        "49.00", "34.30", "14.70", "0.00")
+    assert usd["credits"]["refunded"] == 3500
+    row, _uncosted = csv.DictReader(io.StringIO(CliRunner().invoke(main, [*args, "--csv"],
+                                                                   env=env).output))
+    assert (row["refunds"], row["credits_refunded"]) == ("34.30", "3500")
+    assert "- refunds 34.30" in CliRunner().invoke(main, args, env=env).output
+    refunds = ["report", "refunds", "--since", "2026-03-01", "--until", "2026-04-01"]
+    data = json.loads(CliRunner().invoke(main, [*refunds, "--json"], env=env).output)
+    [refund] = data["refunds"]
+    assert (refund["wallet_id"], refund["credits"], refund["amount"], refund["invoice"],
+            refund["reason"]) == ("kp_a", 3500, "34.30", "credit_note_due",
+                                  "customer asked, ticket 7")
+    assert data["totals"] == {"USD": {"credit_note_due": "34.30", "reduced": "0.00"}}
+    [line] = csv.DictReader(io.StringIO(CliRunner().invoke(main, [*refunds, "--csv"],
+                                                           env=env).output))
+    assert (line["amount"], line["invoice"]) == ("34.30", "credit_note_due")
+    text = CliRunner().invoke(main, refunds, env=env).output
+    assert "credit note due" in text and "34.30 USD" in text
+    empty = CliRunner().invoke(main, ["report", "refunds", "--since", "2026-04-01",
+                                      "--until", "2026-05-01"], env=env).output
+    assert "none" in empty
+
+
 def test_http_report_is_the_cli_json(client: FlaskClient, tokens: Tokens,
                                      api_container: Container) -> None:
     api_container.ledger.top_up_bundle("kp_h", "starter")
@@ -130,7 +171,8 @@ def test_http_report_is_the_cli_json(client: FlaskClient, tokens: Tokens,
     body: dict[str, Any] = response.get_json()
     usd = body["currencies"]["USD"]
     assert Decimal(usd["opening_deferred"]) + Decimal(usd["sales"]) - Decimal(
-        usd["recognised"]) - Decimal(usd["breakage"]) == Decimal(usd["closing_deferred"])
+        usd["refunds"]) - Decimal(usd["recognised"]) - Decimal(usd["breakage"]) == Decimal(
+        usd["closing_deferred"])
     assert (usd["sales"], usd["recognised"]) == ("49.00", "4.90")
     assert body == revenue_report(api_container.store, datetime(2020, 1, 1, tzinfo=UTC),
                                   datetime(2100, 1, 1, tzinfo=UTC))

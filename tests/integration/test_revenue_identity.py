@@ -1,8 +1,8 @@
 """The revenue roll-forward holds exactly on randomised histories (hypothesis), on both
-databases: opening + sales - recognised - breakage = closing in every period, each period
-opens where the one before closed, and splitting a range into periods changes no total. Packs
-are sold in USD, EUR, JPY (no minor unit) and KWD (three decimals): every figure is a whole
-number of its currency's minor unit and never printed as a negative zero."""
+databases: opening + sales - refunds - recognised - breakage = closing in every period, each
+period opens where the one before closed, and splitting a range into periods changes no total.
+Packs are sold in USD, EUR, JPY (no minor unit) and KWD (three decimals), refunded and adjusted:
+every figure is a whole number of its currency's minor unit and never a negative zero."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from app.bootstrap import build_container
 from app.domain.catalog import Catalog, parse_catalog
-from app.domain.ledger import InsufficientCredits
+from app.domain.ledger import InsufficientCredits, LedgerError
 from app.domain.money import quantum
+from app.services.errors import NotFound
 from app.services.ledger import verify_ledger
 from app.services.revenue import revenue_report
 from app.settings import Settings
@@ -32,12 +34,15 @@ OPS = st.lists(
         st.tuples(st.just("use"), st.integers(1, 3000)),
         st.tuples(st.just("kinde_use"), st.integers(1, 700)),
         st.tuples(st.just("grant"), st.integers(1, 500)),
+        st.tuples(st.just("refund"), st.integers(0, 30)),
+        st.tuples(st.just("adjust"), st.integers(-400, 400).filter(bool)),
         st.tuples(st.just("wait"), st.integers(0, 24 * 9)),
     ),
     min_size=1,
     max_size=25,
 )
-MONEY = ("opening_deferred", "sales", "recognised", "breakage", "closing_deferred")
+MONEY = ("opening_deferred", "sales", "refunds", "recognised", "breakage",
+         "closing_deferred")
 
 
 def money_catalog() -> Catalog:
@@ -78,6 +83,11 @@ def test_roll_forward_identity(env: dict[str, str], ops: list[tuple[str, Any]],
                 _unrefusable_debit(c, wallet, arg)
             elif op == "grant":
                 c.ledger.grant(wallet, arg, "goodwill")
+            elif op == "refund":
+                _refund_some_purchase(c, wallet, arg)
+            elif op == "adjust":
+                with contextlib.suppress(InsufficientCredits, NotFound):
+                    c.ledger.adjust(wallet, arg, "correction")
             else:
                 clock.advance(hours=arg)
         clock.advance(days=6)
@@ -100,21 +110,32 @@ def test_roll_forward_identity(env: dict[str, str], ops: list[tuple[str, Any]],
                 quantum(cur).as_tuple().exponent) for v in m.values()), row
             assert not any(row[k].startswith("-") for k in MONEY), row
             assert all(m[k] >= 0 for k in MONEY), row
-            assert m["opening_deferred"] + m["sales"] - m["recognised"] - m["breakage"] == (
-                m["closing_deferred"]), row
+            assert m["opening_deferred"] + m["sales"] - m["refunds"] - m["recognised"] - (
+                m["breakage"]) == m["closing_deferred"], row
             assert m["opening_deferred"] == previous_closing.get(cur, Decimal(0)), cur
             credits = row["credits"]
-            assert credits["opening"] + credits["added"] - credits["used"] - (
-                credits["expired"]) == credits["closing"]
+            assert credits["opening"] + credits["added"] - credits["refunded"] - (
+                credits["used"]) - credits["expired"] == credits["closing"]
         previous_closing = {cur: Decimal(row["closing_deferred"])
                             for cur, row in report["currencies"].items()}
         u = report["uncosted_credits"]
         assert u["opening"] + u["added"] - u["used"] - u["expired"] == u["closing"]
     for cur, row in whole["currencies"].items():
-        for key in ("sales", "recognised", "breakage"):
+        for key in ("sales", "refunds", "recognised", "breakage"):
             assert Decimal(row[key]) == sum(
                 (Decimal(r["currencies"][cur][key]) for r in reports
                  if cur in r["currencies"]), Decimal("0")), (cur, key)
+
+
+def _refund_some_purchase(c: Any, wallet: str, pick: int) -> None:
+    """Refund one of the wallet's purchases (any: used, unused, expired or refunded already:
+    the refusals are part of the history too)."""
+    with c.store.engine.connect() as conn:
+        ids = conn.execute(text("SELECT id FROM entries WHERE wallet_id = :w AND kind = "
+                                "'purchase' ORDER BY id"), {"w": wallet}).scalars().all()
+    if ids:
+        with contextlib.suppress(LedgerError):
+            c.ledger.refund(wallet, int(ids[pick % len(ids)]), "hypothesis")
 
 
 def _unrefusable_debit(c: Any, wallet: str, credits: int) -> None:

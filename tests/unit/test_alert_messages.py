@@ -19,7 +19,7 @@ def test_depleted_by_kinde_metered_usage_names_everything_now_paused(catalog: Ca
 
 def test_depleted_notice_message(catalog: Catalog) -> None:
     alert = Alert("credits.depleted", 0, 1000, Threshold("zero", 0))
-    notice = alert_notice(alert, "kp_a", ("GB", 100), 0, "https://app.example.com/top-up",
+    notice = alert_notice(alert, "kp_a", ("GB", 100), None, "https://app.example.com/top-up",
                           paused=paused_features(catalog, "storage"))
     assert notice.data["message"] == (
         "Your credits are used up: file conversions, API calls and reports are paused until "
@@ -28,5 +28,5 @@ def test_depleted_notice_message(catalog: Catalog) -> None:
 
 def test_low_balance_notice_names_what_the_credits_buy(catalog: Catalog) -> None:
     alert = Alert("credits.balance_low", 120, 1000, Threshold("p25", 250, percent=25))
-    notice = alert_notice(alert, "kp_a", ("report", 50), 0, None)
+    notice = alert_notice(alert, "kp_a", ("report", 50), None, None)
     assert notice.data["message"] == "120 credits left, about 2 reports."

@@ -36,6 +36,9 @@ SAMPLE_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "ledger_pages": (("org_a",), {}),
     "set_budget": (("org_a", "kp_b"), {"credits_per_day": 5}),
     "members": (("org_a",), {}),
+    "adjust": (("org_a", 5, "goodwill"), {}),
+    "refund": (("org_a", 7, "mistake"), {}),
+    "forecast": (("org_a",), {}),
 }
 ANSWER = {"entry": {}, "balance": 0, "available": 0, "allowed": True, "credits": 0,
           "wallet_id": "org_a", "owner_type": "org", "held": 0, "hold_id": "hold_1",

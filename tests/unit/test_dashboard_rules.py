@@ -15,10 +15,10 @@ from app.domain.dashboard import (
     link_ttl,
     parse_number_list,
     parse_whole_number,
-    runway_text,
     short_date,
     value_texts,
 )
+from app.domain.forecast import CreditsLeft, forecast, runway_sentence
 from app.domain.ledger import InvalidRequest
 
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
@@ -52,6 +52,14 @@ def test_grant_accepted_until_expiry() -> None:
     check_grant({"w": "kp_a", "exp": int(NOW.timestamp()) + 1}, "kp_a", NOW)
 
 
+def runway_text(available: int, used_7d: int) -> str:
+    """The dashboard's runway line for a wallet that used `used_7d` credits, a seventh each
+    day of the last 7 (the line is the API's forecast in words)."""
+    daily = [(NOW.date() - timedelta(days=d), "reports", used_7d // 7) for d in range(7)]
+    return runway_sentence(forecast(now=NOW, available=available,
+                                    blocks=[CreditsLeft(available, None)], daily_usage=daily))
+
+
 def test_words() -> None:
     assert short_date(NOW, NOW.date()) == "Nov 27"
     assert short_date(NOW - timedelta(days=365), NOW.date()) == "Nov 27, 2025"
@@ -59,7 +67,7 @@ def test_words() -> None:
     assert runway_text(100, 700) == "At your pace of the last 7 days, about 1 day left."
     assert runway_text(10, 700) == "At your pace of the last 7 days, less than a day left."
     assert runway_text(0, 700) == "At your pace of the last 7 days, you need to top up now."
-    assert runway_text(5000, 0) == "No credits used in the last 7 days."
+    assert runway_text(5000, 0) == "No credits used in the last 30 days."
     assert value_texts(5000, [("file conversion", 2), ("report", 50), ("GB", 100)]) == [
         "about 2,500 file conversions", "about 100 reports", "about 50 GB"]
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.domain.forecast import CreditsLeft, Forecast, forecast
 from app.domain.usage_terms import (
-    days_of_runway,
     describe_capture,
     describe_credit,
     describe_debit,
@@ -120,16 +122,18 @@ def test_describe_units_left(balance: int, cpu: int, unit: str, expected: str) -
     assert describe_units_left(balance, cpu, unit) == expected
 
 
-@pytest.mark.parametrize(
-    ("balance", "used_7d", "expected"),
-    [(2500, 0, None), (2500, -5, None), (0, 700, 0.0), (-50, 700, 0.0), (700, 700, 7.0),
-     (2500, 5000, 3.5)],
-)
-def test_days_of_runway(balance: int, used_7d: int, expected: float | None) -> None:
-    assert days_of_runway(balance, used_7d) == expected
-
-
 URL = "https://app.example.com/billing"
+NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
+
+
+def runway(balance: int, used_7d: int) -> Forecast:
+    """The forecast of a wallet holding `balance` that used `used_7d` credits over the last
+    7 days, spread over each of them (the alert's runway comes from the one forecast)."""
+    daily = [(NOW.date() - timedelta(days=d), "reports", used_7d // 7 + (used_7d % 7 if d == 0
+                                                                         else 0))
+             for d in range(7)]
+    return forecast(now=NOW, available=balance, blocks=[CreditsLeft(max(balance, 0), None)],
+                    daily_usage=daily)
 
 
 @pytest.mark.parametrize(
@@ -171,11 +175,11 @@ URL = "https://app.example.com/billing"
 def test_low_balance_message(
     balance: int, hint: tuple[str, int] | None, used_7d: int, url: str | None, expected: str
 ) -> None:
-    assert low_balance_message(balance, hint, used_7d, url) == expected
+    assert low_balance_message(balance, hint, runway(balance, used_7d), url) == expected
 
 
 def test_depleted_message_names_every_paused_feature_when_given() -> None:
-    message = low_balance_message(0, ("GB", 100), 0, None,
+    message = low_balance_message(0, ("GB", 100), None, None,
                                   paused=["file conversions", "API calls", "reports"])
     assert message == ("Your credits are used up: file conversions, API calls and reports are "
                        "paused until you top up.")
@@ -211,17 +215,10 @@ def test_units_left_never_negative(balance: int, cpu: int) -> None:
 def test_message_has_no_minus_sign_for_non_negative_balance(
     balance: int, hint: tuple[str, int] | None, used_7d: int, url: str | None
 ) -> None:
-    message = low_balance_message(balance, hint, used_7d, url)
+    message = low_balance_message(balance, hint, runway(balance, used_7d), url)
     assert "-" not in message
     assert message.endswith((".", url or "."))
     assert (url in message) if url else ("Top up" not in message)
-
-
-@given(balances, st.integers(min_value=1, max_value=10**9))
-def test_runway_is_balance_over_daily_pace(balance: int, used_7d: int) -> None:
-    days = days_of_runway(balance, used_7d)
-    assert days is not None and days >= 0
-    assert days == pytest.approx(balance / (used_7d / 7))
 
 
 @given(st.integers(min_value=-(10**12), max_value=-1), prices, units)

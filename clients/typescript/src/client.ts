@@ -17,14 +17,19 @@ import {
   errorFor,
 } from "./errors.js";
 import type {
+  AdjustmentRequest,
+  AdjustmentResult,
   BudgetRequest,
   BudgetResult,
   CheckResult,
+  Forecast,
   HoldRequest,
   HoldResult,
   LedgerEntry,
   LedgerPage,
   Members,
+  RefundRequest,
+  RefundResult,
   SettledHold,
   TopUpRequest,
   TopUpResult,
@@ -105,6 +110,22 @@ export interface HoldOptions {
 export type TopUpOptions =
   | { bundle: string; idempotencyKey?: string }
   | { credits: number; reason: string; expiresAfterDays?: number; idempotencyKey?: string };
+
+export interface AdjustOptions {
+  /** Non-zero: positive adds credits (a new block), negative takes them away like usage. */
+  credits: number;
+  /** Why (1-500 characters), shown in the wallet's history. */
+  reason: string;
+  /** Positive adjustments only: when the credits expire (RFC 3339). */
+  expiresAt?: string;
+  idempotencyKey?: string;
+}
+
+export interface RefundOptions {
+  /** Why (1-500 characters), kept with the refund. */
+  reason: string;
+  idempotencyKey?: string;
+}
 
 export interface BudgetOptions {
   /** `null` removes the cap; left out keeps the current value. */
@@ -314,6 +335,35 @@ export class CreditsClient {
     const { body } = await this.request<TopUpResult>(
       "POST", `/v1/wallets/${seg(walletId)}/top-ups`,
       { json, idempotencyKey: options.idempotencyKey });
+    return body;
+  }
+
+  /** Correct a balance (credits:admin); a negative adjustment answers 402 rather than take
+   * the wallet below zero. */
+  async adjust(walletId: string, options: AdjustOptions): Promise<AdjustmentResult> {
+    const json: AdjustmentRequest = compact({
+      credits: options.credits, reason: options.reason, expires_at: options.expiresAt,
+    });
+    const { body } = await this.request<AdjustmentResult>(
+      "POST", `/v1/wallets/${seg(walletId)}/adjustments`,
+      { json, idempotencyKey: options.idempotencyKey });
+    return body;
+  }
+
+  /** Refund the pack a purchase entry sold (credits:admin): its unused credits leave the
+   * wallet; `invoice` is "reduced" (Kinde invoices one pack fewer) or "credit_note_due". */
+  async refund(walletId: string, entryId: number, options: RefundOptions): Promise<RefundResult> {
+    const json: RefundRequest = { reason: options.reason };
+    const { body } = await this.request<RefundResult>(
+      "POST", `/v1/wallets/${seg(walletId)}/purchases/${seg(String(entryId))}/refund`,
+      { json, idempotencyKey: options.idempotencyKey });
+    return body;
+  }
+
+  /** The runway (the dashboard's figures): pace, days left, run-out, pace by feature, credits
+   * expiring unused before then, and the bundle that would last about a month. */
+  async forecast(walletId: string): Promise<Forecast> {
+    const { body } = await this.request<Forecast>("GET", `/v1/wallets/${seg(walletId)}/forecast`);
     return body;
   }
 

@@ -70,6 +70,12 @@ export class HoldNotOpenError extends CreditsError {}
 export class PaymentOverdueError extends CreditsError {}
 /** 409: a pack sale needs the wallet's Kinde billing customer, and it has none yet. */
 export class NoBillingCustomerError extends CreditsError {}
+/** 409: only purchases with unused credits are refunded (not grants or allotments). */
+export class NotRefundableError extends CreditsError {}
+/** 409: the pack was refunded before; a pack goes back at most once. */
+export class AlreadyRefundedError extends CreditsError {}
+/** 409: open holds need the pack's credits; capture or release them, then refund. */
+export class CreditsHeldError extends CreditsError {}
 /** 5xx or 429 after every retry: the service is unwell; nothing was charged twice. */
 export class ServiceUnavailableError extends CreditsError {}
 
@@ -104,6 +110,9 @@ export const ERRORS_BY_CODE: Readonly<Record<string, ErrorClass>> = Object.freez
   hold_not_open: HoldNotOpenError,
   payment_overdue: PaymentOverdueError,
   no_billing_customer: NoBillingCustomerError,
+  not_refundable: NotRefundableError,
+  already_refunded: AlreadyRefundedError,
+  credits_held: CreditsHeldError,
 });
 
 /** Error class by HTTP status, for an answer whose code is not one of the above. */

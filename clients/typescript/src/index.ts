@@ -17,6 +17,7 @@ export {
   RETRY_STATUSES,
 } from "./client.js";
 export type {
+  AdjustOptions,
   ApiResponse,
   BudgetOptions,
   CheckOptions,
@@ -24,12 +25,15 @@ export type {
   HoldOptions,
   RecordedUsage,
   RecordUsageOptions,
+  RefundOptions,
   RequestOptions,
   TokenSource,
   TopUpOptions,
 } from "./client.js";
 export {
+  AlreadyRefundedError,
   CreditsError,
+  CreditsHeldError,
   ERRORS_BY_CODE,
   ERRORS_BY_STATUS,
   errorFor,
@@ -41,6 +45,7 @@ export {
   MemberBudgetExceededError,
   NoBillingCustomerError,
   NotFoundError,
+  NotRefundableError,
   PaymentOverdueError,
   ServiceUnavailableError,
   TransportError,

@@ -20,11 +20,17 @@ export type Members = Schemas["Members"];
 export type BudgetResult = Json<
   paths["/v1/wallets/{wallet_id}/members/{user_id}/budget"]["put"]["responses"][200]>;
 export type TopUpResult = Json<paths["/v1/wallets/{wallet_id}/top-ups"]["post"]["responses"][201]>;
+export type Forecast = Schemas["Forecast"];
+export type RefundResult = Schemas["RefundResult"];
+export type AdjustmentResult = Json<
+  paths["/v1/wallets/{wallet_id}/adjustments"]["post"]["responses"][201]>;
 
 export type UsageRequest = Schemas["UsageRequest"];
 export type HoldRequest = Schemas["HoldRequest"];
 export type TopUpRequest = Schemas["TopUpRequest"];
 export type BudgetRequest = Schemas["BudgetRequest"];
+export type AdjustmentRequest = Schemas["AdjustmentRequest"];
+export type RefundRequest = Schemas["RefundRequest"];
 export type CaptureRequest = Schemas["CaptureRequest"];
 export type CheckQuery = NonNullable<
   paths["/v1/wallets/{wallet_id}/check"]["get"]["parameters"]["query"]>;

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
+  AlreadyRefundedError,
   CreditsClient,
   ForbiddenError,
   HoldNotOpenError,
@@ -13,6 +14,7 @@ import {
   InvalidRequestError,
   MemberBudgetExceededError,
   NotFoundError,
+  NotRefundableError,
   UnauthorizedError,
   UnknownBundleError,
   UnknownFeatureError,
@@ -145,4 +147,26 @@ test("holds: run captures on success (or captureCredits), releases on error", as
   const answer = await admin.releaseHold(released.holdId);
   assert.equal(answer.status, "released");
   assert.deepEqual(await usageAmounts(org), []);
+});
+
+test("adjust, refund and forecast: the same figures as the service", async () => {
+  const org = await fundedOrg(1000);
+  const added = await admin.adjust(org, { credits: 250, reason: "outage credit",
+                                          expiresAt: "2099-01-01T00:00:00Z" });
+  assert.deepEqual([added.balance, added.entry.reason], [1250, "outage credit"]);
+  await assert.rejects(admin.adjust(org, { credits: -5000, reason: "too much" }),
+                       InsufficientCreditsError);
+  await assert.rejects(admin.refund(org, added.entry.id, { reason: "not a purchase" }),
+                       NotRefundableError);
+  const sale = await admin.topUp(org, { bundle: "starter" });
+  const refund = await admin.refund(org, sale.entry.id, { reason: "bought by mistake" });
+  assert.deepEqual([refund.refunded_credits, refund.refunded_amount, refund.currency],
+                   [5000, "49.00", "USD"]);
+  await assert.rejects(admin.refund(org, sale.entry.id, { reason: "again" }),
+                       AlreadyRefundedError);
+  await admin.recordUsage(org, { feature: "report_generation", quantity: 2 });
+  const forecast = await admin.forecast(org);
+  assert.equal(forecast.available, 1150);
+  assert.ok(forecast.credits_per_day > 0 && forecast.days_left !== null);
+  assert.ok(forecast.suggested_bundle !== null);
 });

@@ -81,6 +81,9 @@ const SAMPLE_CALLS: Record<string, (c: CreditsClient) => Promise<unknown>> = {
   ledgerPages: async (c) => { for await (const _ of c.ledgerPages("org_a")) break; },
   setBudget: (c) => c.setBudget("org_a", "kp_b", { creditsPerDay: 5 }),
   members: (c) => c.members("org_a"),
+  adjust: (c) => c.adjust("org_a", { credits: 5, reason: "goodwill" }),
+  refund: (c) => c.refund("org_a", 7, { reason: "mistake" }),
+  forecast: (c) => c.forecast("org_a"),
 };
 const ANSWER = { hold_id: "hold_1", amount: 5, entries: [], next_cursor: null };
 

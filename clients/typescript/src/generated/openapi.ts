@@ -267,8 +267,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Per currency: opening deferred + sales - recognised - breakage = closing deferred, to
-         *     the cent, for [since, until); credits without a cost basis as counts.
+         * Per currency: opening deferred + sales - refunds - recognised - breakage = closing
+         *     deferred, to the cent, for [since, until); credits without a cost basis as counts.
          */
         get: {
             parameters: {
@@ -493,6 +493,113 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/wallets/{wallet_id}/adjustments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                wallet_id: string;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Correct a balance (credits:admin): a positive `credits` adds a block (expiring at
+         *     `expires_at` if given); a negative one draws like usage and answers 402 rather than take
+         *     the wallet below zero. `reason` is shown in the wallet's history.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Makes the write safe to retry: the same key with the same body returns the first answer (with `Idempotent-Replayed: true`); with another body it is 409 idempotency_conflict. Scoped to the wallet. */
+                    "Idempotency-Key"?: string;
+                };
+                path: {
+                    wallet_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["AdjustmentRequest"];
+                };
+            };
+            responses: {
+                /** @description Created */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["CreditResult"];
+                    };
+                };
+                /** @description unauthorized: missing or refused access token */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description insufficient_credits (error.needed, error.available) or, for a member of an org wallet, member_budget_exceeded (error.needed, error.available_to_member) */
+                402: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description forbidden: the token lacks the scope */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not_found: no such wallet or hold, or not yours */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                422: components["responses"]["UNPROCESSABLE_ENTITY"];
+                /** @description unavailable: signing keys cannot be fetched; retry */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -872,6 +979,87 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/wallets/{wallet_id}/forecast": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                wallet_id: string;
+            };
+            cookie?: never;
+        };
+        /**
+         * The runway: pace over the last 7 days (30 when 7 hold too little), days left, when the
+         *     credits run out, pace by feature, credits that expire unused before then, and the bundle
+         *     that would last about a month. The dashboard shows the same figures.
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    wallet_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Forecast"];
+                    };
+                };
+                /** @description unauthorized: missing or refused access token */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description forbidden: the token lacks the scope */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not_found: no such wallet or hold, or not yours */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description unavailable: signing keys cannot be fetched; retry */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/wallets/{wallet_id}/holds": {
         parameters: {
             query?: never;
@@ -1242,6 +1430,109 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/wallets/{wallet_id}/purchases/{entry_id}/refund": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                wallet_id: string;
+                entry_id: number;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Refund a sold pack (credits:admin), named by its purchase entry: its unused credits
+         *     leave as a `void` entry. `invoice` says what happens to the money: `reduced` (a wholly
+         *     unused pack of Kinde's open period: Kinde invoices one pack fewer) or `credit_note_due`
+         *     (issue a credit note for `refunded_amount` in Kinde; `kinde-credits report refunds`).
+         *     409 `not_refundable` (not a purchase, or nothing left), `already_refunded`, or
+         *     `credits_held` (open holds need the pack's credits: settle them first).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Makes the write safe to retry: the same key with the same body returns the first answer (with `Idempotent-Replayed: true`); with another body it is 409 idempotency_conflict. Scoped to the wallet. */
+                    "Idempotency-Key"?: string;
+                };
+                path: {
+                    wallet_id: string;
+                    entry_id: number;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["RefundRequest"];
+                };
+            };
+            responses: {
+                /** @description Created */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["RefundResult"];
+                    };
+                };
+                /** @description unauthorized: missing or refused access token */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description forbidden: the token lacks the scope */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not_found: no such wallet or hold, or not yours */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                422: components["responses"]["UNPROCESSABLE_ENTITY"];
+                /** @description unavailable: signing keys cannot be fetched; retry */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/wallets/{wallet_id}/top-ups": {
         parameters: {
             query?: never;
@@ -1461,6 +1752,17 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        AdjustmentRequest: {
+            /** @description non-zero: positive adds credits, negative takes them away */
+            credits: number;
+            /**
+             * Format: date-time
+             * @description positive adjustments only: when the credits expire
+             */
+            expires_at?: string;
+            /** @description why (1-500 characters), shown in the wallet's history */
+            reason: string;
+        };
         AlertSettings: {
             /** @description send credits.depleted at zero */
             notify_at_zero?: boolean;
@@ -1638,6 +1940,8 @@ export interface components {
             closing: number;
             expired: number;
             opening: number;
+            /** @description credits of refunded packs (costed credits only) */
+            refunded?: number;
             used: number;
         };
         CreditResult: {
@@ -1667,6 +1971,11 @@ export interface components {
              * @example 49.00
              */
             recognised: string;
+            /**
+             * @description decimal string, to the cent
+             * @example 49.00
+             */
+            refunds: string;
             /**
              * @description decimal string, to the cent
              * @example 49.00
@@ -1724,11 +2033,33 @@ export interface components {
             /** @description insufficient_credits: credits needed */
             needed?: number;
         };
+        FeaturePace: {
+            credits_per_day: number;
+            feature: string;
+        };
         FeatureSpend: {
             credits: number;
             /** @description null for a hold of plain credits */
             feature: string | null;
             units: number;
+        };
+        Forecast: {
+            available: number;
+            by_feature: components["schemas"]["FeaturePace"][];
+            credits_per_day: number;
+            /** @description floored; null when nothing is used */
+            days_left: number | null;
+            /** @description credits that expire unused before run-out */
+            expiring_before_run_out: number;
+            /** Format: date-time */
+            runs_out_at: string | null;
+            /** @description the runway in words */
+            runway: string;
+            /** @description lasts about a month at this pace */
+            suggested_bundle: components["schemas"]["SuggestedBundle"] | (Record<string, never> | null);
+            wallet_id: string;
+            /** @description 7, or 30 when the last 7 days hold too little */
+            window_days: number;
         };
         Hold: {
             amount: number;
@@ -1852,6 +2183,28 @@ export interface components {
              */
             status: "pending" | "invoiced" | "failed";
         };
+        RefundRequest: {
+            /** @description why (1-500 characters), kept with the refund */
+            reason: string;
+        };
+        RefundResult: {
+            available: number;
+            balance: number;
+            currency: string;
+            entry: components["schemas"]["Entry"];
+            /**
+             * @description reduced: Kinde invoices one pack fewer this period; credit_note_due: issue a credit note in Kinde (`kinde-credits report refunds`)
+             * @enum {string}
+             */
+            invoice: "reduced" | "credit_note_due";
+            purchase_entry_id: number;
+            /**
+             * @description decimal string in the currency's minor unit
+             * @example 49.00
+             */
+            refunded_amount: string;
+            refunded_credits: number;
+        };
         ReleaseRequest: Record<string, never>;
         RevenueReport: {
             currencies: {
@@ -1893,6 +2246,13 @@ export interface components {
             /** @enum {string} */
             status: "open" | "captured" | "released" | "expired";
             wallet_id: string;
+        };
+        SuggestedBundle: {
+            bundle: string;
+            credits: number;
+            currency: string;
+            label: string;
+            price: string;
         };
         TopUpRequest: {
             /** @description catalog bundle key */
