@@ -1,0 +1,133 @@
+"""Red-team attacks on the plan-period rework (issue 23). Each test states the contract of
+DESIGN "Plans and periods" and fails today: xfail(strict) so the suite stays green."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.services.ledger import verify_ledger
+from tests.fakes.fake_kinde import FakeKinde
+from tests.integration.plan_fixtures import (  # noqa: F401
+    PlanWorld,
+    day,
+    kinde,
+    kinde_world,
+    world,
+)
+
+HOUR = timedelta(hours=1)
+
+
+def _kinde_plan(kinde: FakeKinde, wallet: str, plan: str = "basic") -> None:  # noqa: F811
+    kinde.add_customer(f"customer_{wallet}", org_code=wallet)
+    kinde.add_agreement(f"customer_{wallet}", f"agr_{wallet}", plan, ["api_calls"],
+                        day(0), day(30))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Kinde down across two period ends: the provisional row is ended at the 2nd end but never "
+    "closed (_end_period returns before closing when _next_periods waits), so _advance never "
+    "looks at it again; after Kinde confirms, the current period is never granted"))
+def test_kinde_down_for_more_than_a_period_then_back_renews_the_current_period(
+    kinde_world: PlanWorld, kinde: FakeKinde,  # noqa: F811
+) -> None:
+    w = kinde_world
+    _kinde_plan(kinde, "org_down", "max")  # full rollover: nothing expires
+    w.event("customer.agreement_created", "org_down", plan="max", start=day(0), end=day(30))
+    kinde.outage(True)
+    w.clock.now = day(30) + timedelta(minutes=1)
+    w.worker()  # [30, 60) provisional
+    w.clock.now = day(60) + timedelta(minutes=1)
+    w.worker()  # Kinde still down: at most one provisional period, the next one waits
+    # Kinde comes back: it renewed on time both times.
+    kinde.outage(False)
+    kinde.roll_period("agr_org_down", day(30), day(60))
+    kinde.roll_period("agr_org_down", day(60), day(90))
+    for _ in range(6):
+        w.clock.advance(minutes=20)
+        w.worker()
+    # Three periods, three allotments (an on-time renewal would have had 3,000 by now).
+    assert w.balance("org_down") == 3000
+    w.clock.now = day(90) + timedelta(minutes=1)
+    kinde.roll_period("agr_org_down", day(90), day(120))
+    w.worker()
+    assert w.balance("org_down") == 4000
+    assert verify_ledger(w.container.store) == {}
+
+
+def test_an_agreement_event_for_a_future_period_is_granted_when_it_starts(
+    world: PlanWorld,  # noqa: F811
+) -> None:
+    w = world
+    w.event("customer.agreement_created", "org_fut", plan="basic", agreement="agr_a",
+            start=day(0), end=day(30))
+    w.clock.now = day(20)
+    # The customer moves to team at the renewal: a new agreement whose period starts on day 30.
+    w.event("customer.agreement_created", "org_fut", plan="team", agreement="agr_b",
+            start=day(30), end=day(60))
+    w.clock.now = day(30) + HOUR
+    w.worker()
+    w.use("org_fut", 1)
+    # "granted when it starts": team's 1,000 for [30, 60) (basic's expired at its end).
+    assert w.balance("org_fut") == 999
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "agreement_cancelled marks the agreement's rows final; re-created for the same period, "
+    "grant_for_event finds the granted row ('already granted') and never clears `final`: "
+    "the agreement is never renewed again"))
+def test_a_cancelled_agreement_recreated_in_the_same_period_keeps_renewing(
+    world: PlanWorld,  # noqa: F811
+) -> None:
+    w = world
+    w.event("customer.agreement_created", "org_rec", plan="max", start=day(0), end=day(30))
+    w.clock.now = day(5)
+    w.event("customer.agreement_cancelled", "org_rec")
+    w.clock.now = day(6)
+    w.event("customer.agreement_created", "org_rec", plan="max", start=day(0), end=day(30))
+    w.clock.now = day(30) + HOUR
+    w.worker()
+    assert w.balance("org_rec") == 2000
+
+
+def test_a_hold_expiring_exactly_at_the_end_shields_nothing_from_the_cap(
+    world: PlanWorld,  # noqa: F811
+) -> None:
+    w = world
+    w.event("customer.agreement_created", "org_hx", plan="team", start=day(0), end=day(30))
+    w.clock.now = day(29)
+    outcome = w.container.ledger.place_hold("org_hx", credits=600, expires_in_seconds=86400)
+    assert outcome.status == 201
+    w.clock.now = day(31)
+    w.worker()
+    assert w.balance("org_hx") == 1500
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "_withdraw voids block.remaining including credits reserved by an open hold; the hold's "
+    "capture then succeeds and drives the wallet to -800 (arrears) instead of being covered"))
+def test_withdrawing_a_provisional_renewal_never_leaves_a_hold_uncovered(
+    kinde_world: PlanWorld, kinde: FakeKinde,  # noqa: F811
+) -> None:
+    w = kinde_world
+    _kinde_plan(kinde, "org_wd")
+    w.event("customer.agreement_created", "org_wd", plan="basic", start=day(0), end=day(30))
+    kinde.outage(True)
+    w.clock.now = day(30) + timedelta(minutes=1)
+    w.worker()
+    outcome = w.container.ledger.place_hold("org_wd", credits=800, expires_in_seconds=86400)
+    assert outcome.status == 201, outcome.body
+    hold_id = str(outcome.body["hold_id"])
+    kinde.outage(False)
+    kinde.add_agreement("customer_org_wd", "agr_org_wd", "basic", ["api_calls"],
+                        day(0), day(30), expires_on=day(30))
+    w.clock.advance(hours=1)
+    w.worker()
+    # The 800 reserved by the hold are not unused: the capture is covered, no arrears.
+    captured = w.container.ledger.capture_hold(hold_id, credits=800)
+    assert captured.status == 200, captured.body
+    wallet = w.container.ledger.get_wallet("org_wd")
+    assert wallet["balance"] == 0
+    assert verify_ledger(w.container.store) == {}
