@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -230,3 +231,57 @@ def test_a_withdrawn_renewal_is_not_recognised_revenue(
     # Only the 100 credits actually used can be revenue (3.00); the voided 900 were never
     # sold by Kinde and are neither used nor expired.
     assert Decimal(feb["recognised"]) == Decimal("3.00"), feb
+
+
+def test_worker_usage_and_a_drifted_plan_event_racing_at_an_end_grant_once(
+    world: PlanWorld,  # noqa: F811
+) -> None:
+    import threading
+
+    w = world
+    w.event("customer.agreement_created", "org_race", plan="max", start=day(0), end=day(30))
+    w.clock.now = day(30) + timedelta(minutes=1)
+    errors: list[BaseException] = []
+
+    def run(step: Any) -> None:
+        try:
+            step()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    steps = [
+        w.worker,
+        lambda: w.use("org_race", 1),
+        lambda: w.event("customer.plan_assigned", "org_race", plan="max",
+                        start=day(30) + timedelta(seconds=1), end=day(60)),
+        lambda: w.container.ledger.get_wallet("org_race"),
+        w.worker,
+    ]
+    threads = [threading.Thread(target=run, args=(s,)) for s in steps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(w.allotment_rows("org_race")) == 2
+    assert w.balance("org_race") == 1999
+    assert verify_ledger(w.container.store) == {}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "catch-up is bounded at MAX_CATCH_UP (400) period ends per write: after 3 years down a "
+    "daily plan's first write applies 400 ends, stops in the past, and refuses usage (402) "
+    "although the current period's allotment is due"))
+def test_years_of_downtime_on_a_daily_plan_are_caught_up_by_the_next_write(
+    world: PlanWorld,  # noqa: F811
+) -> None:
+    import time
+
+    w = world
+    w.event("customer.agreement_created", "org_gap", plan="basic", start=day(0), end=day(1))
+    w.clock.now = day(3 * 365) + HOUR
+    started = time.monotonic()
+    # The first write after the outage: its period's allotment must be there (no 402).
+    w.use("org_gap", 1)
+    assert time.monotonic() - started < 30
+    assert w.balance("org_gap") == 999
