@@ -395,9 +395,9 @@ def test_a_hold_open_across_missed_ends_matches_on_time_sweeps(
         w.container.ledger.place_hold(wallet, credits=700, expires_in_seconds=7 * 86400)
     for n in (30, 60, 90):
         w.clock.now = day(n) + timedelta(minutes=1)
-        w.container.ledger.get_wallet("org_hm_ontime")
-        w.use("org_hm_ontime", 1)
+        w.plans.renew("org_hm_ontime")
     w.clock.now = day(95)
     w.use("org_hm_late", 3)
+    w.use("org_hm_ontime", 3)
     assert w.balance("org_hm_late") == w.balance("org_hm_ontime")
     assert verify_ledger(w.container.store) == {}
