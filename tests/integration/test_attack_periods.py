@@ -454,3 +454,33 @@ def test_a_mid_period_downgrade_never_leaves_the_old_plans_credits_uncapped(
         w.worker()
     # At most team's cap (500) of team's credits survive its period's end; basic's expire.
     assert w.balance("org_dn3") <= 1500
+
+
+def test_a_hold_over_an_end_where_an_old_allotment_expires_is_covered(
+    world: PlanWorld,  # noqa: F811
+) -> None:
+    w = world
+    holds: dict[str, str] = {}
+    for wallet in ("org_ho_late", "org_ho_ontime"):
+        w.clock.now = day(0) + HOUR
+        w.event("customer.agreement_created", wallet, plan="pro", start=day(0), end=day(30))
+    for n in (30, 60):
+        w.clock.now = day(n) + HOUR
+        w.worker()
+    # 2,500 (cap 1,500 at day 60); day-0's 500 left expire on day 90, the end of [60, 90).
+    w.clock.now = day(88)
+    for wallet in ("org_ho_late", "org_ho_ontime"):
+        assert w.balance(wallet) == 2500
+        outcome = w.container.ledger.place_hold(wallet, credits=2400,
+                                                expires_in_seconds=5 * 86400)
+        assert outcome.status == 201, outcome.body
+        holds[wallet] = str(outcome.body["hold_id"])
+    w.clock.now = day(90) + HOUR
+    w.plans.renew("org_ho_ontime")
+    w.clock.now = day(91)
+    for wallet in ("org_ho_late", "org_ho_ontime"):
+        captured = w.container.ledger.capture_hold(holds[wallet], credits=2400)
+        assert captured.status == 200, captured.body
+        assert w.container.ledger.get_wallet(wallet)["balance"] >= 0
+    assert w.balance("org_ho_late") == w.balance("org_ho_ontime")
+    assert verify_ledger(w.container.store) == {}
