@@ -519,3 +519,24 @@ def test_events_only_mode_keeps_renewing_routine_periods(
         w.worker()
         w.event("customer.payment_succeeded", "org_ev")  # Kinde invoices each renewal
     assert w.balance("org_ev") == 4000
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the renewal uses the wallet profile's plan; the plan code Kinde's agreements list "
+    "reports (cached by remember_all) is never used, so a plan changed in Kinde whose webhook "
+    "was lost renews the old plan for good"))
+def test_a_renewal_follows_the_plan_kinde_lists(
+    kinde_world: PlanWorld, kinde: FakeKinde,  # noqa: F811
+) -> None:
+    w = kinde_world
+    _kinde_plan(kinde, "org_pl")
+    w.event("customer.agreement_created", "org_pl", plan="basic", start=day(0), end=day(30))
+    # Changed to team in Kinde at the renewal; its plan_changed webhook never arrived.
+    kinde.add_agreement("customer_org_pl", "agr_org_pl", "team", ["api_calls"],
+                        day(30), day(60))
+    w.clock.now = day(30) + HOUR
+    w.worker()
+    w.clock.advance(hours=1)
+    w.worker()
+    rows = w.allotment_rows("org_pl")
+    assert [(r.period_start, r.plan_code) for r in rows][-1] == (day(30), "team")
