@@ -540,3 +540,31 @@ def test_a_renewal_follows_the_plan_kinde_lists(
     w.worker()
     rows = w.allotment_rows("org_pl")
     assert [(r.period_start, r.plan_code) for r in rows][-1] == (day(30), "team")
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_a_read_across_an_end_shows_what_the_next_write_finds(
+    kinde_world: PlanWorld, kinde: FakeKinde, listed: bool,  # noqa: F811
+) -> None:
+    w = kinde_world
+    wallet = f"org_rw{int(listed)}"
+    _kinde_plan(kinde, wallet, "team")
+    w.event("customer.agreement_created", wallet, plan="team", start=day(0), end=day(30))
+    w.clock.now = day(29)
+    w.use(wallet, 100)
+    hold(w, wallet, 300, 3 * 3600)
+    kinde.roll_period(f"agr_{wallet}", day(30), day(60), listed=listed)
+    w.clock.now = day(30) + timedelta(minutes=5)
+    seen = w.container.ledger.get_wallet(wallet)
+    w.use(wallet, 1)
+    after = w.container.ledger.get_wallet(wallet)
+    assert after["balance"] == seen["balance"] - 1
+    w.worker()
+    assert w.container.ledger.get_wallet(wallet)["balance"] == after["balance"]
+
+
+def hold(w: PlanWorld, wallet: str, credits: int, seconds: int) -> str:
+    outcome = w.container.ledger.place_hold(wallet, credits=credits,
+                                            expires_in_seconds=seconds)
+    assert outcome.status == 201, outcome.body
+    return str(outcome.body["hold_id"])
