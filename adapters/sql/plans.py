@@ -106,12 +106,12 @@ class SqlPlanRepository:
             self.conn.execute(update(t.plan_allotments).where(*self._key(record))
                               .values(**values))
 
-    def mark_final(self, wallet_id: str, agreement_id: str) -> None:
+    def mark_final(self, wallet_id: str, agreement_id: str, final: bool = True) -> None:
         self.conn.execute(
             update(t.plan_allotments)
             .where(_a.wallet_id == wallet_id, _a.agreement_id == agreement_id,
                    _a.closed_at.is_(None))
-            .values(final=True)
+            .values(final=final)
         )
 
     def due_wallets(self, now: datetime, limit: int) -> list[str]:

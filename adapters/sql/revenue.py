@@ -87,7 +87,7 @@ class SqlRevenueRepository:
             .where(free, _d.created_at >= since, _d.created_at < until)
             .group_by(_d.kind)
         ):
-            if kind == "expiry":
+            if kind in ("expiry", "void"):  # a void of uncosted credits: taken back unused
                 expired += int(credits)
             else:
                 used += int(credits)

@@ -107,25 +107,36 @@ class Calendar:
     """How an agreement's periods follow one another, from its first known period.
 
     `months` is 1 (monthly) or 12 (yearly) when the first period is one calendar month or year
-    long from its start; otherwise periods repeat `length`.
+    long from its start (also when that start was itself clamped to a month's end: Feb 28 ..
+    Mar 31 of a plan started on the 31st); then periods start on `day` of the month, clamped
+    to the month's length. Otherwise periods repeat `length`.
     """
 
     anchor: datetime
     months: int | None
     length: timedelta
+    day: int = 1
 
     @classmethod
     def of(cls, first: Period) -> Calendar:
+        start, end = first.start, first.end
         for months in (1, 12):
-            if add_months(first.start, months) == first.end:
-                return cls(first.start, months, first.length)
-        return cls(first.start, None, first.length)
+            if add_months(start, months) == end:
+                return cls(start, months, first.length, start.day)
+            clamped_start = start.day == _calendar.monthrange(start.year, start.month)[1]
+            if clamped_start and end.day > start.day and end.time() == start.time() and (
+                end.replace(day=start.day) == add_months(start, months)
+            ):
+                return cls(start, months, first.length, end.day)
+        return cls(start, None, first.length)
 
     def boundary(self, index: int) -> datetime:
         """The start of the agreement's `index`-th period (0 = the anchor's)."""
         if self.months is None:
             return self.anchor + self.length * index
-        return add_months(self.anchor, self.months * index)
+        moved = add_months(self.anchor.replace(day=1), self.months * index)
+        last = _calendar.monthrange(moved.year, moved.month)[1]
+        return moved.replace(day=min(self.day, last))
 
     def index_at(self, moment: datetime) -> int:
         """The index of the calendar period that starts nearest `moment` (within a day)."""

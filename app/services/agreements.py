@@ -4,8 +4,8 @@ The composition root picks one `PeriodSource` strategy:
 - `KindePeriods`: Kinde's agreements API (Management API credentials configured). Renewals are
   granted provisionally on the agreement's calendar at the period end and confirmed (or moved,
   or withdrawn) when Kinde reports the agreement again.
-- `EventPeriods`: Kinde without Management API credentials: periods come from agreement events
-  only; renewals are provisional until an event states the period.
+- `EventPeriods`: Kinde without Management API credentials: periods come from agreement events,
+  and renewals follow the agreement's calendar (an event stating a period settles it).
 - `LocalCalendar`: local mode (no Kinde at all): the agreement's calendar is the truth, so
   renewals are granted outright; an event without a period starts one calendar month.
 
@@ -64,7 +64,9 @@ class KindePeriods:
 
 
 class EventPeriods:
-    renewals_provisional = True
+    # Nobody can confirm a renewal (Kinde sends no event for a routine one): the agreement's
+    # calendar is the best source; an event that states a period settles it.
+    renewals_provisional = False
     can_look_up = False
 
     def agreements(self, customer_id: str) -> list[Agreement]:

@@ -132,14 +132,11 @@ class PlanService:
             return
         self.writer.release_expired_holds(uow, wallet, end)
         wallet.expire_blocks(end)
-        # The plan in force at the end: the wallet's (every plan event applies the ends that
-        # passed before it changes the plan), or, for an agreement it left, the last granted.
+        self._apply_caps(rows, wallet, agreement_id, end)
+        # The plan that renews: the wallet's (every plan event applies the ends that passed
+        # before it changes the plan, so this is the plan chosen for the next period).
         profile = uow.wallets.profile(wallet.id)
-        in_force = self.plan(
-            profile.plan_code if profile is not None and profile.agreement_id == agreement_id
-            and self.plan(profile.plan_code) is not None
-            else max(ending, key=_granted_order).plan_code)
-        self._apply_cap(rows, wallet, ending, end, in_force)
+        in_force = self.plan(profile.plan_code if profile is not None else None)
         for row in ending:
             if uow.write:
                 rows.repo.mark_ended(row, now)
@@ -150,8 +147,11 @@ class PlanService:
         plan, status, following = upcoming
         for period in following:
             assert plan is not None
-            if period.start <= now:
-                self._grant(rows, wallet, agreement_id, plan, period, period.start, status)
+            # A next period that starts within a day of the end is the renewal (Kinde's
+            # clocks differ): it begins at the end, so the customer never waits for it.
+            at = end if periods.same_period(period.start, end) else period.start
+            if at <= now:
+                self._grant(rows, wallet, agreement_id, plan, period, at, status)
         for row in ending:
             current = next(r for r in rows.all if r.agreement_id == row.agreement_id
                            and r.period_start == row.period_start
@@ -188,8 +188,8 @@ class PlanService:
                 last.period, known.period, calendar)
         if not self.source.renewals_provisional:
             return plan, PeriodStatus.GRANTED, [calendar.after(last.period)]
-        if last.provisional:
-            return None  # one provisional period at most: the rest waits for Kinde
+        # Renewals go on, on the calendar, while Kinde does not answer; each is confirmed or
+        # withdrawn once it does.
         return plan, PeriodStatus.PROVISIONAL, [calendar.after(last.period)]
 
     @staticmethod
@@ -197,21 +197,24 @@ class PlanService:
         first = min((r for r in rows.of(agreement_id)), key=lambda r: r.period_start)
         return Calendar.of(first.period)
 
-    def _apply_cap(self, rows: _Rows, wallet: Wallet, ending: list[AllotmentRecord],
-                   end: datetime, plan: Plan | None) -> None:
-        """The cap of the plan in force at `end` (the last one granted for the ending period),
-        as of `end`, on the allotments their agreement carries into the next period: those of
-        its periods that ended by
-        `end`. A period of a newer plan that runs past `end` keeps its own allotment whole."""
-        if plan is None:
-            return
-        blocks = {r.block_id for r in rows.of(ending[0].agreement_id)
-                  if r.block_id and r.period_end <= end}
-        own = [b for b in wallet.blocks if b.id in blocks]
-        for block, credits in rules.cap_expiries(plan, own, end, wallet.available):
-            wallet.expire_part(block, credits,
-                               description=rules.cap_description(plan, block, credits),
-                               now=end)
+    def _apply_caps(self, rows: _Rows, wallet: Wallet, agreement_id: str,
+                    end: datetime) -> None:
+        """At an end, as of `end`: each plan's cap on the allotments that plan granted on this
+        agreement and that are carried into the next period (those of its periods that ended
+        by `end`). Credits follow the policy of the plan that granted them, so a plan change
+        never leaves the old plan's credits uncapped, and a period of a newer plan that runs
+        past `end` keeps its own allotment whole."""
+        carried = [r for r in rows.of(agreement_id) if r.block_id and r.period_end <= end]
+        for code in sorted({r.plan_code for r in carried}):
+            plan = self.plan(code)
+            if plan is None:
+                continue
+            blocks = {r.block_id for r in carried if r.plan_code == code}
+            own = [b for b in wallet.blocks if b.id in blocks]
+            for block, credits in rules.cap_expiries(plan, own, end, wallet.available):
+                wallet.expire_part(block, credits,
+                                   description=rules.cap_description(plan, block, credits),
+                                   now=end)
 
     def _move_end(self, rows: _Rows, wallet: Wallet, row: AllotmentRecord,
                   new_end: datetime, now: datetime) -> AllotmentRecord:
@@ -524,9 +527,11 @@ class PlanService:
         """Kinde did not renew the agreement: the provisional allotment's unused credits go
         back (a `void` entry); what was used of it during the wait stays used."""
         block = next((b for b in wallet.blocks if b.id == row.block_id), None)
-        if block is not None and block.remaining > 0:
-            wallet.void_part(block, block.remaining, now=now, description=(
-                f"-{block.remaining:,} credits: {block.reason.split(' | ')[0]} withdrawn "
+        # What open holds reserve stays (their captures are promised); the rest goes back.
+        amount = min(block.remaining, max(wallet.available, 0)) if block is not None else 0
+        if block is not None and amount > 0:
+            wallet.void_part(block, amount, now=now, description=(
+                f"-{amount:,} credits: {block.reason.split(' | ')[0]} withdrawn "
                 "(Kinde did not renew the agreement)"))
         rows.uow.plans.update(row, status=PeriodStatus.WITHDRAWN)
         rows.uow.plans.mark_final(row.wallet_id, row.agreement_id)

@@ -461,8 +461,9 @@ class PlanRepository(Protocol):
                attempts: int | None = None) -> None:
         """Move a period's end, change its status or its next Kinde look-up."""
 
-    def mark_final(self, wallet_id: str, agreement_id: str) -> None:
-        """The agreement was cancelled: its open periods end and nothing follows them."""
+    def mark_final(self, wallet_id: str, agreement_id: str, final: bool = True) -> None:
+        """The agreement was cancelled (or, `final=False`, created again): its open periods
+        end and nothing follows them."""
 
     def due_wallets(self, now: datetime, limit: int) -> list[str]:
         """Wallets with a period whose end passed and was not applied yet."""

@@ -7,8 +7,8 @@ Per currency, for [since, until):
 - recognised: credits used in the period (usage, captured holds, credits that paid arrears)
   times their block's cost basis;
 - refunds: the money of a refunded pack's unused credits (the `void` entry a `refunds` row
-  names; a void that is not a refund, such as a withdrawn provisional plan allotment, stays
-  with what it was before refunds existed: recognised);
+  names; a void that is not a refund, such as a withdrawn provisional plan allotment, counts
+  with breakage: credits that left unused);
 - breakage: credits expired unused in the period times their block's cost basis;
 - deferred (opening / closing): the cost basis of credits still unused at that instant.
 
@@ -64,7 +64,9 @@ def roll_forward(inputs: RevenueInputs, since: datetime, until: datetime) -> dic
             now_taken = share_of(cost, b.original, consumed, cur)
             share = now_taken - taken
             taken = now_taken
-            if kind == "expiry":
+            if kind in ("expiry", "void"):
+                # A void that is no refund (a provisional plan allotment Kinde did not renew)
+                # takes back credits nobody used: like breakage, never earned revenue.
                 row["breakage"] += share
                 count["expired"] += amount
             elif kind == "refund":

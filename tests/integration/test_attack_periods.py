@@ -32,10 +32,6 @@ def _kinde_plan(kinde: FakeKinde, wallet: str, plan: str = "basic") -> None:  # 
                         day(0), day(30))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Kinde down across two period ends: the provisional row is ended at the 2nd end but never "
-    "closed (_end_period returns before closing when _next_periods waits), so _advance never "
-    "looks at it again; after Kinde confirms, the current period is never granted"))
 def test_kinde_down_for_more_than_a_period_then_back_renews_the_current_period(
     kinde_world: PlanWorld, kinde: FakeKinde,  # noqa: F811
 ) -> None:
@@ -59,7 +55,8 @@ def test_kinde_down_for_more_than_a_period_then_back_renews_the_current_period(
     w.clock.now = day(90) + timedelta(minutes=1)
     kinde.roll_period("agr_org_down", day(90), day(120))
     w.worker()
-    assert w.balance("org_down") == 4000
+    # The max plan's cap (2,500) applies at the end on day 90: 2,500 carried + 1,000.
+    assert w.balance("org_down") == 3500
     assert verify_ledger(w.container.store) == {}
 
 
@@ -111,9 +108,6 @@ def test_a_hold_expiring_exactly_at_the_end_shields_nothing_from_the_cap(
     assert w.balance("org_hx") == 1500
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_withdraw voids block.remaining including credits reserved by an open hold; the hold's "
-    "capture then succeeds and drives the wallet to -800 (arrears) instead of being covered"))
 def test_withdrawing_a_provisional_renewal_never_leaves_a_hold_uncovered(
     kinde_world: PlanWorld, kinde: FakeKinde,  # noqa: F811
 ) -> None:
@@ -148,10 +142,6 @@ def _drifted(w: PlanWorld, kinde: FakeKinde, wallet: str) -> None:  # noqa: F811
     w.worker()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Kinde lists the next period starting hours after our end: _end_period closes the old "
-    "row and skips the grant (period.start > now); no row stays pending, next_period_end_at "
-    "is None and nothing ever grants Kinde's period (plan credits stop for good)"))
 def test_kinde_renewing_a_few_hours_after_the_end_still_renews(
     kinde_world: PlanWorld, kinde: FakeKinde,  # noqa: F811
 ) -> None:
@@ -168,9 +158,6 @@ def test_kinde_renewing_a_few_hours_after_the_end_still_renews(
     assert w.balance("org_drift") == 1000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "while Kinde's next period (starting hours after our end) has not begun, the expire plan's "
-    "wallet is at 0 and usage is refused (402): a late renewal must cost nothing"))
 def test_kinde_renewing_a_few_hours_after_the_end_refuses_no_usage(
     kinde_world: PlanWorld, kinde: FakeKinde,  # noqa: F811
 ) -> None:
@@ -207,10 +194,6 @@ def paid_world(db_url: str, kinde: FakeKinde, tmp_path: Path) -> Iterator[PlanWo
     c.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a withdrawn provisional allotment's void draws are counted as `recognised` revenue by "
-    "roll_forward (every draw that is not an expiry is recognised): 27.00 USD of a renewal "
-    "Kinde never billed shows as earned"))
 def test_a_withdrawn_renewal_is_not_recognised_revenue(
     paid_world: PlanWorld, kinde: FakeKinde,  # noqa: F811
 ) -> None:
@@ -403,10 +386,6 @@ def test_a_hold_open_across_missed_ends_matches_on_time_sweeps(
     assert verify_ledger(w.container.store) == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_end_period takes the plan in force from the wallet's profile, which a scheduled "
-    "plan_changed (stating the NEXT period) already switched to basic: team's period ends "
-    "without team's cap, so 1,000 full-rollover credits carry uncapped (2,000, not 1,500)"))
 def test_a_downgrade_at_the_renewal_still_caps_the_old_plans_period(
     world: PlanWorld,  # noqa: F811
 ) -> None:
@@ -437,10 +416,6 @@ def test_two_agreements_ending_at_the_same_instant_each_apply_their_own_plan(
     assert w.balance("org_two") == 2000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "after a mid-period downgrade on the same agreement (team -> basic), the period's end "
-    "applies basic's policy (no cap) to team's full-rollover allotment: team's 1,000 are "
-    "never capped, carried forever"))
 def test_a_mid_period_downgrade_never_leaves_the_old_plans_credits_uncapped(
     world: PlanWorld,  # noqa: F811
 ) -> None:
@@ -505,10 +480,6 @@ def events_world(db_url: str, kinde: FakeKinde, tmp_path: Path) -> Iterator[Plan
     c.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "events-only mode (KINDE_DOMAIN without M2M credentials): renewals are provisional but "
-    "can_look_up is False, so nothing ever confirms them and the second end waits for good "
-    "(Kinde sends no event on a routine renewal): plan credits stop after two periods"))
 def test_events_only_mode_keeps_renewing_routine_periods(
     events_world: PlanWorld,  # noqa: F811
 ) -> None:
@@ -518,7 +489,8 @@ def test_events_only_mode_keeps_renewing_routine_periods(
         w.clock.now = day(n) + HOUR
         w.worker()
         w.event("customer.payment_succeeded", "org_ev")  # Kinde invoices each renewal
-    assert w.balance("org_ev") == 4000
+    # 1,000 a period, the max plan's cap (2,500) applied at the day-90 end: 2,500 + 1,000.
+    assert w.balance("org_ev") == 3500
 
 
 @pytest.mark.xfail(strict=True, reason=(

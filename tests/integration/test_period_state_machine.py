@@ -12,8 +12,8 @@ periods" and "Ledger rules" alone:
 - blocks are drawn soonest-expiring first; usage is refused beyond available (balance - held);
 - at a period end, in time order: holds that expired before it are released, blocks due by it
   expire (credits of due blocks up to what open holds reserve are kept until the holds
-  settle), then the cap of the plan in force at the end takes the excess of the agreement's
-  carried allotments (bounded by available), then that plan's next allotment is granted;
+  settle), then each plan's cap takes the excess of the carried allotments that plan granted
+  (bounded by available), then the wallet's plan's next allotment is granted;
 - expiry of a block kept for a hold happens when the hold settles; only holds placed before a
   block expired keep its credits.
 The revenue roll-forward identity is checked per currency at the end, with a 0-decimal (JPY)
@@ -145,21 +145,22 @@ class Model:
     def end_period(self, end: datetime) -> None:
         self.release_expired(end)
         self.expire_due(end)
-        if any(start + PERIOD == end for start, _ in self.granted):
-            # The plan in force at the end: the wallet's plan then (the model applies every
-            # end before it takes a plan change).
-            cap = POLICY[self.plan].get("rollover_max_credits")
-            if cap is not None and POLICY[self.plan]["rollover"] != "expire":
-                carried = [b for b in self.blocks if b.period_end <= end
-                           and (b.expires_at is None or b.expires_at > end)]
-                excess = min(sum(b.remaining for b in carried) - cap, max(self.available, 0))
-                for b in sorted(carried, key=MBlock.order):
-                    if excess <= 0:
-                        break
-                    take = min(b.remaining, excess)
-                    b.remaining -= take
-                    excess -= take
-                self.blocks = [b for b in self.blocks if b.remaining > 0]
+        # Each plan's cap on the carried allotments that plan granted (credits follow the
+        # policy of the plan that granted them).
+        for code in sorted({b.plan for b in self.blocks}):
+            cap = POLICY[code].get("rollover_max_credits")
+            if cap is None or POLICY[code]["rollover"] == "expire":
+                continue
+            carried = [b for b in self.blocks if b.plan == code and b.period_end <= end
+                       and (b.expires_at is None or b.expires_at > end)]
+            excess = min(sum(b.remaining for b in carried) - cap, max(self.available, 0))
+            for b in sorted(carried, key=MBlock.order):
+                if excess <= 0:
+                    break
+                take = min(b.remaining, excess)
+                b.remaining -= take
+                excess -= take
+            self.blocks = [b for b in self.blocks if b.remaining > 0]
         self.period_start = end
         self.grant(self.plan, end, end)
 

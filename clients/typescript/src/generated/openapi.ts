@@ -551,7 +551,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description insufficient_credits (error.needed, error.available) or, for a member of an org wallet, member_budget_exceeded (error.needed, error.available_to_member) */
+                /** @description insufficient_credits (error.needed, error.available) or, for a member of an org wallet, member_budget_exceeded (error.needed, error.available_to_member); for a pack sale after a failed payment, payment_overdue */
                 402: {
                     headers: {
                         [name: string]: unknown;
@@ -578,7 +578,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open */
+                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open; for a pack sale in Kinde mode, no_billing_customer */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -1505,7 +1505,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open */
+                /** @description idempotency_conflict (Idempotency-Key reused with another body) or hold_not_open; for a pack sale in Kinde mode, no_billing_customer */
                 409: {
                     headers: {
                         [name: string]: unknown;
