@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - fixtures of test_who_may_spend are imported and then requested by name
 """Red-team (attack-spend): who may spend the customer's money, through dashboard links."""
 
 from __future__ import annotations

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from app.bootstrap import Container
 from app.services import refund_report
+from app.services.ledger import LedgerService
 from tests.http_fixtures import *  # noqa: F403
 from tests.http_fixtures import Tokens, bearer, table_counts
 
@@ -88,3 +91,27 @@ def test_refund_of_another_wallets_entry_is_404(client: FlaskClient, admin: dict
                         json={"reason": "x"}, headers=confined)
     assert wrong.status_code == 404
     assert client.get("/v1/wallets/kp_bob", headers=admin).json["balance"] == 5000
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the forecast leaves the LATEST-expiring credits to open holds, but the ledger reserves the "
+    "SOONEST-expiring ones for them (Wallet.expire_blocks, capture order): credits kept for a "
+    "hold are counted as expiring unused and the runway is cut short by them"))
+def test_credits_kept_for_an_open_hold_are_not_lost_in_the_forecast(
+        sql_ledger: LedgerService) -> None:
+    ledger = sql_ledger
+    clock = ledger.writer.clock
+    ledger.grant("kp_alice", 2000, "base")
+    for day in range(3):  # 3 active days of the last 7: the 7-day window
+        ledger.record_usage("kp_alice", "report_generation", 1)  # 50 credits
+        if day < 2:
+            clock.advance(days=1)
+    ledger.adjust("kp_alice", 100, "promo", expires_at=clock() + timedelta(minutes=5))
+    ledger.place_hold("kp_alice", credits=100, expires_in_seconds=900)
+    clock.advance(minutes=6)  # the promo expired; kept back for the open hold
+    wallet = ledger.get_wallet("kp_alice")
+    assert (wallet["balance"], wallet["held"], wallet["available"]) == (1950, 100, 1850)
+    f = ledger.forecasts.compute("kp_alice")
+    # 1,850 credits anyone can use (none expire), at 150 / 7 credits a day.
+    assert f.expiring_before_run_out == 0, f
+    assert f.days_left == int(1850 / (150 / 7)), f

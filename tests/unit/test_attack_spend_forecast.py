@@ -22,3 +22,4 @@ def test_big_block_expiring_soon_runs_out_at_its_expiry_not_at_the_horizon() -> 
     assert f.credits_per_day == 2.0
     assert f.days_left == 10, f
     assert f.expiring_before_run_out == 100_000 - 20, f
+
