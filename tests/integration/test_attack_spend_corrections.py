@@ -127,3 +127,24 @@ def test_refund_of_an_entry_id_past_64_bits_is_404_not_500(
     response = client.post(f"/v1/wallets/kp_alice/purchases/{entry_id}/refund",
                            json={"reason": "x"}, headers=admin)
     assert response.status_code == 404, response.get_json()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "refundable_credits looks only at block.remaining: a pack past its expiry whose credits are "
+    "kept back for an open hold is still 'refunded' (money back for expired credits, and the "
+    "hold's reserved credits voided) instead of not_refundable"))
+def test_an_expired_pack_kept_for_an_open_hold_is_not_refunded(
+        sql_ledger: LedgerService) -> None:
+    from app.domain.refunds import NotRefundable
+
+    ledger = sql_ledger
+    clock = ledger.writer.clock
+    ledger.grant("kp_alice", 1000, "other credits")
+    entry = int(ledger.top_up_bundle("kp_alice", "starter").body["entry"]["id"])
+    clock.advance(days=365, minutes=-10)
+    ledger.place_hold("kp_alice", credits=200, expires_in_seconds=900)
+    clock.advance(minutes=11)  # the pack expired; 200 of it kept for the hold
+    wallet = ledger.get_wallet("kp_alice")
+    assert (wallet["balance"], wallet["held"]) == (1200, 200), wallet
+    with pytest.raises(NotRefundable):
+        ledger.refund("kp_alice", entry, "late")  # answers: 200 credits, 1.96 USD back
