@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, text
 from app.bootstrap import Container
 from app.services import refund_report
 from app.services.ledger import LedgerService
+from tests.conftest import FakeClock
 from tests.http_fixtures import *  # noqa: F403
 from tests.http_fixtures import Tokens, bearer, table_counts
 
@@ -23,7 +24,7 @@ def admin(tokens: Tokens) -> dict[str, str]:
 def adjust(client: FlaskClient, headers: dict[str, str], body: dict[str, object],
            wallet: str = "kp_alice") -> tuple[int, dict[str, object]]:
     response = client.post(f"/v1/wallets/{wallet}/adjustments", json=body, headers=headers)
-    return response.status_code, response.json
+    return response.status_code, response.get_json()
 
 
 def _sql(db_url: str, statement: str, **params: object) -> None:
@@ -50,7 +51,7 @@ def test_negative_adjustment_never_takes_the_balance_below_zero_even_with_an_ove
 
 def _refund_with_reason(client: FlaskClient, admin: dict[str, str], reason: str) -> None:
     sale = client.post("/v1/wallets/kp_alice/top-ups", json={"bundle": "starter"},
-                       headers=admin).json["entry"]["id"]
+                       headers=admin).get_json()["entry"]["id"]
     done = client.post(f"/v1/wallets/kp_alice/purchases/{sale}/refund",
                        json={"reason": reason}, headers=admin)
     assert done.status_code == 201, done.json
@@ -81,7 +82,7 @@ def test_refund_report_text_does_not_print_terminal_escapes(
 def test_refund_of_another_wallets_entry_is_404(client: FlaskClient, admin: dict[str, str],
                                                tokens: Tokens) -> None:
     sale = client.post("/v1/wallets/kp_bob/top-ups", json={"bundle": "starter"},
-                       headers=admin).json["entry"]["id"]
+                       headers=admin).get_json()["entry"]["id"]
     client.post("/v1/wallets/kp_alice/top-ups", json={"bundle": "starter"}, headers=admin)
     wrong = client.post(f"/v1/wallets/kp_alice/purchases/{sale}/refund",
                         json={"reason": "x"}, headers=admin)
@@ -90,7 +91,7 @@ def test_refund_of_another_wallets_entry_is_404(client: FlaskClient, admin: dict
     wrong = client.post(f"/v1/wallets/kp_bob/purchases/{sale}/refund",
                         json={"reason": "x"}, headers=confined)
     assert wrong.status_code == 404
-    assert client.get("/v1/wallets/kp_bob", headers=admin).json["balance"] == 5000
+    assert client.get("/v1/wallets/kp_bob", headers=admin).get_json()["balance"] == 5000
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -98,9 +99,8 @@ def test_refund_of_another_wallets_entry_is_404(client: FlaskClient, admin: dict
     "SOONEST-expiring ones for them (Wallet.expire_blocks, capture order): credits kept for a "
     "hold are counted as expiring unused and the runway is cut short by them"))
 def test_credits_kept_for_an_open_hold_are_not_lost_in_the_forecast(
-        sql_ledger: LedgerService) -> None:
+        sql_ledger: LedgerService, clock: FakeClock) -> None:
     ledger = sql_ledger
-    clock = ledger.writer.clock
     ledger.grant("kp_alice", 2000, "base")
     for day in range(3):  # 3 active days of the last 7: the 7-day window
         ledger.record_usage("kp_alice", "report_generation", 1)  # 50 credits
@@ -134,11 +134,10 @@ def test_refund_of_an_entry_id_past_64_bits_is_404_not_500(
     "kept back for an open hold is still 'refunded' (money back for expired credits, and the "
     "hold's reserved credits voided) instead of not_refundable"))
 def test_an_expired_pack_kept_for_an_open_hold_is_not_refunded(
-        sql_ledger: LedgerService) -> None:
+        sql_ledger: LedgerService, clock: FakeClock) -> None:
     from app.domain.refunds import NotRefundable
 
     ledger = sql_ledger
-    clock = ledger.writer.clock
     ledger.grant("kp_alice", 1000, "other credits")
     entry = int(ledger.top_up_bundle("kp_alice", "starter").body["entry"]["id"])
     clock.advance(days=365, minutes=-10)
