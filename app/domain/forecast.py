@@ -88,19 +88,28 @@ def forecast(
     window = usage_window(daily_usage, today)
     first = today - timedelta(days=window - 1)
     per_feature: dict[str, int] = {}
+    used_since = today
     for day, feature, credits in daily_usage:
         if day >= first and credits > 0:
             per_feature[feature or "other"] = per_feature.get(feature or "other", 0) + credits
+            used_since = min(used_since, day)
     total = sum(per_feature.values())
-    pace = total / window
+    # The long window stands in for a quiet week; a wallet whose every use falls in the last
+    # week (it just began) is paced over the days since its first use instead, never told it
+    # has months left (the forecast never over-promises).
+    days = window
+    if window == LONG_WINDOW_DAYS and (today - used_since).days < SHORT_WINDOW_DAYS:
+        days = (today - used_since).days + 1
+    pace = total / days
     by_feature = tuple(sorted(
-        (FeaturePace(f, round(c / window, 2)) for f, c in per_feature.items()),
+        (FeaturePace(f, round(c / days, 2)) for f, c in per_feature.items()),
         key=lambda p: (-p.credits_per_day, p.feature)))
     if total == 0:
         return Forecast(available, window, 0.0, None, None, by_feature, 0, None)
     runs_out_at, lost = _run_out(now, max(available, 0), blocks, pace)
     days_left = math.floor((runs_out_at - now) / timedelta(days=1))
-    return Forecast(available, window, round(pace, 2), days_left, runs_out_at, by_feature,
+    # `window_days` says over how many days the pace was taken.
+    return Forecast(available, days, round(pace, 2), days_left, runs_out_at, by_feature,
                     lost, _suggest(bundles, pace))
 
 
@@ -122,15 +131,15 @@ def _run_out(now: datetime, available: int, blocks: Sequence[CreditsLeft],
     horizon = now + timedelta(days=HORIZON_DAYS)
     for block in spendable:
         days = block.remaining / pace
-        if days >= (horizon - at) / timedelta(days=1):
-            return horizon, lost
-        finish = at + timedelta(days=days)
-        if block.expires_at is not None and finish > block.expires_at:
+        # A block that expires before it is used up ends there, however far the horizon.
+        if block.expires_at is not None and days > (block.expires_at - at) / timedelta(days=1):
             usable = max((block.expires_at - at) / timedelta(days=1), 0.0) * pace
             lost += block.remaining - min(block.remaining, math.floor(usable))
             at = max(at, block.expires_at)
-        else:
-            at = finish
+            continue
+        if days >= (horizon - at) / timedelta(days=1):
+            return horizon, lost
+        at = at + timedelta(days=days)
     return at, lost
 
 
@@ -146,7 +155,8 @@ def _suggest(bundles: Sequence[BundleOption], pace: float) -> str | None:
 
 def runway_sentence(f: Forecast) -> str:
     """"At your pace of the last 7 days, about 12 days left." (the dashboard's runway line)."""
-    pace = f"At your pace of the last {f.window_days} days"
+    pace = ("At your pace today" if f.window_days == 1
+            else f"At your pace of the last {f.window_days} days")
     if f.days_left is None:
         return f"No credits used in the last {f.window_days} days."
     if f.available <= 0:

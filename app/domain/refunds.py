@@ -75,11 +75,16 @@ class RefundTerms:
     invoice: RefundInvoice
 
 
-def refundable_credits(wallet: Wallet, block: Block | None, kind: str) -> int:
+def refundable_credits(wallet: Wallet, block: Block | None, kind: str,
+                       now: datetime) -> int:
     """The credits a refund of this purchase takes back, or the refusal (see the module)."""
     if kind != "purchase":
         raise NotRefundable(
             f"only purchases are refunded; this entry is a {kind} (nothing was paid for it)")
+    if block is not None and block.expires_at is not None and block.expires_at <= now:
+        # Credits past their expiry are only kept for an open hold: they are not unused.
+        raise NotRefundable("this pack has expired: what is left of it is kept only for an "
+                            "open hold and expires when the hold settles")
     remaining = block.remaining if block is not None else 0
     if remaining <= 0:
         raise NotRefundable("nothing of this pack is left to refund (used, expired, or paid "

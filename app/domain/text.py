@@ -49,6 +49,12 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+def spreadsheet_safe(value: str) -> str:
+    """Text a spreadsheet would run as a formula, prefixed with a quote (OWASP CSV injection):
+    every CSV this service writes passes its free text through here."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def escaped(value: str) -> str:
     """`value` with every refused character written as a visible escape (`\\u202e`,
     `\\x1b`), for showing text stored before the rule, or text a rule refused."""

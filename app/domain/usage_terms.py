@@ -129,6 +129,8 @@ def runway_clause(runway: Forecast | None) -> str | None:
         span = "less than a day"
     else:
         span = f"about {fmt(runway.days_left)} {'day' if runway.days_left == 1 else 'days'}"
+    if runway.window_days == 1:
+        return f"At your pace today they last {span}."
     return f"At your pace of the last {runway.window_days} days they last {span}."
 
 

@@ -109,6 +109,8 @@ class CorrectionService:
         """Refund the pack a purchase entry sold: its unused credits go back (see module)."""
         owner_type_of(wallet_id)
         text = _reason(reason)
+        if not 0 < entry_id < 2**63:  # no entry id is outside a signed 64-bit column
+            raise NotFound(f"no entry {entry_id} in wallet {wallet_id}")
 
         def action(uow: UnitOfWork, now: datetime) -> tuple[int, dict[str, Any]]:
             purchase = uow.refunds.purchase(wallet_id, entry_id)
@@ -121,7 +123,7 @@ class CorrectionService:
                 if purchase.block_id is not None and uow.refunds.refunded(purchase.block_id):
                     raise AlreadyRefunded(f"entry {entry_id}'s pack was already refunded")
                 block = next((b for b in wallet.blocks if b.id == purchase.block_id), None)
-                credits = refundable_credits(wallet, block, purchase.kind)
+                credits = refundable_credits(wallet, block, purchase.kind, now)
                 assert block is not None
                 terms = refund_terms(
                     original=block.original, unused=credits,

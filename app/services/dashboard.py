@@ -28,12 +28,13 @@ from typing import Any
 from urllib.parse import quote
 
 from app.domain import dashboard as rules
-from app.domain.access import RULES, allowed, is_admin
+from app.domain.access import RULES, allowed
 from app.domain.dashboard import AccessRefused
 from app.domain.forecast import runway_sentence
 from app.domain.ledger import InvalidRequest
 from app.domain.money import discounted
 from app.domain.principal import SCOPE_LEVELS, Principal, is_org_code, is_user_id
+from app.domain.text import spreadsheet_safe
 from app.domain.usage_terms import fmt
 from app.services.ledger import LedgerService, Outcome
 from app.services.payment_standing import OVERDUE_MESSAGE, SaleGuard, sell_pack
@@ -225,7 +226,7 @@ class DashboardService:
         if buy is None and not self.may(self.buy_operation(), session):
             buy = ("Packs cannot be bought from this link: buying needs permission to buy "
                    "credits for this account. Ask an account admin.")
-        if buy is None and not is_admin(session.maker) and self._overdue(session.wallet_id):
+        if buy is None and self._overdue(session.wallet_id):  # the page buys as the customer
             buy = OVERDUE_MESSAGE
         if recharge is None and not self.may("dashboard.auto_recharge", session):
             recharge = ("Auto-recharge cannot be changed from this link: it needs an account "
@@ -324,7 +325,7 @@ class DashboardService:
             page = self.ledger.ledger_page(wallet_id, limit=200, cursor=cursor)
             for e in page["entries"]:
                 yield [str(e["id"]), e["created_at"], e["kind"], str(e["amount"]),
-                       str(e["balance_after"]), _csv_text(e["description"]),
+                       str(e["balance_after"]), spreadsheet_safe(e["description"]),
                        e["feature"] or "", "" if e["quantity"] is None else str(e["quantity"])]
             cursor = page["next_cursor"]
             if cursor is None:
@@ -341,8 +342,10 @@ class DashboardService:
             raise InvalidRequest("that pack is not for sale; reload the page")
         if not BUY_KEY_RE.fullmatch(idempotency_key or ""):
             raise InvalidRequest("the form is out of date; reload the page and try again")
+        # A page buy is the customer's own purchase, whoever made the link: after a failed
+        # payment it waits like any sale not made by an admin (DESIGN "Who may spend").
         return sell_pack(self.ledger, self.sales, wallet_id, bundle,
-                         by_admin=is_admin(session.maker), idempotency_key=idempotency_key)
+                         by_admin=False, idempotency_key=idempotency_key)
 
     def save_alerts(self, wallet_id: str, form: Mapping[str, str], session: Session) -> Outcome:
         reason = self.alerts_disabled_reason(session)
@@ -411,8 +414,3 @@ def _iso(moment: datetime) -> str:
 def _percent(value: Any) -> str:
     text = format(value.normalize(), "f") if hasattr(value, "normalize") else str(value)
     return f"{text}%"
-
-
-def _csv_text(value: str) -> str:
-    """Text a spreadsheet would run as a formula is prefixed with a quote (OWASP)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

@@ -82,9 +82,18 @@ class SaleGuard:
         """Inside the sale's transaction: raise when the sale may not be made now."""
         if not sale.by_admin and uow.payment_standing.overdue(sale.wallet_id):
             raise PaymentOverdue(OVERDUE_MESSAGE)
-        if not self.invoiced() or sale.looked_up_customer:
+        if not self.invoiced():
             return
         profile = uow.wallets.profile(sale.wallet_id)
+        if sale.looked_up_customer:
+            # Remember who Kinde said the customer is, so that its billing events (a failed
+            # payment above all) reach this wallet from now on.
+            if profile is not None and not profile.billing_customer_id and (
+                    uow.wallets.find_by_customer(sale.looked_up_customer) in (None,
+                                                                               sale.wallet_id)):
+                uow.wallets.update_profile(sale.wallet_id,
+                                           billing_customer_id=sale.looked_up_customer)
+            return
         if profile is None or not profile.billing_customer_id:
             raise NoBillingCustomer(
                 f"{sale.wallet_id} has no Kinde billing customer to invoice, so no pack can "

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from app.domain.money import format_money
+from app.domain.text import escaped, spreadsheet_safe
 from app.services.ports import UnitOfWorkFactory
 from app.services.views import iso
 
@@ -50,7 +51,8 @@ def as_csv(report: dict[str, Any]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(FIELDS)
     for row in report["refunds"]:
-        writer.writerow([row[k] if row[k] is not None else "" for k in FIELDS])
+        writer.writerow([spreadsheet_safe(row[k]) if isinstance(row[k], str) else
+                         ("" if row[k] is None else row[k]) for k in FIELDS])
     return out.getvalue()
 
 
@@ -64,7 +66,7 @@ def as_text(report: dict[str, Any]) -> str:
         lines.append(
             f"  {r['created_at']} {r['wallet_id']} entry {r['purchase_entry_id']}: "
             f"{r['credits']:,} credits, {r['amount']} {r['currency']}, {action} "
-            f"({r['reason']})")
+            f"({escaped(r['reason'])})")
     for cur, t in report["totals"].items():
         lines.append(f"  {cur}: credit notes due {t['credit_note_due']}, taken off Kinde "
                      f"invoices {t['reduced']}")

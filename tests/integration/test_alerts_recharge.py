@@ -92,8 +92,8 @@ def test_each_threshold_fires_once_and_credit_rearms(local: Container) -> None:
     assert low["type"] == "credits.balance_low"
     assert low["data"]["balance"] == 99 and low["data"]["reference_balance"] == 1000
     assert low["data"]["message"].startswith("99 credits left, about 1 report.")
-    # The forecast's pace: all use was today, too little for 7 days, so the last 30.
-    assert "At your pace of the last 30 days" in low["data"]["message"]
+    # The forecast's pace: all use was today (a wallet that just began), so today's.
+    assert "At your pace today" in low["data"]["message"]
     assert low["data"]["message"].endswith("Top up: https://app.example.com/billing")
     local.ledger.record_usage("kp_a", "api_call", 99)  # 0: depleted
     depleted = notices(local)[-1]

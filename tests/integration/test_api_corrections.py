@@ -110,10 +110,11 @@ def test_forecast_for_the_own_user_and_readers(client: FlaskClient, admin: dict[
         response = client.get("/v1/wallets/kp_alice/forecast", headers=headers)
         assert response.status_code == 200, response.json
         f = response.json
-        # 150 credits in the last 30 days (only one active day of the last 7): 5 a day.
-        assert (f["available"], f["window_days"], f["credits_per_day"]) == (850, 30, 5.0)
-        assert f["days_left"] == 170 and f["runs_out_at"] is not None
-        assert f["by_feature"] == [{"feature": "report_generation", "credits_per_day": 5.0}]
+        # 150 credits, all of them today (one active day of the last 7, so the 30-day window;
+        # but the wallet only began today): paced over that one day, never over-promised.
+        assert (f["available"], f["window_days"], f["credits_per_day"]) == (850, 1, 150.0)
+        assert f["days_left"] == 5 and f["runs_out_at"] is not None
+        assert f["by_feature"] == [{"feature": "report_generation", "credits_per_day": 150.0}]
         assert f["suggested_bundle"]["bundle"] == "starter"
     other = client.get("/v1/wallets/kp_bob/forecast", headers=bearer(tokens.user("kp_alice")))
     assert other.status_code == 404

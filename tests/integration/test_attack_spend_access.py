@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
 from flask.testing import FlaskClient
 
 from app.bootstrap import Container
@@ -23,10 +22,6 @@ from tests.integration.test_who_may_spend import (  # noqa: F401 - fixtures by n
 )
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a dashboard page buys with its maker's admin rights: when the product's backend makes "
-    "links with a credits:admin M2M token, the customer at the page keeps buying packs on the "
-    "card whose payment failed (payment_overdue is skipped for 'admin' sales)"))
 def test_customer_on_an_admin_made_link_cannot_buy_after_a_failed_payment(
         web: FlaskClient, tokens: Tokens, kc: Container, db_url: str) -> None:
     kinde_mode(kc)
@@ -50,10 +45,6 @@ class _KindeKnowsTheCustomer:
         return type("User", (), {"customer_id": "customer_alice"})()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a sale that learns the billing customer from Kinde (SaleGuard.prepare) neither saves the "
-    "mapping nor checks that customer's standing: customer.payment_failed for it is parked "
-    "('unknown customer'), and the user keeps buying packs on the failed card"))
 def test_sale_after_payment_failed_for_a_customer_the_wallet_learns_from_kinde(
         web: FlaskClient, tokens: Tokens, kc: Container, db_url: str) -> None:
     kinde_mode(kc)

