@@ -85,8 +85,22 @@ def _seed_baseline(url: str, wallets: list[str]) -> None:
     engine.dispose()
 
 
-def _make_stack(ctx: BenchContext, database: str) -> Stack:
+def own_environment() -> dict[str, str]:
+    """The environment for the bench's servers and worker, before the bench adds its own
+    settings: the caller's, less every service setting (`app.settings.SETTING_NAMES`) and
+    `KINDE_*` / `BENCH_BASELINE_*` variable. Each setting is present but empty, which reads
+    as unset and also shadows a `.env` file in the working directory, so the bench runs the
+    same whatever `CREDITS_CATALOG`, `DATABASE_URL` or the rest say."""
     import os
+
+    from app.settings import SETTING_NAMES
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in SETTING_NAMES and not k.startswith(("KINDE_", "BENCH_BASELINE_"))}
+    return {**env, **dict.fromkeys(SETTING_NAMES, "")}
+
+
+def _make_stack(ctx: BenchContext, database: str) -> Stack:
 
     import requests
 
@@ -112,12 +126,11 @@ def _make_stack(ctx: BenchContext, database: str) -> Stack:
         credits_per_unit[name] = feature.credits_per_unit
         credits_per_unit[feature.kinde_feature_code] = feature.credits_per_unit
 
-    base_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("KINDE_", "BENCH_BASELINE_"))
-                and k not in ("DATABASE_URL", "PUBLIC_URL", "RUN_WORKER")}
+    base_env = own_environment()
     var = ctx.workdir / f"var-{database}"
     var.mkdir(exist_ok=True)
     service_env = {**base_env, **kinde.env(), "DATABASE_URL": service_db,
+                   "CREDITS_CATALOG": str(DEFAULT_CATALOG),
                    "KINDE_CREDITS_VAR_DIR": str(var), "PYTHONUNBUFFERED": "1"}
     baseline_env = {**base_env, "BENCH_BASELINE_DATABASE": baseline_db,
                     "BENCH_BASELINE_JWKS_URL": f"{kinde.url}/.well-known/jwks.json",

@@ -19,6 +19,20 @@ DEFAULT_CATALOG = PROJECT_ROOT / "config" / "credits.toml"
 MAX_TOKEN_LIFETIME = 366 * 86400
 
 
+# Every variable `Settings.from_env` reads (tests/unit check the list against it). A process
+# that must not inherit the operator's configuration, such as the bench's own servers, blanks
+# them all and sets only its own.
+SETTING_NAMES: tuple[str, ...] = (
+    "CREDITS_CATALOG", "DASHBOARD_AUTO_RECHARGE", "DASHBOARD_BASE_URL", "DASHBOARD_SECRET",
+    "DASHBOARD_UNBILLED_PURCHASES", "DATABASE_URL", "KINDE_API_AUDIENCE",
+    "KINDE_CREDITS_VAR_DIR", "KINDE_DOMAIN", "KINDE_JWKS_URL", "KINDE_M2M_CLIENT_ID",
+    "KINDE_M2M_CLIENT_SECRET", "METRICS_TOKEN", "NOTIFY_WEBHOOK_SECRET", "NOTIFY_WEBHOOK_URL",
+    "OUTBOX_CONFIRM_SECONDS", "OUTBOX_LEASE_SECONDS", "OUTBOX_MAX_ATTEMPTS", "PUBLIC_URL",
+    "RUN_WORKER", "SALES_PAID_ELSEWHERE", "SMTP_FROM", "SMTP_HOST", "SMTP_PASSWORD",
+    "SMTP_PORT", "SMTP_STARTTLS", "SMTP_USERNAME", "TOKEN_MAX_LIFETIME_SECONDS", "TOP_UP_URL",
+)
+
+
 class SettingsError(ValueError):
     """A bad setting; the message names the variable."""
 

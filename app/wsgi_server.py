@@ -36,6 +36,27 @@ def server_defaults(database_url: str) -> ServerSettings:
     return SERVER_DEFAULTS.get(family, SERVER_DEFAULTS["postgresql"])
 
 
+KEEPALIVE_SECONDS = 5
+
+
+def worker_connections(threads: int) -> int:
+    """gunicorn's per-worker connection cap for `threads` threads.
+
+    The gthread worker keeps a connection alive only while fewer than
+    `worker_connections - threads` idle ones are parked in its poller, and stops accepting
+    once `worker_connections` are open (busy, idle or waiting for a first request). With the
+    cap at `threads` there is no room for an idle one at all: gunicorn warns "No keepalived
+    connections can be handled" and answers every request with `Connection: close`.
+
+    One idle slot per thread: idle connections wait in the poller, not on a thread, and at
+    most `threads` of them are kept, so however many clients sit idle the worker can still
+    accept `threads` connections for its threads to serve (a further idle one is closed after
+    its answer rather than kept). The cap also bounds how many connections one worker takes:
+    a burst of clients beyond it goes to the other workers.
+    """
+    return 2 * threads
+
+
 def _create_app() -> Any:
     from app import create_app
 
@@ -70,12 +91,10 @@ def run_gunicorn(
         "worker_class": "gthread",
         "timeout": 30,
         "graceful_timeout": 20,
-        "keepalive": 5,
-        # A worker holds at most one open connection per thread and leaves further ones to
-        # the other workers: otherwise a burst of keep-alive clients (a backend's connection
-        # pool) can all land on one process, which then serves them on one core while the
-        # others idle. Idle keep-alive connections close after `keepalive` seconds.
-        "worker_connections": threads,
+        "keepalive": KEEPALIVE_SECONDS,
+        # Idle keep-alive connections close after `keepalive` seconds (see
+        # `worker_connections`).
+        "worker_connections": worker_connections(threads),
         # Tokens travel in headers, never in URLs, so the access log holds no secrets.
         "accesslog": "-" if access_log else None,
         "errorlog": "-",

@@ -4,13 +4,17 @@ with its baseline and ratio. Timing is never asserted: the numbers only have to 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from app.bench import as_markdown, make_figure, postgres_url, run_bench
+from app.bench_http import own_environment
 from app.cli import main
+from app.domain.catalog import load_catalog
+from app.settings import SETTING_NAMES
 
 SQLITE_FIGURES = {
     "store_debits_sqlite",
@@ -118,3 +122,55 @@ def test_unknown_figure_is_refused() -> None:
 def test_json_and_markdown_exclude_each_other() -> None:
     result = CliRunner().invoke(main, ["bench", "--json", "--markdown", "--only", "nope"])
     assert result.exit_code == 2 and "--json" in result.output
+
+
+MINIMAL_CATALOG = """\
+[features.report]
+label = "Report"
+unit = "report"
+credits_per_unit = 7
+kinde_feature_code = "reports_elsewhere"
+source = "app"
+"""
+
+
+@pytest.mark.slow
+def test_the_bench_brings_its_own_catalog_and_databases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The operator's settings name a catalog without the bench's feature codes (`api_call`,
+    # `storage_gb`) and a database of their own, in the environment and in a `.env` file in
+    # the working directory. The bench's figures must neither park nor fail on them, and
+    # must leave that database alone.
+    catalog = tmp_path / "minimal.toml"
+    catalog.write_text(MINIMAL_CATALOG)
+    load_catalog(catalog)  # a valid catalog: only the bench's feature codes are missing
+    theirs = tmp_path / "theirs.db"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"CREDITS_CATALOG={catalog}\nSMTP_PORT=not-a-number\n")
+    monkeypatch.setenv("CREDITS_CATALOG", str(catalog))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{theirs}")
+    monkeypatch.setenv("OUTBOX_MAX_ATTEMPTS", "0")  # a bad setting: refused if it got through
+    result = CliRunner().invoke(main, ["bench", "--json", "--quick", "--seconds", "1",
+                                       "--only", "webhook_usage_sqlite",
+                                       "--only", "batch_usage_1000_sqlite"])
+    assert result.exit_code == 0, result.output
+    report = _report(result.output)
+    assert report["failed"] == [] and report["skipped"] == [], report
+    figures = {fig["name"]: fig for fig in report["figures"]}
+    assert set(figures) == {"webhook_usage_sqlite", "batch_usage_1000_sqlite"}
+    for fig in figures.values():
+        assert fig["value"] > 0 and fig["baseline"]["value"] > 0, fig
+        assert fig.get("errors", 0) == 0, fig
+    assert not theirs.exists()
+
+
+def test_the_bench_servers_inherit_no_service_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SETTING_NAMES:
+        monkeypatch.setenv(name, "operator's")
+    monkeypatch.setenv("KINDE_SOMETHING_NEW", "operator's")
+    monkeypatch.setenv("BENCH_KEEP_ME", "yes")
+    env = own_environment()
+    assert {name: env[name] for name in SETTING_NAMES} == dict.fromkeys(SETTING_NAMES, "")
+    assert "KINDE_SOMETHING_NEW" not in env
+    assert env["BENCH_KEEP_ME"] == "yes"
