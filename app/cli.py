@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -226,22 +228,9 @@ def report() -> None:
 def report_revenue(since: str | None, until: str | None, as_json: bool, as_csv: bool) -> None:
     """Revenue roll-forward per currency: opening deferred + sales - refunds - recognised -
     breakage = closing deferred, to the cent, for [since, until)."""
-    from app.domain.ledger import LedgerError
     from app.services import revenue
 
-    if as_json and as_csv:
-        raise click.UsageError("choose one of --json and --csv")
-    container = _container()
-    try:
-        data = container.operations.revenue_report(since, until)
-    except LedgerError as exc:
-        raise click.BadParameter(exc.message) from None
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-    elif as_csv:
-        click.echo(revenue.as_csv(data), nl=False)
-    else:
-        click.echo(revenue.as_text(data))
+    _print_report(lambda ops: ops.revenue_report(since, until), revenue, as_json, as_csv)
 
 
 @report.command("refunds")
@@ -254,22 +243,30 @@ def report_revenue(since: str | None, until: str | None, as_json: bool, as_csv: 
 def report_refunds(since: str | None, until: str | None, as_json: bool, as_csv: bool) -> None:
     """Refunds made in [since, until): the credit notes to issue in Kinde
     (`credit_note_due`), and the packs taken off Kinde's count before it invoiced them."""
-    from app.domain.ledger import LedgerError
     from app.services import refund_report
+
+    _print_report(lambda ops: ops.refunds_report(since, until), refund_report, as_json,
+                  as_csv)
+
+
+def _print_report(fetch: Callable[[Any], dict[str, Any]], fmt: ModuleType, as_json: bool,
+                  as_csv: bool) -> None:
+    """One report from the operations service, printed as JSON, CSV (`fmt.as_csv`) or text
+    (`fmt.as_text`); a bad --since/--until is a usage error."""
+    from app.domain.ledger import LedgerError
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    container = _container()
     try:
-        data = container.operations.refunds_report(since, until)
+        data = fetch(_container().operations)
     except LedgerError as exc:
         raise click.BadParameter(exc.message) from None
     if as_json:
         click.echo(json.dumps(data, indent=2))
     elif as_csv:
-        click.echo(refund_report.as_csv(data), nl=False)
+        click.echo(fmt.as_csv(data), nl=False)
     else:
-        click.echo(refund_report.as_text(data))
+        click.echo(fmt.as_text(data))
 
 
 @main.command()

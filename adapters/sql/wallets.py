@@ -61,7 +61,6 @@ _WALLET_COLUMNS = (
     t.wallets.c.auto_recharge_threshold,
     t.wallets.c.auto_recharge_bundle,
     t.wallets.c.auto_recharge_suspended,
-    t.wallets.c.plan_code,
 )
 _SELECT_WALLET = select(*_WALLET_COLUMNS).where(t.wallets.c.id == bindparam("wallet_id"))
 _SELECT_WALLET_FOR_UPDATE = _SELECT_WALLET.with_for_update()  # where rows lock (see dialect)
@@ -176,7 +175,6 @@ class SqlWalletRepository:
             )
             if row.auto_recharge_bundle
             else None,
-            plan_code=row.plan_code,
         )
         wallet.blocks = [
             Block(

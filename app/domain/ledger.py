@@ -186,9 +186,6 @@ class Wallet:
     alert_settings: Any = None  # AlertSettings, or None for the catalog's defaults
     alerts_fired: frozenset[str] = frozenset()
     auto_recharge: Any = None  # AutoRecharge, or None when never configured
-    # The Kinde plan the wallet is on (its profile's), so a write knows cheaply whether plan
-    # periods may be due; None when it is on no plan.
-    plan_code: str | None = None
     blocks: list[Block] = field(default_factory=list)
     new_entries: list[NewEntry] = field(default_factory=list)
     new_blocks: list[Block] = field(default_factory=list)

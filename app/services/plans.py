@@ -35,7 +35,7 @@ from app.domain import plans as rules
 from app.domain.agreements import Calendar, Period
 from app.domain.catalog import Plan
 from app.domain.ledger import Wallet
-from app.services.agreements import AgreementCache, PeriodSource, PeriodUnknown
+from app.services.agreements import AgreementCache, KnownAgreement, PeriodSource, PeriodUnknown
 from app.services.ports import (
     Agreement,
     AllotmentRecord,
@@ -43,6 +43,7 @@ from app.services.ports import (
     PeriodStatus,
     PlanRepository,
     UnitOfWork,
+    WalletProfile,
 )
 from app.services.wallet_writer import WalletWriter
 
@@ -98,7 +99,9 @@ class PlanService:
     def advance(self, uow: UnitOfWork, wallet: Wallet, now: datetime) -> None:
         """Before-sweep hook of every write and read: apply each period end that passed, in
         time order and as of its own time, and begin what follows it."""
-        if wallet.plan_code is None and not any(b.kind == "allotment" for b in wallet.blocks):
+        # Every change to a wallet's periods leaves `next_period_end_at` at its next end not yet
+        # applied (None: none pending), so most writes need no look at the periods at all.
+        if wallet.next_period_end_at is None or wallet.next_period_end_at > now:
             return
         rows = _Rows(uow, wallet.id, uow.plans.periods(wallet.id))
         self._advance(rows, wallet, now)
@@ -133,18 +136,12 @@ class PlanService:
         self.writer.release_expired_holds(uow, wallet, end)
         wallet.expire_blocks(end)
         self._apply_caps(rows, wallet, agreement_id, end)
-        # The plan that renews: the wallet's (every plan event applies the ends that passed
-        # before it changes the plan, so this is the plan chosen for the next period).
-        profile = uow.wallets.profile(wallet.id)
-        in_force = self.plan(profile.plan_code if profile is not None else None)
         for row in ending:
             if uow.write:
                 rows.repo.mark_ended(row, now)
             rows.replace(row, replace(row, ended_at=now))
-        upcoming = self._next_periods(rows, wallet, agreement_id, last, known, in_force)
-        if upcoming is None:
-            return  # waits, ended (the next period comes from the source)
-        plan, status, following = upcoming
+        plan, status, following = self._next_periods(
+            rows, uow.wallets.profile(wallet.id), agreement_id, last, known)
         for period in following:
             assert plan is not None
             # A next period that starts within a day of the end is the renewal (Kinde's
@@ -161,17 +158,16 @@ class PlanService:
             rows.replace(current, replace(current, closed_at=now))
 
     def _next_periods(
-        self, rows: _Rows, wallet: Wallet, agreement_id: str, last: AllotmentRecord,
-        known: Any, in_force: Plan | None,
-    ) -> tuple[Plan | None, str, list[Period]] | None:
-        """What follows `last`: (plan, status, periods); ([] when nothing follows), or None
-        when the next period must wait for the source. The next period renews the plan in
-        force at the end; a plan change processed later grants its own allotment."""
-        profile = rows.uow.wallets.profile(wallet.id)
-        plan = in_force
+        self, rows: _Rows, profile: WalletProfile | None, agreement_id: str,
+        last: AllotmentRecord, known: KnownAgreement | None,
+    ) -> tuple[Plan | None, str, list[Period]]:
+        """What follows `last`: (plan, status, periods), no periods when nothing follows. The
+        next period renews the wallet's plan (every plan event applies the ends that passed
+        before it changes the plan, so this is the plan chosen for the next period); a plan
+        change processed later grants its own allotment."""
+        plan = self.plan(profile.plan_code) if profile is not None else None
         continuing = (
             profile is not None and profile.agreement_id == agreement_id and plan is not None
-            and self.plan(profile.plan_code) is not None
             and not last.final and last.status != PeriodStatus.WITHDRAWN
         )
         if not continuing or any(r.period_end > last.period_end
@@ -280,6 +276,7 @@ class PlanService:
         mine = next((r for r in same if r.plan_code == plan.code), None)
         if mine is not None:
             self._settle(rows, wallet, mine, period, now)
+            self._advance(rows, wallet, now)  # its end may have moved
             return f"{plan.name} plan credits for {period.label} were already granted"
         if any(r.period_start > period.start for r in rows.of(agreement_id)):
             return f"a later period of {agreement_id} was already granted: nothing to do"

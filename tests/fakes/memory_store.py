@@ -133,8 +133,6 @@ class MemoryWallets:
         if stored is None:
             return None
         wallet = _stored_row(stored, stored)
-        profile = self.s.profiles.get(wallet_id)
-        wallet.plan_code = profile.plan_code if profile else None
         wallet.blocks = [
             copy.copy(b)
             for b in self.s.blocks.values()
